@@ -1,0 +1,116 @@
+#include "io/hf_config.h"
+
+#include <filesystem>
+#include <fstream>
+
+#include "core/error.h"
+
+namespace kllens {
+
+HfConfig HfConfig::load_folder(const std::string& folder) {
+  namespace fs = std::filesystem;
+  if (!fs::exists(folder)) fail("{}: no such file or directory", folder);
+  const std::string path = (fs::path(folder) / "config.json").string();
+  std::ifstream in(path);
+  if (!in) fail("{}: cannot open (is {} a Hugging Face model folder?)", path, folder);
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: malformed JSON: {}", path, e.what());
+  }
+  return from_json(std::move(j), path);
+}
+
+HfConfig HfConfig::from_json(nlohmann::json j, std::string path) {
+  if (!j.is_object()) fail("{}: config is not a JSON object", path);
+  HfConfig c;
+  c.json_ = std::move(j);
+  c.path_ = std::move(path);
+  return c;
+}
+
+bool HfConfig::has(const std::string& key) const {
+  return json_.contains(key) && !json_[key].is_null();
+}
+
+void HfConfig::invalid(const std::string& key, const std::string& why) const {
+  fail("{}: '{}' {}", path_, key, why);
+}
+
+std::string HfConfig::model_type() const {
+  if (!has("model_type") || !json_["model_type"].is_string())
+    invalid("model_type", "is missing or not a string");
+  return json_["model_type"].get<std::string>();
+}
+
+int64_t HfConfig::get_int(const std::string& key) const {
+  if (!has(key)) invalid(key, "is missing");
+  const auto& v = json_[key];
+  if (v.is_number_integer()) return v.get<int64_t>();
+  if (v.is_number_float() && v.get<double>() == static_cast<double>(static_cast<int64_t>(v.get<double>())))
+    return static_cast<int64_t>(v.get<double>());
+  invalid(key, "must be an integer, got " + v.dump());
+}
+
+int64_t HfConfig::get_int(const std::string& key, int64_t fallback) const {
+  return has(key) ? get_int(key) : fallback;
+}
+
+int64_t HfConfig::get_positive(const std::string& key) const {
+  const int64_t v = get_int(key);
+  if (v <= 0) invalid(key, "must be a positive integer, got " + std::to_string(v));
+  return v;
+}
+
+int64_t HfConfig::get_int_any(std::initializer_list<const char*> keys) const {
+  for (const char* k : keys)
+    if (has(k)) return get_int(k);
+  std::string names;
+  for (const char* k : keys) names += (names.empty() ? "" : " / ") + std::string(k);
+  invalid(names, "is missing");
+}
+
+double HfConfig::get_float(const std::string& key) const {
+  if (!has(key)) invalid(key, "is missing");
+  const auto& v = json_[key];
+  if (!v.is_number()) invalid(key, "must be a number, got " + v.dump());
+  return v.get<double>();
+}
+
+double HfConfig::get_float(const std::string& key, double fallback) const {
+  return has(key) ? get_float(key) : fallback;
+}
+
+std::optional<double> HfConfig::find_float(const std::string& key) const {
+  if (!has(key)) return std::nullopt;
+  return get_float(key);
+}
+
+bool HfConfig::get_bool(const std::string& key, bool fallback) const {
+  if (!has(key)) return fallback;
+  const auto& v = json_[key];
+  if (!v.is_boolean()) invalid(key, "must be true or false, got " + v.dump());
+  return v.get<bool>();
+}
+
+std::string HfConfig::get_string(const std::string& key, const std::string& fallback) const {
+  if (!has(key)) return fallback;
+  const auto& v = json_[key];
+  if (!v.is_string()) invalid(key, "must be a string, got " + v.dump());
+  return v.get<std::string>();
+}
+
+std::vector<int64_t> HfConfig::get_int_list(const std::string& key) const {
+  if (!has(key)) invalid(key, "is missing");
+  const auto& v = json_[key];
+  if (!v.is_array()) invalid(key, "must be a list of integers, got " + v.dump());
+  std::vector<int64_t> out;
+  for (const auto& e : v) {
+    if (!e.is_number_integer()) invalid(key, "must be a list of integers, got " + v.dump());
+    out.push_back(e.get<int64_t>());
+  }
+  return out;
+}
+
+}  // namespace kllens

@@ -1,0 +1,44 @@
+// Typed, validated access to a Hugging Face config.json. Every failure names the file and key.
+// Checkpoints on the Hub were saved by many transformers versions, so families ask for a key
+// under each of its historical names (get_int({"n_groups", "mamba_n_groups"}, ...)).
+#pragma once
+
+#include <initializer_list>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace kllens {
+
+class HfConfig {
+ public:
+  static HfConfig load_folder(const std::string& folder);  // reads folder/config.json
+  static HfConfig from_json(nlohmann::json j, std::string path);
+
+  const std::string& path() const { return path_; }
+  const nlohmann::json& json() const { return json_; }
+  bool has(const std::string& key) const;
+
+  std::string model_type() const;  // required "model_type"
+  int64_t get_int(const std::string& key) const;  // required
+  int64_t get_int(const std::string& key, int64_t fallback) const;
+  double get_float(const std::string& key) const;
+  double get_float(const std::string& key, double fallback) const;
+  bool get_bool(const std::string& key, bool fallback) const;
+  std::string get_string(const std::string& key, const std::string& fallback) const;
+  std::vector<int64_t> get_int_list(const std::string& key) const;  // required list of integers
+  // A required value that must be a positive integer (dimensions, counts).
+  int64_t get_positive(const std::string& key) const;
+  // First key present wins; fails naming all keys when none is.
+  int64_t get_int_any(std::initializer_list<const char*> keys) const;
+  std::optional<double> find_float(const std::string& key) const;
+
+  [[noreturn]] void invalid(const std::string& key, const std::string& why) const;
+
+ private:
+  nlohmann::json json_;
+  std::string path_;
+};
+
+}  // namespace kllens

@@ -1,0 +1,244 @@
+#include "io/safetensors.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "core/error.h"
+
+namespace kllens {
+
+using json = nlohmann::json;
+
+int64_t TensorView::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+std::vector<float> TensorView::to_f32() const {
+  std::vector<float> out(static_cast<size_t>(numel()));
+  convert_to_f32(dtype, data, out.size(), out.data());
+  return out;
+}
+
+std::string shape_str(std::span<const int64_t> shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
+  const size_t size = file_.size();
+  if (size < 8) fail("{}: truncated safetensors file ({} bytes, need at least 8)", path, size);
+  uint64_t header_len = 0;
+  std::memcpy(&header_len, file_.data(), 8);
+  if (header_len > size - 8)
+    fail("{}: header length {} runs past the end of the file ({} bytes)", path, header_len, size);
+  const char* header_begin = reinterpret_cast<const char*>(file_.data() + 8);
+  json header;
+  try {
+    header = json::parse(header_begin, header_begin + header_len);
+  } catch (const json::exception& e) {
+    fail("{}: malformed safetensors JSON header: {}", path, e.what());
+  }
+  if (!header.is_object()) fail("{}: safetensors header is not a JSON object", path);
+
+  const size_t data_begin = 8 + header_len;
+  const size_t data_size = size - data_begin;
+  std::vector<std::pair<uint64_t, std::string>> ranges;  // (begin, name), for overlap checks
+  std::map<std::string, uint64_t> ends;
+  for (const auto& [name, entry] : header.items()) {
+    if (name == "__metadata__") {
+      if (entry.is_object())
+        for (const auto& [k, v] : entry.items())
+          if (v.is_string()) metadata_[k] = v.get<std::string>();
+      continue;
+    }
+    if (!entry.is_object() || !entry.contains("dtype") || !entry.contains("shape") ||
+        !entry.contains("data_offsets") || !entry["dtype"].is_string() ||
+        !entry["shape"].is_array() || !entry["data_offsets"].is_array() ||
+        entry["data_offsets"].size() != 2)
+      fail("{}: tensor '{}': header entry needs dtype, shape and two data_offsets", path, name);
+    TensorView view;
+    view.name = name;
+    const std::string dtype_str = entry["dtype"].get<std::string>();
+    auto dtype = parse_safetensors_dtype(dtype_str);
+    if (!dtype) fail("{}: tensor '{}': unknown dtype '{}'", path, name, dtype_str);
+    view.dtype = *dtype;
+    uint64_t numel = 1;
+    for (const auto& d : entry["shape"]) {
+      if (!d.is_number_unsigned() && !(d.is_number_integer() && d.get<int64_t>() >= 0))
+        fail("{}: tensor '{}': shape must hold non-negative integers", path, name);
+      const uint64_t dim = d.get<uint64_t>();
+      if (dim > 0 && numel > std::numeric_limits<uint64_t>::max() / 16 / dim)
+        fail("{}: tensor '{}': shape {} is too large", path, name, entry["shape"].dump());
+      numel *= dim;
+      view.shape.push_back(static_cast<int64_t>(dim));
+    }
+    const auto& offs = entry["data_offsets"];
+    if (!offs[0].is_number_unsigned() || !offs[1].is_number_unsigned())
+      fail("{}: tensor '{}': data_offsets must be non-negative integers", path, name);
+    const uint64_t begin = offs[0].get<uint64_t>(), end = offs[1].get<uint64_t>();
+    if (begin > end || end > data_size)
+      fail("{}: tensor '{}': data_offsets [{}, {}] out of range (data section is {} bytes)", path,
+           name, begin, end, data_size);
+    const uint64_t expected = numel * dtype_size(view.dtype);
+    if (end - begin != expected)
+      fail("{}: tensor '{}': {} bytes stored but shape {} x {} needs {}", path, name, end - begin,
+           shape_str(view.shape), dtype_str, expected);
+    view.data = file_.data() + data_begin + begin;
+    view.nbytes = end - begin;
+    view.file = &file_.path();
+    ranges.emplace_back(begin, name);
+    ends[name] = end;
+    tensors_.emplace(name, std::move(view));
+  }
+  std::sort(ranges.begin(), ranges.end());
+  for (size_t i = 1; i < ranges.size(); ++i) {
+    const auto& prev = ranges[i - 1];
+    if (ends[prev.second] > ranges[i].first && ends[prev.second] > prev.first)
+      fail("{}: tensors '{}' and '{}' overlap (bytes {}..{} and {}..)", path, prev.second,
+           ranges[i].second, prev.first, ends[prev.second], ranges[i].first);
+  }
+}
+
+const TensorView* SafetensorsFile::find(const std::string& name) const {
+  auto it = tensors_.find(name);
+  return it == tensors_.end() ? nullptr : &it->second;
+}
+
+const TensorView& SafetensorsFile::get(const std::string& name) const {
+  const TensorView* v = find(name);
+  if (!v) fail("{}: tensor '{}' not found", path(), name);
+  return *v;
+}
+
+TensorStore TensorStore::open_folder(const std::string& folder) {
+  namespace fs = std::filesystem;
+  TensorStore store;
+  if (!fs::exists(folder)) fail("{}: no such file or directory", folder);
+  if (!fs::is_directory(folder)) fail("{}: not a model folder", folder);
+  const fs::path index_path = fs::path(folder) / "model.safetensors.index.json";
+  const fs::path single_path = fs::path(folder) / "model.safetensors";
+  std::vector<std::string> shard_files;
+  if (fs::exists(index_path)) {
+    std::ifstream in(index_path);
+    json index;
+    try {
+      index = json::parse(in);
+    } catch (const json::exception& e) {
+      fail("{}: malformed JSON: {}", index_path.string(), e.what());
+    }
+    if (!index.contains("weight_map") || !index["weight_map"].is_object())
+      fail("{}: no weight_map object", index_path.string());
+    std::set<std::string> unique;
+    for (const auto& [name, file] : index["weight_map"].items()) {
+      if (!file.is_string()) fail("{}: weight_map['{}'] is not a file name", index_path.string(), name);
+      const std::string f = file.get<std::string>();
+      if (f.find('/') != std::string::npos || f == ".." )
+        fail("{}: shard name '{}' must be a file in the folder", index_path.string(), f);
+      unique.insert(f);
+    }
+    shard_files.assign(unique.begin(), unique.end());
+  } else if (fs::exists(single_path)) {
+    shard_files.push_back("model.safetensors");
+  } else {
+    fail("{}: no model.safetensors or model.safetensors.index.json", folder);
+  }
+  for (const auto& f : shard_files) {
+    store.files_.push_back(std::make_unique<SafetensorsFile>((fs::path(folder) / f).string()));
+    for (const auto& [name, view] : store.files_.back()->tensors()) {
+      if (store.index_.count(name))
+        fail("{}: tensor '{}' appears in two shards", folder, name);
+      store.index_[name] = &view;
+    }
+  }
+  return store;
+}
+
+const TensorView* TensorStore::find(const std::string& name) const {
+  auto it = index_.find(name);
+  return it == index_.end() ? nullptr : it->second;
+}
+
+const TensorView& TensorStore::get(const std::string& name) const {
+  const TensorView* v = find(name);
+  if (!v) fail("model is missing tensor '{}'", name);
+  return *v;
+}
+
+std::vector<std::string> TensorStore::names() const {
+  std::vector<std::string> out;
+  for (const auto& [name, _] : index_) out.push_back(name);
+  return out;
+}
+
+void TensorStore::release_pages() const {
+  for (const auto& f : files_) f->release_pages();
+}
+
+OwnedTensor make_f32_tensor(std::vector<int64_t> shape, std::span<const float> values) {
+  OwnedTensor t;
+  t.dtype = DType::kF32;
+  t.shape = std::move(shape);
+  t.bytes.resize(values.size_bytes());
+  std::memcpy(t.bytes.data(), values.data(), values.size_bytes());
+  return t;
+}
+
+OwnedTensor make_i32_tensor(std::vector<int64_t> shape, std::span<const int32_t> values) {
+  OwnedTensor t;
+  t.dtype = DType::kI32;
+  t.shape = std::move(shape);
+  t.bytes.resize(values.size_bytes());
+  std::memcpy(t.bytes.data(), values.data(), values.size_bytes());
+  return t;
+}
+
+void write_safetensors(const std::string& path, const std::map<std::string, OwnedTensor>& tensors,
+                       const std::map<std::string, std::string>& metadata) {
+  json header = json::object();
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  uint64_t offset = 0;
+  for (const auto& [name, t] : tensors) {
+    header[name] = {{"dtype", std::string(dtype_name(t.dtype))},
+                    {"shape", t.shape},
+                    {"data_offsets", {offset, offset + t.bytes.size()}}};
+    offset += t.bytes.size();
+  }
+  std::string text = header.dump();
+  while ((8 + text.size()) % 8 != 0) text.push_back(' ');  // align the data section
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  if (!out) fail("{}: cannot open for writing", path);
+  const uint64_t len = text.size();
+  out.write(reinterpret_cast<const char*>(&len), 8);
+  out.write(text.data(), static_cast<std::streamsize>(text.size()));
+  for (const auto& [name, t] : tensors)
+    out.write(reinterpret_cast<const char*>(t.bytes.data()),
+              static_cast<std::streamsize>(t.bytes.size()));
+  if (!out) fail("{}: write failed", path);
+}
+
+std::vector<int64_t> read_int_tensor(const TensorView& view) {
+  const auto n = static_cast<size_t>(view.numel());
+  std::vector<int64_t> out(n);
+  if (view.dtype == DType::kI64) {
+    std::memcpy(out.data(), view.data, n * 8);
+  } else if (view.dtype == DType::kI32) {
+    for (size_t i = 0; i < n; ++i) {
+      int32_t v;
+      std::memcpy(&v, view.data + 4 * i, 4);
+      out[i] = v;
+    }
+  } else {
+    fail("{}: tensor '{}' has dtype {}, expected I32 or I64", view.file ? *view.file : "?",
+         view.name, dtype_name(view.dtype));
+  }
+  return out;
+}
+
+}  // namespace kllens

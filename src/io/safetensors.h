@@ -1,0 +1,79 @@
+// safetensors files: 8-byte little-endian header length, a JSON header mapping tensor names to
+// {dtype, shape, data_offsets}, then the data. Everything is validated before any view is made:
+// header bounds, JSON, dtypes, offsets in bounds and non-overlapping, byte size = numel x dtype
+// size. A model folder holds one file or shards listed in model.safetensors.index.json.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+#include "io/mapped_file.h"
+
+namespace kllens {
+
+struct TensorView {
+  std::string name;
+  DType dtype = DType::kF32;
+  std::vector<int64_t> shape;
+  const std::byte* data = nullptr;
+  size_t nbytes = 0;
+  const std::string* file = nullptr;  // for error messages
+
+  int64_t numel() const;
+  // Converts a floating tensor to float32 (throws Error for non-floating dtypes).
+  std::vector<float> to_f32() const;
+};
+
+std::string shape_str(std::span<const int64_t> shape);
+
+class SafetensorsFile {
+ public:
+  explicit SafetensorsFile(const std::string& path);  // maps and validates; throws Error
+  const std::map<std::string, TensorView>& tensors() const { return tensors_; }
+  const TensorView* find(const std::string& name) const;
+  const TensorView& get(const std::string& name) const;  // throws Error naming file and tensor
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  const std::string& path() const { return file_.path(); }
+  void release_pages() const { file_.release_pages(); }
+
+ private:
+  MappedFile file_;
+  std::map<std::string, TensorView> tensors_;
+  std::map<std::string, std::string> metadata_;
+};
+
+// All tensors of a Hugging Face model folder (single file or shards).
+class TensorStore {
+ public:
+  static TensorStore open_folder(const std::string& folder);
+  const TensorView* find(const std::string& name) const;
+  const TensorView& get(const std::string& name) const;
+  std::vector<std::string> names() const;
+  void release_pages() const;
+
+ private:
+  std::vector<std::unique_ptr<SafetensorsFile>> files_;
+  std::map<std::string, const TensorView*> index_;
+};
+
+// Writing (for CLI outputs such as logits and token ids). Tensors are written in name order.
+struct OwnedTensor {
+  DType dtype = DType::kF32;
+  std::vector<int64_t> shape;
+  std::vector<std::byte> bytes;
+};
+OwnedTensor make_f32_tensor(std::vector<int64_t> shape, std::span<const float> values);
+OwnedTensor make_i32_tensor(std::vector<int64_t> shape, std::span<const int32_t> values);
+void write_safetensors(const std::string& path, const std::map<std::string, OwnedTensor>& tensors,
+                       const std::map<std::string, std::string>& metadata = {});
+
+// Reads an integer tensor (I32 or I64) as int64 values, e.g. token ids; throws Error otherwise.
+std::vector<int64_t> read_int_tensor(const TensorView& view);
+
+}  // namespace kllens

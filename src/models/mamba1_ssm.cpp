@@ -1,0 +1,47 @@
+#include "models/mamba1_ssm.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/ops.h"
+#include "kernels/ssm.h"
+
+namespace kllens {
+
+void Mamba1Ssm::set_A(const Param& a_log) {
+  A.resize(a_log.value.size());
+  for (size_t i = 0; i < A.size(); ++i) A[i] = -std::exp(a_log.value[i]);
+}
+
+void Mamba1Ssm::forward(float* y, const float* x_in, int64_t ldx, const float* z, int64_t ldz,
+                        int64_t T, float* conv_state, float* ssm_state) const {
+  const int64_t I = inner, N = state, R = dt_rank, P = R + 2 * N;
+  // x {T, I} = silu(causal_conv1d(x))
+  std::vector<float> x(static_cast<size_t>(T * I));
+  ops::causal_conv1d(x.data(), x_in, ldx, conv->data(), conv_bias ? conv_bias->data() : nullptr,
+                     conv_state, T, I, conv_kernel, true);
+  // proj {T, R + 2N} = x_proj(x) = [dt_r | B | C]
+  std::vector<float> proj(static_cast<size_t>(T * P));
+  ops::matmul_nt(proj.data(), x.data(), x_proj->data(), nullptr, T, P, I);
+  std::vector<float> dt_r(static_cast<size_t>(T * R));
+  for (int64_t t = 0; t < T; ++t) std::copy_n(proj.data() + t * P, R, dt_r.data() + t * R);
+  if (dt_norm) ops::rmsnorm(dt_r.data(), dt_r.data(), dt_norm->data(), T, R, norm_eps);
+  if (b_norm || c_norm) {
+    for (int64_t t = 0; t < T; ++t) {
+      float* row = proj.data() + t * P;
+      if (b_norm) ops::rmsnorm(row + R, row + R, b_norm->data(), 1, N, norm_eps);
+      if (c_norm) ops::rmsnorm(row + R + N, row + R + N, c_norm->data(), 1, N, norm_eps);
+    }
+  }
+  // dt {T, I} = softplus(dt_proj(dt_r) + bias)
+  std::vector<float> dt(static_cast<size_t>(T * I));
+  ops::matmul_nt(dt.data(), dt_r.data(), dt_proj->data(), dt_bias ? dt_bias->data() : nullptr, T,
+                 I, R);
+  for (auto& v : dt) v = ops::softplus(v);
+  ops::selective_scan(y, ssm_state, x.data(), dt.data(), A.data(), proj.data() + R,
+                      proj.data() + R + N, P, D->data(), T, I, N);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t i = 0; i < I; ++i) y[t * I + i] *= ops::silu(z[t * ldz + i]);
+}
+
+}  // namespace kllens

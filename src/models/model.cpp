@@ -1,0 +1,156 @@
+#include "models/model.h"
+
+#include <algorithm>
+#include <set>
+
+#include "core/error.h"
+#include "io/safetensors.h"
+
+namespace kllens {
+
+std::string_view role_name(Role role) {
+  switch (role) {
+    case Role::kEmbed: return "embed";
+    case Role::kHead: return "head";
+    case Role::kInProj: return "in_proj";
+    case Role::kXProj: return "x_proj";
+    case Role::kDtProj: return "dt_proj";
+    case Role::kOutProj: return "out_proj";
+    case Role::kConv1d: return "conv1d";
+    case Role::kQ: return "q_proj";
+    case Role::kK: return "k_proj";
+    case Role::kV: return "v_proj";
+    case Role::kO: return "o_proj";
+    case Role::kGate: return "gate_proj";
+    case Role::kUp: return "up_proj";
+    case Role::kDown: return "down_proj";
+    case Role::kRouter: return "router";
+    case Role::kMetaTokens: return "meta_tokens";
+    case Role::kNorm: return "norm";
+    case Role::kBias: return "bias";
+    case Role::kSsmA: return "A_log";
+    case Role::kSsmD: return "D";
+    case Role::kDtBias: return "dt_bias";
+    case Role::kOther: return "other";
+  }
+  return "other";
+}
+
+int64_t Param::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+bool Param::is_component() const {
+  const std::string suffix = ".weight";
+  return shape.size() >= 2 && name.size() > suffix.size() &&
+         name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+Weights Weights::load(const TensorStore& store, const std::vector<TensorSpec>& specs,
+                      const std::string& folder) {
+  Weights w;
+  std::set<std::string> named;
+  // Validate everything first, so a bad file fails before any conversion work.
+  for (const auto& spec : specs) {
+    named.insert(spec.name);
+    const TensorView* view = store.find(spec.name);
+    if (!view) {
+      if (spec.optional) continue;
+      fail("{}: required tensor '{}' is missing", folder, spec.name);
+    }
+    if (view->shape != spec.shape)
+      fail("{}: tensor '{}' has shape {} but the config implies {}", *view->file, spec.name,
+           shape_str(view->shape), shape_str(spec.shape));
+    if (view->dtype != DType::kF32 && view->dtype != DType::kBF16 && view->dtype != DType::kF16)
+      fail("{}: tensor '{}' has dtype {}; weights must be F32, BF16 or F16", *view->file,
+           spec.name, dtype_name(view->dtype));
+  }
+  for (const auto& spec : specs) {
+    const TensorView* view = store.find(spec.name);
+    if (!view) continue;
+    auto p = std::make_unique<Param>();
+    p->name = spec.name;
+    p->role = spec.role;
+    p->layer = spec.layer;
+    p->shape = spec.shape;
+    p->source_dtype = view->dtype;
+    p->value = view->to_f32();
+    w.params_.push_back(std::move(p));
+  }
+  for (const auto& name : store.names())
+    if (!named.count(name)) w.unused_.push_back(name);
+  // The float32 copies are what the forward pass reads; drop the mapped pages from the RSS.
+  store.release_pages();
+  return w;
+}
+
+Param* Weights::find(const std::string& name) {
+  for (auto& p : params_)
+    if (p->name == name) return p.get();
+  return nullptr;
+}
+
+const Param* Weights::find(const std::string& name) const {
+  for (const auto& p : params_)
+    if (p->name == name) return p.get();
+  return nullptr;
+}
+
+Param& Weights::get(const std::string& name) {
+  Param* p = find(name);
+  if (!p) fail("model has no tensor '{}'", name);
+  return *p;
+}
+
+const Param& Weights::get(const std::string& name) const {
+  const Param* p = find(name);
+  if (!p) fail("model has no tensor '{}'", name);
+  return *p;
+}
+
+std::vector<Param*> Weights::components() {
+  std::vector<Param*> out;
+  for (auto& p : params_)
+    if (p->is_component()) out.push_back(p.get());
+  return out;
+}
+
+std::vector<const Param*> Weights::components() const {
+  std::vector<const Param*> out;
+  for (const auto& p : params_)
+    if (p->is_component()) out.push_back(p.get());
+  return out;
+}
+
+int64_t Weights::total_params() const {
+  int64_t n = 0;
+  for (const auto& p : params_) n += p->numel();
+  return n;
+}
+
+std::vector<float> Model::forward(std::span<const int32_t> ids) const {
+  auto state = start(ids);
+  for (int l = 0; l < static_cast<int>(info_.n_layers); ++l) run_layer(l, *state);
+  std::vector<float> logits(ids.size() * static_cast<size_t>(info_.vocab));
+  finish(*state, logits.data());
+  return logits;
+}
+
+std::vector<float> Model::forward_decode(std::span<const int32_t> ids) const {
+  check_ids(ids);
+  auto state = new_decode_state();
+  const auto V = static_cast<size_t>(info_.vocab);
+  std::vector<float> logits(ids.size() * V);
+  for (size_t t = 0; t < ids.size(); ++t) decode_step(*state, ids[t], logits.data() + t * V);
+  return logits;
+}
+
+void Model::check_ids(std::span<const int32_t> ids) const {
+  for (size_t i = 0; i < ids.size(); ++i)
+    if (ids[i] < 0 || ids[i] >= info_.vocab)
+      fail("token id {} at position {} is outside the vocabulary [0, {})", ids[i], i, info_.vocab);
+}
+
+}  // namespace kllens

@@ -1,0 +1,167 @@
+// The model interface every family implements, the tensor table that drives loading, `inspect`,
+// quantization and export, and the weights it loads.
+//
+// A forward pass is split into start (embedding, plus Hymba's meta tokens) → run_layer(0..L-1) →
+// finish (final norm and head), so that a sensitivity sweep that perturbs layer L can restart from
+// a cached copy of the state before layer L instead of recomputing layers 0..L-1.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "core/dtype.h"
+
+namespace kllens {
+
+class TensorStore;
+class HfConfig;
+
+// What a tensor is, independent of the family's naming. Quantization policy is decided by role.
+enum class Role : uint8_t {
+  kEmbed,     // token embedding (and the head when tied)
+  kHead,      // untied lm_head
+  kInProj,
+  kXProj,
+  kDtProj,
+  kOutProj,
+  kConv1d,
+  kQ,
+  kK,
+  kV,
+  kO,
+  kGate,
+  kUp,
+  kDown,
+  kRouter,
+  kMetaTokens,  // Hymba's learned prefix (memory_tokens)
+  kNorm,
+  kBias,
+  kSsmA,        // A_log
+  kSsmD,
+  kDtBias,
+  kOther,
+};
+std::string_view role_name(Role role);  // stable strings: "in_proj", "x_proj", "conv1d", ...
+
+// How a checkpoint tensor is turned into what the forward pass uses. Applied exactly once, at load.
+enum class Transform : uint8_t { kNone };
+
+struct TensorSpec {
+  std::string name;               // Hugging Face tensor name, e.g. backbone.layers.3.mixer.x_proj.weight
+  Role role = Role::kOther;
+  int layer = -1;                 // -1: not in a layer
+  std::vector<int64_t> shape;     // expected shape, exactly as stored
+  bool optional = false;          // absent is fine (e.g. biases behind a config flag)
+};
+
+struct Param {
+  std::string name;
+  Role role = Role::kOther;
+  int layer = -1;
+  std::vector<int64_t> shape;
+  DType source_dtype = DType::kF32;
+  bool tied_head = false;          // the embedding is also the lm_head
+  std::vector<float> value;        // float32 (4 bytes per parameter; the mapped file is released)
+
+  int64_t numel() const;
+  const float* data() const { return value.data(); }
+  float* data() { return value.data(); }
+  // A quantizable component: a *.weight tensor with 2+ dimensions (Linear, conv1d, embedding, head).
+  bool is_component() const;
+  int64_t rows() const { return shape.empty() ? 0 : shape[0]; }
+  int64_t cols() const { return shape.empty() ? 0 : numel() / shape[0]; }
+};
+
+class Weights {
+ public:
+  // Loads every row of the table: presence, exact shape, conversion to float32. Fails with a
+  // one-line error naming the tensor and both shapes. Tensors in the file that the table does
+  // not name are reported by unused().
+  static Weights load(const TensorStore& store, const std::vector<TensorSpec>& specs,
+                      const std::string& folder);
+
+  Param* find(const std::string& name);
+  const Param* find(const std::string& name) const;
+  Param& get(const std::string& name);
+  const Param& get(const std::string& name) const;
+  const std::vector<std::unique_ptr<Param>>& all() const { return params_; }
+  std::vector<Param*> components();
+  std::vector<const Param*> components() const;
+  const std::vector<std::string>& unused() const { return unused_; }
+  int64_t total_params() const;
+
+ private:
+  std::vector<std::unique_ptr<Param>> params_;
+  std::vector<std::string> unused_;
+};
+
+struct ModelInfo {
+  std::string arch;          // model_type: "mamba", "mamba2", "hymba", "llama", "falcon_h1", "jamba"
+  std::string folder;
+  int64_t n_layers = 0;
+  int64_t d_model = 0;
+  int64_t vocab = 0;         // rows of the logits
+  int64_t n_prefix_tokens = 0;  // Hymba meta tokens: prepended, never scored
+  std::vector<std::string> layer_kinds;  // per layer, for inspect: "mamba", "attention(swa=32)+ssm", ...
+  std::vector<std::pair<std::string, std::string>> details;  // family-specific config lines
+};
+
+// Per-sequence prefill state between layers. clone() must copy everything later layers read
+// (hidden states and, for hybrids, KV shared across layers).
+class ForwardState {
+ public:
+  virtual ~ForwardState() = default;
+  virtual std::unique_ptr<ForwardState> clone() const = 0;
+  virtual size_t bytes() const { return hidden.size() * sizeof(float); }
+  std::vector<float> hidden;   // {rows, d_model}, rows = prefix tokens + sequence tokens
+  int64_t rows = 0;
+  int next_layer = 0;
+};
+
+// Recurrent / KV state for token-by-token decoding of one sequence.
+class DecodeState {
+ public:
+  virtual ~DecodeState() = default;
+  virtual size_t bytes() const = 0;
+  int64_t position = 0;  // tokens consumed so far
+};
+
+class Model {
+ public:
+  virtual ~Model() = default;
+  const ModelInfo& info() const { return info_; }
+  Weights& weights() { return weights_; }
+  const Weights& weights() const { return weights_; }
+
+  virtual std::unique_ptr<ForwardState> start(std::span<const int32_t> ids) const = 0;
+  virtual void run_layer(int layer, ForwardState& state) const = 0;
+  // logits {T, vocab} for the T sequence tokens (prefix rows dropped).
+  virtual void finish(const ForwardState& state, float* logits) const = 0;
+
+  virtual std::unique_ptr<DecodeState> new_decode_state() const = 0;
+  virtual void decode_step(DecodeState& state, int32_t token, float* logits) const = 0;
+
+  // start + every layer + finish. logits {T, vocab}.
+  std::vector<float> forward(std::span<const int32_t> ids) const;
+  // Feeds the tokens one by one through decode_step; logits {T, vocab}.
+  std::vector<float> forward_decode(std::span<const int32_t> ids) const;
+
+ protected:
+  ModelInfo info_;
+  Weights weights_;
+  // Fails with a clear error when an id is outside the vocabulary.
+  void check_ids(std::span<const int32_t> ids) const;
+};
+
+// Reads folder/config.json, picks the family by model_type, validates and loads.
+std::unique_ptr<Model> load_model(const std::string& folder);
+
+// The families kllens knows (for error messages and --help).
+std::vector<std::string> supported_model_types();
+
+}  // namespace kllens

@@ -1,0 +1,38 @@
+#include "core/error.h"
+#include "io/hf_config.h"
+#include "io/safetensors.h"
+#include "models/families.h"
+
+namespace kllens {
+
+namespace {
+struct Family {
+  const char* model_type;
+  ModelFactory make;
+};
+const Family kFamilies[] = {
+    {"mamba", make_mamba},
+};
+}  // namespace
+
+std::vector<std::string> supported_model_types() {
+  std::vector<std::string> out;
+  for (const auto& f : kFamilies) out.push_back(f.model_type);
+  return out;
+}
+
+std::unique_ptr<Model> load_model(const std::string& folder) {
+  const HfConfig config = HfConfig::load_folder(folder);
+  const std::string type = config.model_type();
+  for (const auto& f : kFamilies) {
+    if (type == f.model_type) {
+      const TensorStore store = TensorStore::open_folder(folder);
+      return f.make(config, store, folder);
+    }
+  }
+  std::string known;
+  for (const auto& t : supported_model_types()) known += (known.empty() ? "" : ", ") + t;
+  fail("{}: unknown model_type '{}' (supported: {})", config.path(), type, known);
+}
+
+}  // namespace kllens

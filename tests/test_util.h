@@ -1,0 +1,33 @@
+// Helpers shared by every test binary: where the repository's fixtures are, running the CLI.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace kllens::test {
+
+// Absolute path of a file in the repository, e.g. repo_path("data/fixtures/oracles/mamba").
+std::string repo_path(std::string_view relative);
+
+// A fresh empty directory under the build's temporary area, unique per call.
+std::filesystem::path fresh_temp_dir(std::string_view tag);
+
+struct CliResult {
+  int exit_code = -1;      // valid when !signaled
+  bool signaled = false;   // the process died of a signal (a crash): always a test failure
+  int signal = 0;
+  std::string out;         // stdout
+  std::string err;         // stderr
+};
+
+// Runs the built `kllens` binary with these arguments (no shell), capturing its output.
+CliResult run_cli(const std::vector<std::string>& args);
+
+// Writes a small file, creating directories.
+void write_file(const std::filesystem::path& path, std::string_view bytes);
+std::string read_file(const std::filesystem::path& path);
+
+}  // namespace kllens::test
