@@ -1,7 +1,5 @@
 #include "kernels/attention.h"
 
-#include <cblas.h>
-
 #include <cmath>
 #include <limits>
 #include <vector>

@@ -1,5 +1,6 @@
 #include "kernels/ops.h"
 
+#include <blis.h>
 #include <cblas.h>
 #include <omp.h>
 
@@ -16,7 +17,7 @@ void set_num_threads(int n) {
   if (n <= 0) n = 1;
   g_threads = n;
   omp_set_num_threads(n);
-  openblas_set_num_threads(n);
+  bli_thread_set_num_threads(n);
 }
 
 int num_threads() { return g_threads > 0 ? g_threads : omp_get_max_threads(); }

@@ -1,60 +1,100 @@
 #include "kernels/ssm.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
+#include "core/error.h"
 #include "kernels/ops.h"
+#include "kernels/vec_math.h"
 
 namespace kllens::ops {
 
 void causal_conv1d(float* y, const float* x, int64_t ldx, const float* weight, const float* bias,
                    float* state, int64_t T, int64_t C, int64_t K, bool apply_silu) {
-#pragma omp parallel for if (T * C > 32768)
-  for (int64_t c = 0; c < C; ++c) {
-    const float* w = weight + c * K;
-    float* st = state + c * (K - 1);
-    // window[0..K-1]: the K inputs ending at the current step (oldest first).
-    float window[16];
-    std::vector<float> big;
-    float* win = window;
-    if (K > 16) {
-      big.resize(static_cast<size_t>(K));
-      win = big.data();
+  // Time outer, channels inner (contiguous, vectorised). The K-1 carried inputs are laid in
+  // front of x as rows of a {K-1+T, C} view: row r < K-1 is state column r, else x row r-K+1.
+  std::vector<float> w_t(static_cast<size_t>(K * C));     // {K, C}
+  std::vector<float> head(static_cast<size_t>((K - 1) * C));  // state as rows {K-1, C}
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t k = 0; k < K; ++k) w_t[k * C + c] = weight[c * K + k];
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t k = 0; k < K - 1; ++k) head[k * C + c] = state[c * (K - 1) + k];
+  auto row = [&](int64_t r) -> const float* {
+    return r < K - 1 ? head.data() + r * C : x + (r - (K - 1)) * ldx;
+  };
+#pragma omp parallel for schedule(static) if (T * C > 32768)
+  for (int64_t t = 0; t < T; ++t) {
+    float* out = y + t * C;
+    // torch conv1d sums w[k] * u[t + k] in order k = 0..K-1, then adds the bias.
+    const float* u0 = row(t);
+    for (int64_t c = 0; c < C; ++c) out[c] = w_t[c] * u0[c];
+    for (int64_t k = 1; k < K; ++k) {
+      const float* uk = row(t + k);
+      const float* wk = w_t.data() + k * C;
+      for (int64_t c = 0; c < C; ++c) out[c] += wk[c] * uk[c];
     }
-    for (int64_t k = 0; k < K - 1; ++k) win[k] = st[k];
-    for (int64_t t = 0; t < T; ++t) {
-      win[K - 1] = x[t * ldx + c];
-      // torch conv1d accumulates w[k] * x[t - (K-1) + k] in order k = 0..K-1 then adds bias.
-      float acc = 0.0f;
-      for (int64_t k = 0; k < K; ++k) acc += w[k] * win[k];
-      if (bias) acc += bias[c];
-      y[t * C + c] = apply_silu ? silu(acc) : acc;
-      for (int64_t k = 0; k < K - 1; ++k) win[k] = win[k + 1];
-    }
-    for (int64_t k = 0; k < K - 1; ++k) st[k] = win[k];
+    if (bias)
+      for (int64_t c = 0; c < C; ++c) out[c] += bias[c];
+    if (apply_silu)
+      for (int64_t c = 0; c < C; ++c) out[c] = out[c] / (1.0f + exp_fast(-out[c]));
+  }
+  // New state: the last K-1 rows of the {K-1+T, C} view.
+  for (int64_t k = 0; k < K - 1; ++k) {
+    const float* src = row(T + k);
+    for (int64_t c = 0; c < C; ++c) state[c * (K - 1) + k] = src[c];
   }
 }
+
+namespace {
+
+// One channel, one step. kN > 0 makes the state size a compile-time constant (Mamba-1 and
+// Hymba use 16), so the three loops become straight vector code; kN == 0 is the general case.
+template <int64_t kN>
+inline float scan_step(float* h, const float* a, const float* b, const float* c, float dtv,
+                       float xv, int64_t n_runtime) {
+  const int64_t N = kN > 0 ? kN : n_runtime;
+  float decay[kN > 0 ? kN : 256];
+  for (int64_t n = 0; n < N; ++n) decay[n] = exp_fast(a[n] * dtv);
+  for (int64_t n = 0; n < N; ++n) h[n] = decay[n] * h[n] + (dtv * b[n]) * xv;
+  float acc = 0.0f;
+  for (int64_t n = 0; n < N; ++n) acc += h[n] * c[n];
+  return acc;
+}
+
+template <int64_t kN>
+void selective_scan_impl(float* y, float* state, const float* x, const float* dt, const float* A,
+                         const float* B, const float* C, int64_t ldbc, const float* Dskip,
+                         int64_t T, int64_t D, int64_t N) {
+  // Channels in blocks of 16 with time inside: x, dt and y of one step are then one cache line
+  // per block instead of one line per channel (the arrays are {T, D}, D-contiguous).
+  constexpr int64_t kBlock = 16;
+  const int64_t blocks = (D + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(static)
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const int64_t d0 = blk * kBlock, d1 = std::min(D, d0 + kBlock);
+    for (int64_t t = 0; t < T; ++t) {
+      const float* b = B + t * ldbc;
+      const float* c = C + t * ldbc;
+      for (int64_t d = d0; d < d1; ++d) {
+        const float xv = x[t * D + d];
+        const float acc = scan_step<kN>(state + d * N, A + d * N, b, c, dt[t * D + d], xv, N);
+        y[t * D + d] = acc + xv * Dskip[d];
+      }
+    }
+  }
+}
+
+}  // namespace
 
 void selective_scan(float* y, float* state, const float* x, const float* dt, const float* A,
                     const float* B, const float* C, int64_t ldbc, const float* Dskip, int64_t T,
                     int64_t D, int64_t N) {
-#pragma omp parallel for if (T * D * N > 16384)
-  for (int64_t d = 0; d < D; ++d) {
-    float* h = state + d * N;
-    const float* a = A + d * N;
-    for (int64_t t = 0; t < T; ++t) {
-      const float dtv = dt[t * D + d];
-      const float xv = x[t * D + d];
-      const float* b = B + t * ldbc;
-      const float* c = C + t * ldbc;
-      float acc = 0.0f;
-      for (int64_t n = 0; n < N; ++n) {
-        h[n] = std::exp(a[n] * dtv) * h[n] + (dtv * b[n]) * xv;
-        acc += h[n] * c[n];
-      }
-      y[t * D + d] = acc + xv * Dskip[d];
-    }
-  }
+  KLLENS_CHECK(N > 0 && N <= 256, "selective_scan supports state sizes 1..256, got {}", N);
+  if (N == 16)
+    selective_scan_impl<16>(y, state, x, dt, A, B, C, ldbc, Dskip, T, D, N);
+  else
+    selective_scan_impl<0>(y, state, x, dt, A, B, C, ldbc, Dskip, T, D, N);
 }
 
 }  // namespace kllens::ops

@@ -44,6 +44,31 @@ MambaConfig parse_config(const HfConfig& c) {
   return m;
 }
 
+// The tensor table: every tensor of the checkpoint, its role and exact shape.
+std::vector<TensorSpec> tensor_table(const MambaConfig& c, const std::string& embed_name) {
+  const int64_t H = c.hidden, I = c.inner, N = c.state, K = c.conv, R = c.dt_rank;
+  std::vector<TensorSpec> specs;
+  specs.push_back({embed_name, Role::kEmbed, -1, {c.vocab, H}});
+  for (int l = 0; l < c.layers; ++l) {
+    const std::string p = "backbone.layers." + std::to_string(l) + ".";
+    specs.push_back({p + "norm.weight", Role::kNorm, l, {H}});
+    specs.push_back({p + "mixer.in_proj.weight", Role::kInProj, l, {2 * I, H}});
+    if (c.bias) specs.push_back({p + "mixer.in_proj.bias", Role::kBias, l, {2 * I}});
+    specs.push_back({p + "mixer.conv1d.weight", Role::kConv1d, l, {I, 1, K}});
+    if (c.conv_bias) specs.push_back({p + "mixer.conv1d.bias", Role::kBias, l, {I}});
+    specs.push_back({p + "mixer.x_proj.weight", Role::kXProj, l, {R + 2 * N, I}});
+    specs.push_back({p + "mixer.dt_proj.weight", Role::kDtProj, l, {I, R}});
+    specs.push_back({p + "mixer.dt_proj.bias", Role::kDtBias, l, {I}});
+    specs.push_back({p + "mixer.A_log", Role::kSsmA, l, {I, N}});
+    specs.push_back({p + "mixer.D", Role::kSsmD, l, {I}});
+    specs.push_back({p + "mixer.out_proj.weight", Role::kOutProj, l, {H, I}});
+    if (c.bias) specs.push_back({p + "mixer.out_proj.bias", Role::kBias, l, {H}});
+  }
+  specs.push_back({"backbone.norm_f.weight", Role::kNorm, -1, {H}});
+  if (!c.tied) specs.push_back({"lm_head.weight", Role::kHead, -1, {c.vocab, H}});
+  return specs;
+}
+
 struct MambaLayer {
   const Param *norm, *in_proj, *in_proj_bias, *out_proj, *out_proj_bias;
   Mamba1Ssm ssm;
@@ -74,27 +99,8 @@ class MambaModel : public Model {
                                            store.find("backbone.embedding.weight") != nullptr
                                        ? "backbone.embedding.weight"  // legacy name
                                        : "backbone.embeddings.weight";
-    std::vector<TensorSpec> specs;
     const int64_t H = cfg_.hidden, I = cfg_.inner, N = cfg_.state, K = cfg_.conv, R = cfg_.dt_rank;
-    specs.push_back({embed_name, Role::kEmbed, -1, {cfg_.vocab, H}});
-    for (int l = 0; l < cfg_.layers; ++l) {
-      const std::string p = "backbone.layers." + std::to_string(l) + ".";
-      specs.push_back({p + "norm.weight", Role::kNorm, l, {H}});
-      specs.push_back({p + "mixer.in_proj.weight", Role::kInProj, l, {2 * I, H}});
-      if (cfg_.bias) specs.push_back({p + "mixer.in_proj.bias", Role::kBias, l, {2 * I}});
-      specs.push_back({p + "mixer.conv1d.weight", Role::kConv1d, l, {I, 1, K}});
-      if (cfg_.conv_bias) specs.push_back({p + "mixer.conv1d.bias", Role::kBias, l, {I}});
-      specs.push_back({p + "mixer.x_proj.weight", Role::kXProj, l, {R + 2 * N, I}});
-      specs.push_back({p + "mixer.dt_proj.weight", Role::kDtProj, l, {I, R}});
-      specs.push_back({p + "mixer.dt_proj.bias", Role::kBias, l, {I}});
-      specs.push_back({p + "mixer.A_log", Role::kSsmA, l, {I, N}});
-      specs.push_back({p + "mixer.D", Role::kSsmD, l, {I}});
-      specs.push_back({p + "mixer.out_proj.weight", Role::kOutProj, l, {H, I}});
-      if (cfg_.bias) specs.push_back({p + "mixer.out_proj.bias", Role::kBias, l, {H}});
-    }
-    specs.push_back({"backbone.norm_f.weight", Role::kNorm, -1, {H}});
-    if (!cfg_.tied) specs.push_back({"lm_head.weight", Role::kHead, -1, {cfg_.vocab, H}});
-    weights_ = Weights::load(store, specs, folder);
+    weights_ = Weights::load(store, tensor_table(cfg_, embed_name), folder);
 
     embed_ = &weights_.get(embed_name);
     weights_.get(embed_name).tied_head = cfg_.tied;
@@ -216,6 +222,10 @@ class MambaModel : public Model {
 };
 
 }  // namespace
+
+std::vector<TensorSpec> mamba_tensor_specs(const HfConfig& config) {
+  return tensor_table(parse_config(config), "backbone.embeddings.weight");
+}
 
 std::unique_ptr<Model> make_mamba(const HfConfig& config, const TensorStore& store,
                                   const std::string& folder) {

@@ -161,6 +161,9 @@ class Model {
 // Reads folder/config.json, picks the family by model_type, validates and loads.
 std::unique_ptr<Model> load_model(const std::string& folder);
 
+// The tensor table of a config (every tensor, role and shape), without loading weights.
+std::vector<TensorSpec> tensor_specs(const HfConfig& config);
+
 // The families kllens knows (for error messages and --help).
 std::vector<std::string> supported_model_types();
 

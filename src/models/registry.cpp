@@ -9,9 +9,10 @@ namespace {
 struct Family {
   const char* model_type;
   ModelFactory make;
+  SpecFactory specs;
 };
 const Family kFamilies[] = {
-    {"mamba", make_mamba},
+    {"mamba", make_mamba, mamba_tensor_specs},
 };
 }  // namespace
 
@@ -19,6 +20,13 @@ std::vector<std::string> supported_model_types() {
   std::vector<std::string> out;
   for (const auto& f : kFamilies) out.push_back(f.model_type);
   return out;
+}
+
+std::vector<TensorSpec> tensor_specs(const HfConfig& config) {
+  const std::string type = config.model_type();
+  for (const auto& f : kFamilies)
+    if (type == f.model_type) return f.specs(config);
+  fail("{}: unknown model_type '{}'", config.path(), type);
 }
 
 std::unique_ptr<Model> load_model(const std::string& folder) {

@@ -1,0 +1,60 @@
+#include "cli/common.h"
+
+#include <filesystem>
+#include <iostream>
+
+#include "core/error.h"
+#include "io/safetensors.h"
+#include "kernels/ops.h"
+#include "tokenizer/tokenizer.h"
+
+namespace kllens::cli {
+
+void ThreadsOption::add(CLI::App* app) {
+  app->add_option("--threads", threads, "worker threads (default: all cores)")
+      ->check(CLI::Range(0, 1024));
+}
+
+void ThreadsOption::apply() const { set_num_threads(threads); }
+
+std::unique_ptr<Model> open_model(const std::string& path) { return load_model(path); }
+
+std::vector<std::vector<int32_t>> read_id_batch(const std::string& path, const std::string& tensor) {
+  SafetensorsFile file(path);
+  const TensorView* view = file.find(tensor);
+  if (!view) {
+    std::string names;
+    for (const auto& [n, _] : file.tensors()) names += (names.empty() ? "" : ", ") + n;
+    fail("{}: no tensor '{}' (it has: {})", path, tensor, names.empty() ? "none" : names);
+  }
+  if (view->shape.empty() || view->shape.size() > 2)
+    fail("{}: tensor '{}' must be [seq] or [batch, seq], got {}", path, tensor,
+         shape_str(view->shape));
+  const auto ids = read_int_tensor(*view);
+  const int64_t B = view->shape.size() == 2 ? view->shape[0] : 1;
+  const int64_t T = view->shape.back();
+  if (T == 0 || B == 0) fail("{}: tensor '{}' is empty", path, tensor);
+  std::vector<std::vector<int32_t>> out;
+  for (int64_t b = 0; b < B; ++b) {
+    std::vector<int32_t> seq;
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t v = ids[static_cast<size_t>(b * T + t)];
+      if (v < 0 || v > INT32_MAX) fail("{}: token id {} out of range", path, v);
+      seq.push_back(static_cast<int32_t>(v));
+    }
+    out.push_back(std::move(seq));
+  }
+  return out;
+}
+
+std::vector<int32_t> tokenize_with_model_folder(const std::string& model_folder,
+                                                const std::string& text) {
+  const auto path = std::filesystem::path(model_folder) / "tokenizer.json";
+  if (!std::filesystem::exists(path))
+    fail("{}: no tokenizer.json in the model folder (needed to tokenize the text)", model_folder);
+  return Tokenizer::load(path.string()).encode(text);
+}
+
+void print_json(const nlohmann::json& j) { std::cout << j.dump(2) << std::endl; }
+
+}  // namespace kllens::cli

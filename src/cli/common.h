@@ -1,0 +1,43 @@
+// Pieces every command shares: loading, id files, threads, JSON output.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "models/model.h"
+
+namespace kllens::cli {
+
+// Adds --threads to a command; apply_threads() sets it before work starts.
+struct ThreadsOption {
+  int threads = 0;
+  void add(CLI::App* app);
+  void apply() const;
+};
+
+std::unique_ptr<Model> open_model(const std::string& path);
+
+// Reads token ids (I32 or I64, shape [seq] or [batch, seq]) from a safetensors file.
+std::vector<std::vector<int32_t>> read_id_batch(const std::string& path, const std::string& tensor);
+
+// Tokenizes text with MODEL/tokenizer.json (no special tokens added).
+std::vector<int32_t> tokenize_with_model_folder(const std::string& model_folder,
+                                                const std::string& text);
+
+void print_json(const nlohmann::json& j);
+
+// Registration of each command (one file each).
+void add_inspect(CLI::App& app);
+void add_forward(CLI::App& app);
+void add_generate(CLI::App& app);
+void add_tokenize(CLI::App& app);
+void add_ppl(CLI::App& app);
+void add_articles(CLI::App& app);
+void add_synth(CLI::App& app);
+void add_bench(CLI::App& app);
+
+}  // namespace kllens::cli

@@ -1,0 +1,42 @@
+// Speed and memory of a model on this machine: prefill and decode tokens/s, per-token decode
+// latency, peak resident memory. Random token ids with a fixed seed; several runs, reported as
+// median and spread (min..max). Timing lives here and in `kllens bench`, never in tests.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kllens {
+
+class Model;
+
+struct BenchOptions {
+  int64_t prompt = 512;  // tokens in the prefill window
+  int64_t gen = 128;     // decode steps
+  int runs = 3;
+  uint64_t seed = 7;
+};
+
+struct Spread {
+  double median = 0, min = 0, max = 0;
+};
+Spread spread_of(std::vector<double> values);
+
+struct BenchResult {
+  std::vector<double> prefill_tps;     // per run
+  std::vector<double> decode_tps;      // per run
+  std::vector<double> token_ms;        // every decode step of every run
+  Spread prefill, decode, latency;     // latency: median, min, max; p90 below
+  double latency_p90_ms = 0;
+  size_t decode_state_bytes_start = 0; // after the first decode step
+  size_t decode_state_bytes_end = 0;   // after the last: flat for SSMs and windowed attention
+};
+
+BenchResult run_bench(const Model& model, const BenchOptions& options);
+
+size_t peak_rss_bytes();     // VmHWM of this process
+size_t current_rss_bytes();  // VmRSS
+size_t path_bytes(const std::string& path);  // a file, or the sum of a folder's files
+
+}  // namespace kllens

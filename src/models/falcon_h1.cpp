@@ -1,0 +1,507 @@
+// Falcon-H1 (HF FalconH1ForCausalLM, model_type "falcon_h1"). Reference: transformers
+// models/falcon_h1/modeling_falcon_h1.py (FalconH1DecoderLayer, FalconH1Mixer.torch_forward,
+// FalconH1Attention, FalconH1MLP, compute_mup_vector) and configuration_falcon_h1.py (defaults).
+// Every layer (HF FalconH1DecoderLayer):
+//   n  = rmsnorm(h, input_layernorm)
+//   h += ssm_out_multiplier * Mamba2Mixer(n) + attention_out_multiplier * Attn(attention_in_multiplier * n)
+//   h += down_multiplier * down(up(m) * silu(gate_multiplier * gate(m))),  m = rmsnorm(h, pre_ff_layernorm)
+// with embeddings scaled by embedding_multiplier and logits by lm_head_multiplier. The mixer
+// scales its input by ssm_in_multiplier and its projection by the muP vector built from
+// ssm_multipliers [z, x, B, C, dt]; its gated norm is per group (mamba_n_groups), applied before
+// or after the gate (mamba_norm_before_gate), or absent (mamba_rms_norm = false → y * silu(z)).
+// Attention: GQA, RoPE (rotate-half, default rope type only), causal, keys scaled by key_multiplier.
+#include "models/falcon_h1.h"
+
+#include <cmath>
+#include <numeric>
+
+#include "core/error.h"
+#include "io/hf_config.h"
+#include "io/safetensors.h"
+#include "kernels/attention.h"
+#include "kernels/ops.h"
+#include "models/mamba2_mixer.h"
+
+namespace kllens {
+namespace {
+
+struct FalconH1Config {
+  int64_t hidden = 0, layers = 0, vocab = 0, ffn = 0;
+  int64_t attn_heads = 0, kv_heads = 0, head_dim = 0;
+  int64_t ssm_inner = 0, ssm_heads = 0, ssm_head_dim = 0, ssm_groups = 0, ssm_state = 0,
+          ssm_conv = 0, chunk = 0;
+  bool ssm_conv_bias = true, ssm_proj_bias = false, norm_before_gate = true, ssm_rms_norm = false;
+  bool projectors_bias = false, attention_bias = false, mlp_bias = false, tied = false;
+  float eps = 1e-5f;
+  double rope_theta = 10000.0;
+  TimeStepLimit dt_limit;
+  // muP multipliers
+  double embedding_mult = 1, lm_head_mult = 1, key_mult = 1, attn_in_mult = 1, attn_out_mult = 1;
+  double ssm_in_mult = 1, ssm_out_mult = 1;
+  std::vector<double> mlp_mults{1.0, 1.0}, ssm_mults{1.0, 1.0, 1.0, 1.0, 1.0};
+};
+
+std::vector<double> float_list(const HfConfig& c, const std::string& key, size_t n,
+                               std::vector<double> fallback) {
+  if (!c.has(key)) return fallback;
+  const auto& v = c.json()[key];
+  std::vector<double> out;
+  if (v.is_array())
+    for (const auto& e : v) {
+      if (!e.is_number()) break;
+      out.push_back(e.get<double>());
+    }
+  if (!v.is_array() || out.size() != v.size() || out.size() != n)
+    c.invalid(key, fmt::format("must be a list of {} numbers, got {}", n, v.dump()));
+  return out;
+}
+
+// The key exists in the file with a null value (distinct from absent: HF defaults differ).
+bool is_null(const HfConfig& c, const std::string& key) {
+  return c.json().contains(key) && c.json()[key].is_null();
+}
+
+// Defaults are HF FalconH1Config's (transformers 5); the dimensions are required.
+FalconH1Config parse_config(const HfConfig& c) {
+  FalconH1Config m;
+  m.hidden = c.get_positive("hidden_size");
+  m.layers = c.get_positive("num_hidden_layers");
+  m.vocab = c.get_positive("vocab_size");
+  m.ffn = c.get_positive("intermediate_size");
+  m.attn_heads = c.get_positive("num_attention_heads");
+  // HF: num_key_value_heads defaults to 8, and null means "= num_attention_heads".
+  m.kv_heads = is_null(c, "num_key_value_heads") ? m.attn_heads
+               : c.has("num_key_value_heads")    ? c.get_positive("num_key_value_heads")
+                                                 : 8;
+  if (m.attn_heads % m.kv_heads != 0)
+    fail("{}: num_key_value_heads = {} must divide num_attention_heads = {}", c.path(), m.kv_heads,
+         m.attn_heads);
+  if (c.has("head_dim")) {
+    m.head_dim = c.get_positive("head_dim");
+  } else {
+    if (m.hidden % m.attn_heads != 0)
+      fail("{}: num_attention_heads = {} must divide hidden_size = {} (or set head_dim)", c.path(),
+           m.attn_heads, m.hidden);
+    m.head_dim = m.hidden / m.attn_heads;
+  }
+  if (m.head_dim % 2 != 0)
+    fail("{}: the attention head size {} must be even for RoPE", c.path(), m.head_dim);
+  m.eps = static_cast<float>(c.get_float("rms_norm_eps", 1e-5));
+  if (!(m.eps >= 0)) c.invalid("rms_norm_eps", "must be a non-negative number");
+  const std::string act = c.get_string("hidden_act", "silu");
+  if (act != "silu" && act != "swish")
+    c.invalid("hidden_act", "is '" + act + "'; kllens supports only silu for Falcon-H1");
+
+  // Mamba-2 branch. HF: mamba_d_ssm defaults to 1024; null means int(mamba_expand * hidden).
+  const int64_t expand = c.has("mamba_expand") ? c.get_positive("mamba_expand") : 2;
+  m.ssm_inner = is_null(c, "mamba_d_ssm") ? expand * m.hidden
+                : c.has("mamba_d_ssm")    ? c.get_positive("mamba_d_ssm")
+                                          : 1024;
+  m.ssm_heads = c.has("mamba_n_heads") ? c.get_positive("mamba_n_heads") : 128;
+  if (m.ssm_inner % m.ssm_heads != 0)
+    fail("{}: mamba_n_heads = {} must divide the Mamba inner size {} (mamba_d_ssm or "
+         "mamba_expand * hidden_size)",
+         c.path(), m.ssm_heads, m.ssm_inner);
+  if (c.has("mamba_d_head") && c.json()["mamba_d_head"].is_string()) {
+    if (c.json()["mamba_d_head"] != "auto") c.invalid("mamba_d_head", "must be an integer or \"auto\"");
+    m.ssm_head_dim = m.ssm_inner / m.ssm_heads;
+  } else {
+    m.ssm_head_dim = c.has("mamba_d_head") ? c.get_positive("mamba_d_head") : m.ssm_inner / m.ssm_heads;
+  }
+  if (m.ssm_head_dim * m.ssm_heads != m.ssm_inner)
+    fail("{}: mamba_d_head * mamba_n_heads = {} * {} = {} must equal the Mamba inner size {}",
+         c.path(), m.ssm_head_dim, m.ssm_heads, m.ssm_head_dim * m.ssm_heads, m.ssm_inner);
+  m.ssm_groups = c.has("mamba_n_groups") ? c.get_positive("mamba_n_groups") : 1;
+  if (m.ssm_heads % m.ssm_groups != 0)
+    fail("{}: mamba_n_groups = {} must divide mamba_n_heads = {}", c.path(), m.ssm_groups,
+         m.ssm_heads);
+  m.ssm_state = c.has("mamba_d_state") ? c.get_positive("mamba_d_state") : 256;
+  m.ssm_conv = c.has("mamba_d_conv") ? c.get_positive("mamba_d_conv") : 4;
+  m.chunk = c.has("mamba_chunk_size") ? c.get_positive("mamba_chunk_size") : 256;
+  m.ssm_conv_bias = c.get_bool("mamba_conv_bias", true);
+  m.ssm_proj_bias = c.get_bool("mamba_proj_bias", false);
+  m.norm_before_gate = c.get_bool("mamba_norm_before_gate", true);
+  m.ssm_rms_norm = c.get_bool("mamba_rms_norm", false);
+  m.dt_limit = parse_time_step_limit(c);
+  m.projectors_bias = c.get_bool("projectors_bias", false);
+  m.attention_bias = c.get_bool("attention_bias", false);
+  m.mlp_bias = c.get_bool("mlp_bias", false);
+  m.tied = c.get_bool("tie_word_embeddings", false);
+
+  // RoPE: transformers 5 writes rope_parameters {rope_type, rope_theta}; older files have a
+  // top-level rope_theta and an optional rope_scaling.
+  std::string rope_type = "default";
+  const char* rope_key = "rope_scaling";
+  if (c.has("rope_parameters")) {
+    const auto& rp = c.json()["rope_parameters"];
+    if (!rp.is_object()) c.invalid("rope_parameters", "must be an object, got " + rp.dump());
+    rope_key = "rope_parameters";
+    if (rp.contains("rope_theta") && !rp["rope_theta"].is_null()) {
+      if (!rp["rope_theta"].is_number())
+        c.invalid("rope_parameters", "has a non-numeric rope_theta: " + rp.dump());
+      m.rope_theta = rp["rope_theta"].get<double>();
+    } else {
+      m.rope_theta = c.get_float("rope_theta", 10000.0);
+    }
+    for (const char* k : {"rope_type", "type"})
+      if (rp.contains(k) && rp[k].is_string()) {
+        rope_type = rp[k].get<std::string>();
+        break;
+      }
+  } else {
+    m.rope_theta = c.get_float("rope_theta", 10000.0);
+    if (c.has("rope_scaling")) {
+      const auto& rs = c.json()["rope_scaling"];
+      if (!rs.is_object()) c.invalid("rope_scaling", "must be an object or null, got " + rs.dump());
+      for (const char* k : {"rope_type", "type"})
+        if (rs.contains(k) && rs[k].is_string()) {
+          rope_type = rs[k].get<std::string>();
+          break;
+        }
+    }
+  }
+  if (rope_type != "default")
+    c.invalid(rope_key, "has rope_type '" + rope_type +
+                            "'; kllens supports only the default RoPE for Falcon-H1");
+  if (!(m.rope_theta > 0)) c.invalid("rope_theta", "must be positive");
+
+  m.embedding_mult = c.get_float("embedding_multiplier", 1.0);
+  m.lm_head_mult = c.get_float("lm_head_multiplier", 1.0);
+  m.key_mult = c.get_float("key_multiplier", 1.0);
+  m.attn_in_mult = c.get_float("attention_in_multiplier", 1.0);
+  m.attn_out_mult = c.get_float("attention_out_multiplier", 1.0);
+  m.ssm_in_mult = c.get_float("ssm_in_multiplier", 1.0);
+  m.ssm_out_mult = c.get_float("ssm_out_multiplier", 1.0);
+  m.mlp_mults = float_list(c, "mlp_multipliers", 2, {1.0, 1.0});
+  m.ssm_mults = float_list(c, "ssm_multipliers", 5, {1.0, 1.0, 1.0, 1.0, 1.0});
+  return m;
+}
+
+struct FalconH1Layer {
+  const Param *input_norm = nullptr, *pre_ff_norm = nullptr;
+  const Param *q = nullptr, *k = nullptr, *v = nullptr, *o = nullptr;
+  const Param *q_bias = nullptr, *k_bias = nullptr, *v_bias = nullptr, *o_bias = nullptr;
+  const Param *gate = nullptr, *up = nullptr, *down = nullptr;
+  const Param *gate_bias = nullptr, *up_bias = nullptr, *down_bias = nullptr;
+  Mamba2Mixer mixer;
+};
+
+class FalconH1DecodeState : public DecodeState {
+ public:
+  // per layer: conv {conv_dim, K-1}, ssm {H, P, N}, keys/values {position, kv_heads * head_dim}
+  std::vector<std::vector<float>> conv, ssm, keys, values;
+  std::vector<int64_t> positions;  // 0..position-1, the key positions of the cache
+  size_t bytes() const override {
+    size_t n = positions.size() * sizeof(int64_t);
+    for (size_t l = 0; l < conv.size(); ++l)
+      n += (conv[l].size() + ssm[l].size() + keys[l].size() + values[l].size()) * sizeof(float);
+    return n;
+  }
+};
+
+class FalconH1ForwardState : public ForwardState {
+ public:
+  std::unique_ptr<ForwardState> clone() const override {
+    return std::make_unique<FalconH1ForwardState>(*this);
+  }
+};
+
+class FalconH1Model : public Model {
+ public:
+  FalconH1Model(const HfConfig& config, const TensorStore& store, const std::string& folder)
+      : cfg_(parse_config(config)) {
+    const int64_t H = cfg_.hidden, F = cfg_.ffn, Dh = cfg_.head_dim;
+    const int64_t QD = cfg_.attn_heads * Dh, KD = cfg_.kv_heads * Dh;
+    const int64_t I = cfg_.ssm_inner, GN = cfg_.ssm_groups * cfg_.ssm_state, NH = cfg_.ssm_heads;
+    const int64_t CD = I + 2 * GN, W = I + CD + NH, K = cfg_.ssm_conv;
+    std::vector<TensorSpec> specs;
+    specs.push_back({"model.embed_tokens.weight", Role::kEmbed, -1, {cfg_.vocab, H}});
+    for (int l = 0; l < cfg_.layers; ++l) {
+      const std::string p = "model.layers." + std::to_string(l) + ".";
+      specs.push_back({p + "input_layernorm.weight", Role::kNorm, l, {H}});
+      // attention
+      specs.push_back({p + "self_attn.q_proj.weight", Role::kQ, l, {QD, H}});
+      specs.push_back({p + "self_attn.k_proj.weight", Role::kK, l, {KD, H}});
+      specs.push_back({p + "self_attn.v_proj.weight", Role::kV, l, {KD, H}});
+      specs.push_back({p + "self_attn.o_proj.weight", Role::kO, l, {H, QD}});
+      if (cfg_.attention_bias) {
+        specs.push_back({p + "self_attn.q_proj.bias", Role::kBias, l, {QD}});
+        specs.push_back({p + "self_attn.k_proj.bias", Role::kBias, l, {KD}});
+        specs.push_back({p + "self_attn.v_proj.bias", Role::kBias, l, {KD}});
+        specs.push_back({p + "self_attn.o_proj.bias", Role::kBias, l, {H}});
+      }
+      // Mamba-2 mixer
+      specs.push_back({p + "mamba.in_proj.weight", Role::kInProj, l, {W, H}});
+      if (cfg_.ssm_proj_bias) specs.push_back({p + "mamba.in_proj.bias", Role::kBias, l, {W}});
+      specs.push_back({p + "mamba.conv1d.weight", Role::kConv1d, l, {CD, 1, K}});
+      if (cfg_.ssm_conv_bias) specs.push_back({p + "mamba.conv1d.bias", Role::kBias, l, {CD}});
+      specs.push_back({p + "mamba.dt_bias", Role::kDtBias, l, {NH}});
+      specs.push_back({p + "mamba.A_log", Role::kSsmA, l, {NH}});
+      specs.push_back({p + "mamba.D", Role::kSsmD, l, {NH}});
+      if (cfg_.ssm_rms_norm) specs.push_back({p + "mamba.norm.weight", Role::kNorm, l, {I}});
+      specs.push_back({p + "mamba.out_proj.weight", Role::kOutProj, l, {H, I}});
+      if (cfg_.projectors_bias) specs.push_back({p + "mamba.out_proj.bias", Role::kBias, l, {H}});
+      // MLP
+      specs.push_back({p + "pre_ff_layernorm.weight", Role::kNorm, l, {H}});
+      specs.push_back({p + "feed_forward.gate_proj.weight", Role::kGate, l, {F, H}});
+      specs.push_back({p + "feed_forward.up_proj.weight", Role::kUp, l, {F, H}});
+      specs.push_back({p + "feed_forward.down_proj.weight", Role::kDown, l, {H, F}});
+      if (cfg_.mlp_bias) {
+        specs.push_back({p + "feed_forward.gate_proj.bias", Role::kBias, l, {F}});
+        specs.push_back({p + "feed_forward.up_proj.bias", Role::kBias, l, {F}});
+        specs.push_back({p + "feed_forward.down_proj.bias", Role::kBias, l, {H}});
+      }
+    }
+    specs.push_back({"model.final_layernorm.weight", Role::kNorm, -1, {H}});
+    if (!cfg_.tied) specs.push_back({"lm_head.weight", Role::kHead, -1, {cfg_.vocab, H}});
+    weights_ = Weights::load(store, specs, folder);
+
+    embed_ = &weights_.get("model.embed_tokens.weight");
+    weights_.get("model.embed_tokens.weight").tied_head = cfg_.tied;
+    head_ = cfg_.tied ? embed_ : &weights_.get("lm_head.weight");
+    norm_f_ = &weights_.get("model.final_layernorm.weight");
+    for (int l = 0; l < cfg_.layers; ++l) {
+      const std::string p = "model.layers." + std::to_string(l) + ".";
+      FalconH1Layer L;
+      L.input_norm = &weights_.get(p + "input_layernorm.weight");
+      L.pre_ff_norm = &weights_.get(p + "pre_ff_layernorm.weight");
+      L.q = &weights_.get(p + "self_attn.q_proj.weight");
+      L.k = &weights_.get(p + "self_attn.k_proj.weight");
+      L.v = &weights_.get(p + "self_attn.v_proj.weight");
+      L.o = &weights_.get(p + "self_attn.o_proj.weight");
+      L.q_bias = weights_.find(p + "self_attn.q_proj.bias");
+      L.k_bias = weights_.find(p + "self_attn.k_proj.bias");
+      L.v_bias = weights_.find(p + "self_attn.v_proj.bias");
+      L.o_bias = weights_.find(p + "self_attn.o_proj.bias");
+      L.gate = &weights_.get(p + "feed_forward.gate_proj.weight");
+      L.up = &weights_.get(p + "feed_forward.up_proj.weight");
+      L.down = &weights_.get(p + "feed_forward.down_proj.weight");
+      L.gate_bias = weights_.find(p + "feed_forward.gate_proj.bias");
+      L.up_bias = weights_.find(p + "feed_forward.up_proj.bias");
+      L.down_bias = weights_.find(p + "feed_forward.down_proj.bias");
+      Mamba2Mixer& m = L.mixer;
+      m.hidden = H;
+      m.inner = I;
+      m.heads = NH;
+      m.head_dim = cfg_.ssm_head_dim;
+      m.groups = cfg_.ssm_groups;
+      m.state = cfg_.ssm_state;
+      m.conv_kernel = K;
+      m.norm_kind = !cfg_.ssm_rms_norm       ? GatedNorm::kNone
+                    : cfg_.norm_before_gate ? GatedNorm::kNormThenGateGroup
+                                            : GatedNorm::kGateThenNormGroup;
+      m.norm_eps = cfg_.eps;
+      m.dt_limit = cfg_.dt_limit;
+      m.in_proj = &weights_.get(p + "mamba.in_proj.weight");
+      m.in_proj_bias = weights_.find(p + "mamba.in_proj.bias");
+      m.conv = &weights_.get(p + "mamba.conv1d.weight");
+      m.conv_bias = weights_.find(p + "mamba.conv1d.bias");
+      m.dt_bias = &weights_.get(p + "mamba.dt_bias");
+      m.D = &weights_.get(p + "mamba.D");
+      m.norm = weights_.find(p + "mamba.norm.weight");
+      m.out_proj = &weights_.get(p + "mamba.out_proj.weight");
+      m.out_proj_bias = weights_.find(p + "mamba.out_proj.bias");
+      m.set_A(weights_.get(p + "mamba.A_log"));
+      m.in_multiplier = static_cast<float>(cfg_.ssm_in_mult);
+      m.set_proj_multipliers(cfg_.ssm_mults);
+      layers_.push_back(std::move(L));
+    }
+
+    // HF FalconH1RotaryEmbedding.compute_default_rope_parameters, in float32 like torch:
+    // inv_freq[i] = 1 / theta ** (float(2i) / dim)
+    const float theta = static_cast<float>(cfg_.rope_theta);
+    for (int64_t i = 0; i < Dh / 2; ++i)
+      inv_freq_.push_back(1.0f / std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(Dh)));
+
+    info_.arch = "falcon_h1";
+    info_.folder = folder;
+    info_.n_layers = cfg_.layers;
+    info_.d_model = H;
+    info_.vocab = cfg_.vocab;
+    info_.layer_kinds.assign(static_cast<size_t>(cfg_.layers), "attention+mamba2");
+    auto list = [](const std::vector<double>& v) {
+      std::string s;
+      for (double x : v) s += (s.empty() ? "" : ", ") + fmt::format("{:g}", x);
+      return "[" + s + "]";
+    };
+    info_.details = {
+        {"attention_heads", fmt::format("{} (kv {}, head_dim {})", cfg_.attn_heads, cfg_.kv_heads, Dh)},
+        {"rope_theta", fmt::format("{:g}", cfg_.rope_theta)},
+        {"mamba_d_ssm", std::to_string(I)},
+        {"mamba_heads", fmt::format("{} (head_dim {}, groups {})", NH, cfg_.ssm_head_dim, cfg_.ssm_groups)},
+        {"mamba_d_state", std::to_string(cfg_.ssm_state)},
+        {"mamba_d_conv", std::to_string(K)},
+        {"mamba_gated_norm", !cfg_.ssm_rms_norm ? "none"
+                             : cfg_.norm_before_gate ? "per-group, norm before gate"
+                                                     : "per-group, gate before norm"},
+        {"ffn", std::to_string(F)},
+        {"tied_embeddings", cfg_.tied ? "yes" : "no"},
+        {"multipliers",
+         fmt::format("embedding {:g}, lm_head {:g}, key {:g}, attention_in {:g}, attention_out {:g}, "
+                     "ssm_in {:g}, ssm_out {:g}, ssm {}, mlp {}",
+                     cfg_.embedding_mult, cfg_.lm_head_mult, cfg_.key_mult, cfg_.attn_in_mult,
+                     cfg_.attn_out_mult, cfg_.ssm_in_mult, cfg_.ssm_out_mult, list(cfg_.ssm_mults),
+                     list(cfg_.mlp_mults))},
+        {"norm_eps", fmt::format("{:g}", cfg_.eps)}};
+  }
+
+  std::unique_ptr<ForwardState> start(std::span<const int32_t> ids) const override {
+    check_ids(ids);
+    auto s = std::make_unique<FalconH1ForwardState>();
+    embed(ids, *s);
+    return s;
+  }
+
+  void run_layer(int l, ForwardState& s) const override {
+    const FalconH1Layer& L = layers_[static_cast<size_t>(l)];
+    std::vector<float> conv_state(L.mixer.conv_state_size(), 0.0f);
+    std::vector<float> ssm_state(L.mixer.ssm_state_size(), 0.0f);
+    std::vector<int64_t> pos(static_cast<size_t>(s.rows));
+    std::iota(pos.begin(), pos.end(), int64_t{0});
+    // Prefill: the keys/values are this call's own; nothing outlives the layer.
+    std::vector<float> keys, values;
+    layer(L, s.hidden.data(), s.rows, pos.data(), conv_state.data(), ssm_state.data(), keys,
+          values, pos);
+    s.next_layer = l + 1;
+  }
+
+  void finish(const ForwardState& s, float* logits) const override {
+    head(s.hidden.data(), s.rows, logits);
+  }
+
+  std::unique_ptr<DecodeState> new_decode_state() const override {
+    auto s = std::make_unique<FalconH1DecodeState>();
+    for (const auto& L : layers_) {
+      s->conv.emplace_back(L.mixer.conv_state_size(), 0.0f);
+      s->ssm.emplace_back(L.mixer.ssm_state_size(), 0.0f);
+      s->keys.emplace_back();
+      s->values.emplace_back();
+    }
+    return s;
+  }
+
+  void decode_step(DecodeState& base, int32_t token, float* logits) const override {
+    auto& s = static_cast<FalconH1DecodeState&>(base);
+    check_ids(std::span<const int32_t>(&token, 1));
+    FalconH1ForwardState fs;
+    embed(std::span<const int32_t>(&token, 1), fs);
+    const int64_t pos = s.position;
+    s.positions.push_back(pos);
+    for (size_t l = 0; l < layers_.size(); ++l)
+      layer(layers_[l], fs.hidden.data(), 1, &pos, s.conv[l].data(), s.ssm[l].data(), s.keys[l],
+            s.values[l], s.positions);
+    head(fs.hidden.data(), 1, logits);
+    ++s.position;
+  }
+
+ private:
+  // hidden {T, H} = embedding_multiplier * embed_tokens[ids]
+  void embed(std::span<const int32_t> ids, ForwardState& s) const {
+    const int64_t H = cfg_.hidden;
+    const auto mult = static_cast<float>(cfg_.embedding_mult);
+    s.rows = static_cast<int64_t>(ids.size());
+    s.hidden.resize(static_cast<size_t>(s.rows * H));
+    for (int64_t t = 0; t < s.rows; ++t) {
+      const float* e = embed_->data() + ids[t] * H;
+      float* h = s.hidden.data() + t * H;
+      for (int64_t d = 0; d < H; ++d) h[d] = e[d] * mult;
+    }
+    s.next_layer = 0;
+  }
+
+  // logits {T, V} = lm_head(rmsnorm(hidden, final_layernorm)) * lm_head_multiplier
+  void head(const float* hidden, int64_t T, float* logits) const {
+    std::vector<float> normed(static_cast<size_t>(T * cfg_.hidden));
+    ops::rmsnorm(normed.data(), hidden, norm_f_->data(), T, cfg_.hidden, cfg_.eps);
+    ops::matmul_nt(logits, normed.data(), head_->data(), nullptr, T, cfg_.vocab, cfg_.hidden);
+    const auto mult = static_cast<float>(cfg_.lm_head_mult);
+    for (int64_t k = 0; k < T * cfg_.vocab; ++k) logits[k] *= mult;
+  }
+
+  // HF FalconH1Attention: out {T, H} = o_proj(attn(rope(q), rope(k * key_multiplier), v)).
+  // x {T, H} is already scaled by attention_in_multiplier. The T new keys/values (positions
+  // q_pos) are appended to keys/values {S, kv_heads * Dh}, whose key positions are k_pos {S}.
+  void attention(float* out, const float* x, int64_t T, const int64_t* q_pos,
+                 std::vector<float>& keys, std::vector<float>& values,
+                 const std::vector<int64_t>& k_pos, const FalconH1Layer& L) const {
+    const int64_t H = cfg_.hidden, Dh = cfg_.head_dim;
+    const int64_t QD = cfg_.attn_heads * Dh, KD = cfg_.kv_heads * Dh;
+    std::vector<float> q(static_cast<size_t>(T * QD));
+    ops::matmul_nt(q.data(), x, L.q->data(), L.q_bias ? L.q_bias->data() : nullptr, T, QD, H);
+    const size_t old = keys.size();
+    keys.resize(old + static_cast<size_t>(T * KD));
+    values.resize(old + static_cast<size_t>(T * KD));
+    float* k = keys.data() + old;
+    ops::matmul_nt(k, x, L.k->data(), L.k_bias ? L.k_bias->data() : nullptr, T, KD, H);
+    ops::matmul_nt(values.data() + old, x, L.v->data(), L.v_bias ? L.v_bias->data() : nullptr, T,
+                   KD, H);
+    const auto key_mult = static_cast<float>(cfg_.key_mult);
+    for (int64_t i = 0; i < T * KD; ++i) k[i] *= key_mult;
+    ops::apply_rope(q.data(), QD, T, cfg_.attn_heads, Dh, q_pos, inv_freq_.data(), Dh);
+    ops::apply_rope(k, KD, T, cfg_.kv_heads, Dh, q_pos, inv_freq_.data(), Dh);
+    ops::AttentionShape shape;
+    shape.T = T;
+    shape.S = static_cast<int64_t>(keys.size()) / KD;
+    shape.Hq = cfg_.attn_heads;
+    shape.Hkv = cfg_.kv_heads;
+    shape.Dk = Dh;
+    shape.Dv = Dh;
+    std::vector<float> ctx(static_cast<size_t>(T * QD));
+    ops::attention(ctx.data(), q.data(), keys.data(), values.data(), q_pos, k_pos.data(), shape,
+                   0, 0, 1.0f / std::sqrt(static_cast<float>(Dh)));
+    ops::matmul_nt(out, ctx.data(), L.o->data(), L.o_bias ? L.o_bias->data() : nullptr, T, H, QD);
+  }
+
+  // One HF FalconH1DecoderLayer over T rows (see the top of the file).
+  void layer(const FalconH1Layer& L, float* hidden, int64_t T, const int64_t* q_pos,
+             float* conv_state, float* ssm_state, std::vector<float>& keys,
+             std::vector<float>& values, const std::vector<int64_t>& k_pos) const {
+    const int64_t H = cfg_.hidden, F = cfg_.ffn;
+    const size_t n = static_cast<size_t>(T * H);
+    std::vector<float> normed(n), ssm_out(n), attn_in(n), attn_out(n);
+    ops::rmsnorm(normed.data(), hidden, L.input_norm->data(), T, H, cfg_.eps);
+    L.mixer.forward(ssm_out.data(), normed.data(), T, conv_state, ssm_state);
+    const auto attn_in_mult = static_cast<float>(cfg_.attn_in_mult);
+    for (size_t i = 0; i < n; ++i) attn_in[i] = normed[i] * attn_in_mult;
+    attention(attn_out.data(), attn_in.data(), T, q_pos, keys, values, k_pos, L);
+    const auto ssm_mult = static_cast<float>(cfg_.ssm_out_mult);
+    const auto attn_mult = static_cast<float>(cfg_.attn_out_mult);
+    for (size_t i = 0; i < n; ++i) hidden[i] += ssm_out[i] * ssm_mult + attn_out[i] * attn_mult;
+
+    // SwiGLU MLP: down(up(m) * silu(gate(m) * gate_multiplier)) * down_multiplier
+    ops::rmsnorm(normed.data(), hidden, L.pre_ff_norm->data(), T, H, cfg_.eps);
+    std::vector<float> gate(static_cast<size_t>(T * F)), up(static_cast<size_t>(T * F));
+    ops::matmul_nt(gate.data(), normed.data(), L.gate->data(),
+                   L.gate_bias ? L.gate_bias->data() : nullptr, T, F, H);
+    ops::matmul_nt(up.data(), normed.data(), L.up->data(), L.up_bias ? L.up_bias->data() : nullptr,
+                   T, F, H);
+    const auto gate_mult = static_cast<float>(cfg_.mlp_mults[0]);
+    for (size_t i = 0; i < gate.size(); ++i) up[i] *= ops::silu(gate[i] * gate_mult);
+    ops::matmul_nt(attn_out.data(), up.data(), L.down->data(),
+                   L.down_bias ? L.down_bias->data() : nullptr, T, H, F);
+    const auto down_mult = static_cast<float>(cfg_.mlp_mults[1]);
+    for (size_t i = 0; i < n; ++i) hidden[i] += attn_out[i] * down_mult;
+  }
+
+  friend void ::kllens::falcon_h1_round_rope_inv_freq_to_bf16(Model& model);
+
+  FalconH1Config cfg_;
+  const Param *embed_ = nullptr, *head_ = nullptr, *norm_f_ = nullptr;
+  std::vector<FalconH1Layer> layers_;
+  std::vector<float> inv_freq_;  // {head_dim / 2}
+};
+
+}  // namespace
+
+void falcon_h1_round_rope_inv_freq_to_bf16(Model& model) {
+  auto* m = dynamic_cast<FalconH1Model*>(&model);
+  if (!m) fail("falcon_h1_round_rope_inv_freq_to_bf16: the model is '{}', not falcon_h1", model.info().arch);
+  for (float& f : m->inv_freq_) f = bf16_to_f32(f32_to_bf16(f));
+}
+
+std::unique_ptr<Model> make_falcon_h1(const HfConfig& config, const TensorStore& store,
+                                      const std::string& folder) {
+  return std::make_unique<FalconH1Model>(config, store, folder);
+}
+
+}  // namespace kllens

@@ -1,0 +1,261 @@
+// Llama (HF LlamaForCausalLM, model_type "llama"). Reference: transformers
+// models/llama/modeling_llama.py (LlamaDecoderLayer, LlamaAttention, LlamaMLP, LlamaRMSNorm,
+// LlamaRotaryEmbedding with rope_type "default").
+#include "models/llama.h"
+
+#include <cmath>
+
+#include "core/error.h"
+#include "io/hf_config.h"
+#include "io/safetensors.h"
+#include "kernels/attention.h"
+#include "kernels/ops.h"
+#include "models/attention_block.h"
+
+namespace kllens {
+namespace {
+
+struct LlamaConfig {
+  int64_t hidden = 0, layers = 0, vocab = 0, heads = 0, kv_heads = 0, head_dim = 0, ffn = 0;
+  bool attn_bias = false, mlp_bias = false, tied = false;
+  float eps = 1e-6f;
+  double theta = 10000.0;
+};
+
+LlamaConfig parse_config(const HfConfig& c) {
+  LlamaConfig m;
+  m.hidden = c.get_positive("hidden_size");
+  m.layers = c.get_positive("num_hidden_layers");
+  m.vocab = c.get_positive("vocab_size");
+  m.ffn = c.get_positive("intermediate_size");
+  m.heads = c.get_positive("num_attention_heads");
+  m.kv_heads = c.has("num_key_value_heads") ? c.get_positive("num_key_value_heads") : m.heads;
+  if (m.heads % m.kv_heads != 0)
+    c.invalid("num_key_value_heads", fmt::format("({}) must divide num_attention_heads ({})",
+                                                 m.kv_heads, m.heads));
+  if (c.has("head_dim")) {
+    m.head_dim = c.get_positive("head_dim");
+  } else {
+    if (m.hidden % m.heads != 0)
+      c.invalid("num_attention_heads",
+                fmt::format("({}) must divide hidden_size ({}) when head_dim is not given", m.heads,
+                            m.hidden));
+    m.head_dim = m.hidden / m.heads;
+  }
+  if (m.head_dim % 2 != 0) c.invalid("head_dim", "must be even for RoPE");
+  m.attn_bias = c.get_bool("attention_bias", false);
+  m.mlp_bias = c.get_bool("mlp_bias", false);
+  m.tied = c.get_bool("tie_word_embeddings", false);
+  m.eps = static_cast<float>(c.get_float("rms_norm_eps", 1e-6));
+  const std::string act = c.get_string("hidden_act", "silu");
+  if (act != "silu") c.invalid("hidden_act", "is '" + act + "'; only \"silu\" is supported");
+  const RopeSettings rope = read_default_rope(c, 10000.0);
+  if (rope.partial_rotary_factor != 1.0)
+    c.invalid("partial_rotary_factor", "must be 1 for Llama (RoPE covers the whole head)");
+  m.theta = rope.theta;
+  return m;
+}
+
+struct LlamaLayer {
+  const Param *attn_norm, *q, *k, *v, *o, *q_bias, *k_bias, *v_bias, *o_bias, *mlp_norm;
+  SwiGluMlp mlp;
+};
+
+class LlamaForwardState : public ForwardState {
+ public:
+  std::unique_ptr<ForwardState> clone() const override {
+    return std::make_unique<LlamaForwardState>(*this);
+  }
+};
+
+class LlamaDecodeState : public DecodeState {
+ public:
+  std::vector<KvCache> kv;  // per layer, unbounded
+  size_t bytes() const override {
+    size_t n = 0;
+    for (const auto& c : kv) n += c.bytes();
+    return n;
+  }
+};
+
+const float* data_or_null(const Param* p) { return p ? p->data() : nullptr; }
+
+class LlamaModel : public Model {
+ public:
+  LlamaModel(const HfConfig& config, const TensorStore& store, const std::string& folder)
+      : cfg_(parse_config(config)) {
+    const int64_t H = cfg_.hidden, D = cfg_.head_dim, Q = cfg_.heads * D, KV = cfg_.kv_heads * D;
+    std::vector<TensorSpec> specs;
+    specs.push_back({"model.embed_tokens.weight", Role::kEmbed, -1, {cfg_.vocab, H}});
+    for (int l = 0; l < cfg_.layers; ++l) {
+      const std::string p = "model.layers." + std::to_string(l) + ".";
+      specs.push_back({p + "input_layernorm.weight", Role::kNorm, l, {H}});
+      specs.push_back({p + "self_attn.q_proj.weight", Role::kQ, l, {Q, H}});
+      specs.push_back({p + "self_attn.k_proj.weight", Role::kK, l, {KV, H}});
+      specs.push_back({p + "self_attn.v_proj.weight", Role::kV, l, {KV, H}});
+      specs.push_back({p + "self_attn.o_proj.weight", Role::kO, l, {H, Q}});
+      if (cfg_.attn_bias) {
+        specs.push_back({p + "self_attn.q_proj.bias", Role::kBias, l, {Q}});
+        specs.push_back({p + "self_attn.k_proj.bias", Role::kBias, l, {KV}});
+        specs.push_back({p + "self_attn.v_proj.bias", Role::kBias, l, {KV}});
+        specs.push_back({p + "self_attn.o_proj.bias", Role::kBias, l, {H}});
+      }
+      specs.push_back({p + "post_attention_layernorm.weight", Role::kNorm, l, {H}});
+      SwiGluMlp::add_specs(specs, p + "mlp.", l, H, cfg_.ffn, cfg_.mlp_bias);
+    }
+    specs.push_back({"model.norm.weight", Role::kNorm, -1, {H}});
+    if (!cfg_.tied) specs.push_back({"lm_head.weight", Role::kHead, -1, {cfg_.vocab, H}});
+    weights_ = Weights::load(store, specs, folder);
+
+    embed_ = &weights_.get("model.embed_tokens.weight");
+    weights_.get("model.embed_tokens.weight").tied_head = cfg_.tied;
+    head_ = cfg_.tied ? embed_ : &weights_.get("lm_head.weight");
+    norm_f_ = &weights_.get("model.norm.weight");
+    for (int l = 0; l < cfg_.layers; ++l) {
+      const std::string p = "model.layers." + std::to_string(l) + ".";
+      LlamaLayer L{};
+      L.attn_norm = &weights_.get(p + "input_layernorm.weight");
+      L.q = &weights_.get(p + "self_attn.q_proj.weight");
+      L.k = &weights_.get(p + "self_attn.k_proj.weight");
+      L.v = &weights_.get(p + "self_attn.v_proj.weight");
+      L.o = &weights_.get(p + "self_attn.o_proj.weight");
+      L.q_bias = weights_.find(p + "self_attn.q_proj.bias");
+      L.k_bias = weights_.find(p + "self_attn.k_proj.bias");
+      L.v_bias = weights_.find(p + "self_attn.v_proj.bias");
+      L.o_bias = weights_.find(p + "self_attn.o_proj.bias");
+      L.mlp_norm = &weights_.get(p + "post_attention_layernorm.weight");
+      L.mlp = SwiGluMlp::bind(weights_, p + "mlp.", H, cfg_.ffn);
+      layers_.push_back(L);
+    }
+    inv_freq_ = rope_inv_freq(cfg_.theta, D);
+
+    info_.arch = "llama";
+    info_.folder = folder;
+    info_.n_layers = cfg_.layers;
+    info_.d_model = H;
+    info_.vocab = cfg_.vocab;
+    info_.layer_kinds.assign(static_cast<size_t>(cfg_.layers), "attn(global)");
+    info_.details = {{"heads", std::to_string(cfg_.heads)},
+                     {"kv_heads", std::to_string(cfg_.kv_heads)},
+                     {"head_dim", std::to_string(D)},
+                     {"intermediate_size", std::to_string(cfg_.ffn)},
+                     {"rope_theta", fmt::format("{:g}", cfg_.theta)},
+                     {"attention_bias", cfg_.attn_bias ? "yes" : "no"},
+                     {"mlp_bias", cfg_.mlp_bias ? "yes" : "no"},
+                     {"tied_embeddings", cfg_.tied ? "yes" : "no"},
+                     {"norm_eps", fmt::format("{:g}", cfg_.eps)}};
+  }
+
+  std::unique_ptr<ForwardState> start(std::span<const int32_t> ids) const override {
+    check_ids(ids);
+    auto s = std::make_unique<LlamaForwardState>();
+    embed(ids, *s);
+    return s;
+  }
+
+  void run_layer(int l, ForwardState& s) const override {
+    std::vector<int64_t> pos(static_cast<size_t>(s.rows));
+    for (int64_t t = 0; t < s.rows; ++t) pos[static_cast<size_t>(t)] = t;
+    layer(layers_[static_cast<size_t>(l)], s.hidden.data(), s.rows, pos.data(), nullptr);
+    s.next_layer = l + 1;
+  }
+
+  void finish(const ForwardState& s, float* logits) const override {
+    head(s.hidden.data(), s.rows, logits);
+  }
+
+  std::unique_ptr<DecodeState> new_decode_state() const override {
+    auto s = std::make_unique<LlamaDecodeState>();
+    s->kv.resize(static_cast<size_t>(cfg_.layers));
+    for (auto& c : s->kv) c.init(cfg_.kv_heads * cfg_.head_dim, cfg_.kv_heads * cfg_.head_dim, 0, 0);
+    return s;
+  }
+
+  void decode_step(DecodeState& base, int32_t token, float* logits) const override {
+    auto* s = dynamic_cast<LlamaDecodeState*>(&base);
+    KLLENS_CHECK(s != nullptr, "decode_step was given a decode state of another model");
+    check_ids(std::span<const int32_t>(&token, 1));
+    LlamaForwardState fs;
+    embed(std::span<const int32_t>(&token, 1), fs);
+    const int64_t pos = s->position;
+    for (int l = 0; l < cfg_.layers; ++l)
+      layer(layers_[static_cast<size_t>(l)], fs.hidden.data(), 1, &pos, &s->kv[static_cast<size_t>(l)]);
+    head(fs.hidden.data(), 1, logits);
+    ++s->position;
+  }
+
+ private:
+  void embed(std::span<const int32_t> ids, ForwardState& s) const {
+    const int64_t H = cfg_.hidden;
+    s.rows = static_cast<int64_t>(ids.size());
+    s.hidden.resize(static_cast<size_t>(s.rows * H));
+    for (int64_t t = 0; t < s.rows; ++t)
+      std::copy_n(embed_->data() + ids[t] * H, H, s.hidden.data() + t * H);
+    s.next_layer = 0;
+  }
+
+  void head(const float* hidden, int64_t T, float* logits) const {
+    std::vector<float> normed(static_cast<size_t>(T * cfg_.hidden));
+    ops::rmsnorm(normed.data(), hidden, norm_f_->data(), T, cfg_.hidden, cfg_.eps);
+    ops::matmul_nt(logits, normed.data(), head_->data(), nullptr, T, cfg_.vocab, cfg_.hidden);
+  }
+
+  // hidden {T, H} at positions pos {T}: h += o_proj(attn(norm(h))); h += mlp(norm(h)).
+  // cache == null: the T rows attend to each other (prefill). Otherwise the rows are appended to
+  // the cache first and attend to everything in it (decode).
+  void layer(const LlamaLayer& L, float* hidden, int64_t T, const int64_t* pos, KvCache* cache) const {
+    const int64_t H = cfg_.hidden, D = cfg_.head_dim, Hq = cfg_.heads, Hkv = cfg_.kv_heads;
+    const int64_t Q = Hq * D, KV = Hkv * D;
+    std::vector<float> normed(static_cast<size_t>(T * H));
+    ops::rmsnorm(normed.data(), hidden, L.attn_norm->data(), T, H, cfg_.eps);
+    // LlamaAttention.forward: q {T, Hq, D}, k, v {T, Hkv, D}
+    std::vector<float> q(static_cast<size_t>(T * Q)), k(static_cast<size_t>(T * KV)),
+        v(static_cast<size_t>(T * KV));
+    ops::matmul_nt(q.data(), normed.data(), L.q->data(), data_or_null(L.q_bias), T, Q, H);
+    ops::matmul_nt(k.data(), normed.data(), L.k->data(), data_or_null(L.k_bias), T, KV, H);
+    ops::matmul_nt(v.data(), normed.data(), L.v->data(), data_or_null(L.v_bias), T, KV, H);
+    // apply_rotary_pos_emb (rotate_half) on q and k
+    ops::apply_rope(q.data(), Q, T, Hq, D, pos, inv_freq_.data(), D);
+    ops::apply_rope(k.data(), KV, T, Hkv, D, pos, inv_freq_.data(), D);
+    // softmax(q k^T / sqrt(D)) v, causal, GQA   {T, Hq, D}
+    std::vector<float> attn(static_cast<size_t>(T * Q));
+    ops::AttentionShape shape;
+    shape.T = T;
+    shape.Hq = Hq;
+    shape.Hkv = Hkv;
+    shape.Dk = D;
+    shape.Dv = D;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+    if (cache) {
+      cache->append(k.data(), KV, v.data(), KV, pos, T);
+      KLLENS_CHECK(cache->evicted() == 0, "an unbounded KV cache evicted rows");
+      shape.S = cache->rows();
+      ops::attention(attn.data(), q.data(), cache->k.data(), cache->v.data(), pos,
+                     cache->pos.data(), shape, 0, 0, scale);
+    } else {
+      shape.S = T;
+      ops::attention(attn.data(), q.data(), k.data(), v.data(), pos, pos, shape, 0, 0, scale);
+    }
+    std::vector<float> out(static_cast<size_t>(T * H));
+    ops::matmul_nt(out.data(), attn.data(), L.o->data(), data_or_null(L.o_bias), T, H, Q);
+    for (int64_t i = 0; i < T * H; ++i) hidden[i] += out[i];
+    // LlamaMLP on the post-attention norm
+    ops::rmsnorm(normed.data(), hidden, L.mlp_norm->data(), T, H, cfg_.eps);
+    L.mlp.forward(out.data(), normed.data(), T);
+    for (int64_t i = 0; i < T * H; ++i) hidden[i] += out[i];
+  }
+
+  LlamaConfig cfg_;
+  const Param *embed_ = nullptr, *head_ = nullptr, *norm_f_ = nullptr;
+  std::vector<LlamaLayer> layers_;
+  std::vector<float> inv_freq_;
+};
+
+}  // namespace
+
+std::unique_ptr<Model> make_llama(const HfConfig& config, const TensorStore& store,
+                                  const std::string& folder) {
+  return std::make_unique<LlamaModel>(config, store, folder);
+}
+
+}  // namespace kllens

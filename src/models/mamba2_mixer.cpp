@@ -1,0 +1,149 @@
+#include "models/mamba2_mixer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "core/error.h"
+#include "io/hf_config.h"
+#include "kernels/ops.h"
+#include "kernels/ssd.h"
+#include "kernels/ssm.h"
+
+namespace kllens {
+namespace {
+
+// One element of time_step_limit as Python would have written it.
+bool json_float(const nlohmann::json& v, double& out) {
+  if (v.is_number()) {
+    out = v.get<double>();
+    return true;
+  }
+  std::string s;
+  if (v.is_string()) {
+    s = v.get<std::string>();
+  } else if (v.is_object() && v.size() == 1 && v.contains("__float__") && v["__float__"].is_string()) {
+    s = v["__float__"].get<std::string>();
+  } else {
+    return false;
+  }
+  std::string lower;
+  for (char ch : s) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  if (lower == "inf" || lower == "infinity" || lower == "+inf" || lower == "+infinity") {
+    out = std::numeric_limits<double>::infinity();
+    return true;
+  }
+  if (lower == "-inf" || lower == "-infinity") {
+    out = -std::numeric_limits<double>::infinity();
+    return true;
+  }
+  return false;
+}
+
+// rmsnorm of each of the `groups` consecutive slices of a row {D}, weight {D}, in place.
+void rmsnorm_groups(float* y, const float* weight, int64_t T, int64_t D, int64_t groups,
+                    float eps) {
+  const int64_t Dg = D / groups;
+  if (groups == 1) {
+    ops::rmsnorm(y, y, weight, T, D, eps);
+    return;
+  }
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t g = 0; g < groups; ++g)
+      ops::rmsnorm(y + t * D + g * Dg, y + t * D + g * Dg, weight + g * Dg, 1, Dg, eps);
+}
+
+}  // namespace
+
+TimeStepLimit parse_time_step_limit(const HfConfig& config, const char* key) {
+  TimeStepLimit lim;
+  if (!config.has(key)) return lim;
+  const auto& v = config.json()[key];
+  double lo = 0, hi = 0;
+  if (!v.is_array() || v.size() != 2 || !json_float(v[0], lo) || !json_float(v[1], hi))
+    config.invalid(key, "must be a pair [min, max] of numbers (infinity as \"inf\" or "
+                        "{\"__float__\": \"Infinity\"}), got " + v.dump());
+  if (std::isnan(lo) || std::isnan(hi) || lo > hi)
+    config.invalid(key, "must satisfy min <= max, got " + v.dump());
+  lim.lo = static_cast<float>(lo);
+  lim.hi = static_cast<float>(hi);
+  return lim;
+}
+
+void Mamba2Mixer::set_A(const Param& a_log) {
+  A.resize(a_log.value.size());
+  for (size_t i = 0; i < A.size(); ++i) A[i] = -std::exp(a_log.value[i]);
+}
+
+void Mamba2Mixer::set_proj_multipliers(const std::vector<double>& m) {
+  const int64_t I = inner, GN = groups * state;
+  proj_scale.assign(static_cast<size_t>(proj_dim()), 1.0f);
+  // HF compute_mup_vector: [z: I | x: I | B: GN | C: GN | dt: H]
+  const int64_t bounds[6] = {0, I, 2 * I, 2 * I + GN, 2 * I + 2 * GN, proj_dim()};
+  for (int k = 0; k < 5; ++k)
+    for (int64_t j = bounds[k]; j < bounds[k + 1]; ++j)
+      proj_scale[static_cast<size_t>(j)] = static_cast<float>(m[static_cast<size_t>(k)]);
+}
+
+void Mamba2Mixer::forward(float* out, const float* u, int64_t T, float* conv_state,
+                          float* ssm_state) const {
+  const int64_t I = inner, H = heads, P = head_dim, G = groups, N = state;
+  const int64_t CD = conv_dim(), W = proj_dim();
+  // Falcon-H1: input_states * ssm_in_multiplier
+  std::vector<float> scaled;
+  if (in_multiplier != 1.0f) {
+    scaled.assign(u, u + T * hidden);
+    for (auto& v : scaled) v *= in_multiplier;
+    u = scaled.data();
+  }
+  // zxbcdt {T, I + CD + H} = in_proj(u) [* mup_vector]:  z = [0, I), xBC = [I, I + CD), dt = [I + CD, W)
+  std::vector<float> proj(static_cast<size_t>(T * W));
+  ops::matmul_nt(proj.data(), u, in_proj->data(), in_proj_bias ? in_proj_bias->data() : nullptr, T,
+                 W, hidden);
+  if (!proj_scale.empty())
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t j = 0; j < W; ++j) proj[t * W + j] *= proj_scale[static_cast<size_t>(j)];
+  // xBC {T, CD} = silu(conv1d(xBC)): x = [0, I), B = [I, I + GN), C = [I + GN, CD)
+  std::vector<float> xbc(static_cast<size_t>(T * CD));
+  ops::causal_conv1d(xbc.data(), proj.data() + I, W, conv->data(),
+                     conv_bias ? conv_bias->data() : nullptr, conv_state, T, CD, conv_kernel, true);
+  // dt {T, H} = clamp(softplus(dt + dt_bias), time_step_limit)
+  std::vector<float> dt(static_cast<size_t>(T * H));
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t h = 0; h < H; ++h) {
+      const float v = ops::softplus(proj[t * W + I + CD + h] + dt_bias->data()[h]);
+      dt[t * H + h] = std::min(std::max(v, dt_limit.lo), dt_limit.hi);
+    }
+  // y {T, H, P} = SSD scan over the carried state {H, P, N}
+  std::vector<float> y(static_cast<size_t>(T * I));
+  ops::ssd_scan(y.data(), ssm_state, xbc.data(), CD, dt.data(), H, A.data(), xbc.data() + I,
+                xbc.data() + I + G * N, CD, D->data(), T, H, P, G, N);
+  // gated norm with z = proj[:, 0:I)
+  const float* z = proj.data();
+  auto gate = [&] {
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t i = 0; i < I; ++i) y[t * I + i] *= ops::silu(z[t * W + i]);
+  };
+  switch (norm_kind) {
+    case GatedNorm::kNone:
+      gate();
+      break;
+    case GatedNorm::kGateThenNormFull:
+      gate();
+      rmsnorm_groups(y.data(), norm->data(), T, I, 1, norm_eps);
+      break;
+    case GatedNorm::kGateThenNormGroup:
+      gate();
+      rmsnorm_groups(y.data(), norm->data(), T, I, G, norm_eps);
+      break;
+    case GatedNorm::kNormThenGateGroup:
+      rmsnorm_groups(y.data(), norm->data(), T, I, G, norm_eps);
+      gate();
+      break;
+  }
+  // out {T, hidden} = out_proj(y)
+  ops::matmul_nt(out, y.data(), out_proj->data(), out_proj_bias ? out_proj_bias->data() : nullptr,
+                 T, hidden, I);
+}
+
+}  // namespace kllens

@@ -1,0 +1,174 @@
+#include "models/synth.h"
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "core/error.h"
+#include "io/hf_config.h"
+#include "io/safetensors.h"
+#include "models/model.h"
+
+namespace kllens {
+
+namespace {
+
+using json = nlohmann::json;
+
+// Configurations of the public checkpoints (their config.json values that matter for shape).
+json preset_config(const std::string& name) {
+  if (name == "mamba-130m" || name == "mamba-1.4b") {
+    const bool big = name == "mamba-1.4b";
+    return {{"model_type", "mamba"}, {"architectures", {"MambaForCausalLM"}},
+            {"hidden_size", big ? 2048 : 768}, {"num_hidden_layers", big ? 48 : 24},
+            {"vocab_size", 50280}, {"state_size", 16}, {"expand", 2}, {"conv_kernel", 4},
+            {"time_step_rank", "auto"}, {"use_bias", false}, {"use_conv_bias", true},
+            {"layer_norm_epsilon", 1e-5}, {"tie_word_embeddings", true},
+            {"residual_in_fp32", true}, {"bos_token_id", 0}, {"eos_token_id", 0},
+            {"pad_token_id", 0}};
+  }
+  if (name == "mamba2-130m") {
+    return {{"model_type", "mamba2"}, {"architectures", {"Mamba2ForCausalLM"}},
+            {"hidden_size", 768}, {"num_hidden_layers", 24}, {"vocab_size", 50288},
+            {"state_size", 128}, {"expand", 2}, {"conv_kernel", 4}, {"num_heads", 24},
+            {"head_dim", 64}, {"n_groups", 1}, {"chunk_size", 256}, {"use_bias", false},
+            {"use_conv_bias", true}, {"layer_norm_epsilon", 1e-5},
+            {"tie_word_embeddings", true}, {"residual_in_fp32", true},
+            {"time_step_limit", {0.0, 1e30}}, {"bos_token_id", 0}, {"eos_token_id", 0},
+            {"pad_token_id", 0}};
+  }
+  if (name == "hymba-1.5b") {
+    json groups = json::array();
+    for (auto g : std::vector<std::vector<int>>{{1, 2}, {3, 4}, {5, 6}, {7, 8}, {9, 10},
+                                                {11, 12}, {13, 14}, {16, 17, 18}, {19, 20},
+                                                {21, 22}, {23, 24}, {25, 26}, {27, 28}, {29, 30}})
+      groups.push_back(g);
+    json conv_dim = json::object();
+    for (int l = 0; l < 32; ++l) conv_dim[std::to_string(l)] = 3200;
+    return {{"model_type", "hymba"}, {"architectures", {"HymbaForCausalLM"}},
+            {"vocab_size", 32001}, {"hidden_size", 1600}, {"num_hidden_layers", 32},
+            {"num_attention_heads", 25}, {"num_key_value_heads", 5}, {"attn_hidden_size", -1},
+            {"kq_head_dim", -1}, {"v_head_dim", 128}, {"kq_norm", "none"},
+            {"intermediate_size", 5504}, {"mlp_hidden_act", "silu"}, {"hidden_act", "silu"},
+            {"num_experts", 1}, {"num_experts_per_tok", 1}, {"mamba_d_state", 16},
+            {"mamba_d_conv", 4}, {"mamba_expand", 2}, {"mamba_dt_rank", 100},
+            {"mamba_conv_bias", true}, {"mamba_proj_bias", false},
+            {"mamba_inner_layernorms", true}, {"num_mamba", 1}, {"num_memory_tokens", 128},
+            {"memory_tokens_interspersed_every", 0}, {"sliding_window", 1024},
+            {"global_attn_idx", {0, 15, 31}}, {"kv_reuse_every_i_layer", -1},
+            {"kv_reuse_group", groups}, {"kv_weight_reuse", false}, {"rope", true},
+            {"rope_type", "ntk"}, {"rope_theta", 10000.0}, {"max_position_embeddings", 8192},
+            {"orig_max_position_embeddings", 2048}, {"seq_length", 8192},
+            {"attn_implementation_new", "flex"}, {"rms_norm_eps", 1e-6},
+            {"tie_word_embeddings", true}, {"conv_dim", conv_dim},
+            {"layer_type", std::vector<std::string>(32, "h")}, {"pad_token_id", 0},
+            {"bos_token_id", 1}, {"eos_token_id", 2}};
+  }
+  std::string known;
+  for (const auto& p : synth_presets()) known += (known.empty() ? "" : ", ") + p;
+  throw UsageError(fmt::format("unknown preset '{}' (known: {})", name, known));
+}
+
+// Values by role: small random matrices, unit norms, the SSM parameters as their reference
+// initializers make them (A_log = log(1..N), D = 1, dt in [1e-3, 1e-1]), so the random model's
+// activations stay finite through every layer and benchmarks exercise realistic numbers.
+void fill(const TensorSpec& spec, std::vector<float>& v, std::mt19937_64& rng) {
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  std::uniform_real_distribution<float> unit(0.0f, 1.0f);
+  switch (spec.role) {
+    case Role::kNorm:
+    case Role::kSsmD:
+      std::fill(v.begin(), v.end(), 1.0f);
+      return;
+    case Role::kBias:
+      std::fill(v.begin(), v.end(), 0.0f);
+      return;
+    case Role::kSsmA: {
+      const int64_t row = spec.shape.size() == 2 ? spec.shape[1] : 1;
+      for (size_t i = 0; i < v.size(); ++i)
+        v[i] = std::log(static_cast<float>(row == 1 ? (i % 16) + 1 : (static_cast<int64_t>(i) % row) + 1));
+      return;
+    }
+    case Role::kDtBias:
+      for (auto& x : v) {
+        const float dt = std::exp(unit(rng) * (std::log(0.1f) - std::log(0.001f)) + std::log(0.001f));
+        x = dt + std::log(-std::expm1(-dt));  // inverse softplus
+      }
+      return;
+    case Role::kConv1d: {
+      std::normal_distribution<float> wide(0.0f, 0.2f);
+      for (auto& x : v) x = wide(rng);
+      return;
+    }
+    default:
+      for (auto& x : v) x = normal(rng);
+  }
+}
+
+}  // namespace
+
+std::vector<std::string> synth_presets() {
+  return {"mamba-130m", "mamba-1.4b", "mamba2-130m", "hymba-1.5b"};
+}
+
+int64_t synthesize_checkpoint(const SynthOptions& options) {
+  namespace fs = std::filesystem;
+  const json config = preset_config(options.preset);
+  if (options.dtype != DType::kBF16 && options.dtype != DType::kF32 && options.dtype != DType::kF16)
+    throw UsageError("synth writes F32, BF16 or F16 weights");
+  fs::create_directories(options.out_dir);
+  const std::string config_path = (fs::path(options.out_dir) / "config.json").string();
+  {
+    std::ofstream out(config_path);
+    out << config.dump(2) << "\n";
+    if (!out) fail("{}: cannot write", config_path);
+  }
+  const auto specs = tensor_specs(HfConfig::from_json(config, config_path));
+
+  // Header first (offsets are known from the shapes), then each tensor streamed to disk, so a
+  // multi-GB checkpoint never sits in memory whole.
+  json header = json::object();
+  header["__metadata__"] = {{"format", "pt"}, {"generator", "kllens synth " + options.preset}};
+  uint64_t offset = 0;
+  int64_t params = 0;
+  const size_t elem = dtype_size(options.dtype);
+  for (const auto& s : specs) {
+    int64_t n = 1;
+    for (auto d : s.shape) n *= d;
+    params += n;
+    header[s.name] = {{"dtype", std::string(dtype_name(options.dtype))}, {"shape", s.shape},
+                      {"data_offsets", {offset, offset + static_cast<uint64_t>(n) * elem}}};
+    offset += static_cast<uint64_t>(n) * elem;
+  }
+  std::string text = header.dump();
+  while (text.size() % 8 != 0) text.push_back(' ');
+  const std::string model_path = (fs::path(options.out_dir) / "model.safetensors").string();
+  std::ofstream out(model_path, std::ios::binary | std::ios::trunc);
+  if (!out) fail("{}: cannot write", model_path);
+  const uint64_t len = text.size();
+  out.write(reinterpret_cast<const char*>(&len), 8);
+  out.write(text.data(), static_cast<std::streamsize>(text.size()));
+  std::mt19937_64 rng(options.seed);
+  std::vector<float> values;
+  std::vector<uint16_t> half;
+  for (const auto& s : specs) {
+    int64_t n = 1;
+    for (auto d : s.shape) n *= d;
+    values.resize(static_cast<size_t>(n));
+    fill(s, values, rng);
+    if (options.dtype == DType::kF32) {
+      out.write(reinterpret_cast<const char*>(values.data()), static_cast<std::streamsize>(n * 4));
+    } else {
+      half.resize(values.size());
+      for (size_t i = 0; i < values.size(); ++i)
+        half[i] = options.dtype == DType::kBF16 ? f32_to_bf16(values[i]) : f32_to_f16(values[i]);
+      out.write(reinterpret_cast<const char*>(half.data()), static_cast<std::streamsize>(n * 2));
+    }
+  }
+  if (!out) fail("{}: write failed", model_path);
+  return params;
+}
+
+}  // namespace kllens

@@ -1,0 +1,277 @@
+#include "tokenizer/bpe.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+
+#include "core/error.h"
+#include "tokenizer/text.h"
+
+namespace kllens::tok {
+
+using nlohmann::json;
+
+namespace {
+
+// A 4-ary min-heap of integer keys: half the depth of a binary heap, and the children of a
+// node share a cache line -- the heap of a long word (a whole document for tokenizers without
+// a pre-tokenizer) is far larger than the caches.
+struct MinHeap {
+  std::vector<uint64_t> items;
+
+  void sift_down(size_t i, uint64_t v) {
+    const size_t n = items.size();
+    for (;;) {
+      size_t c = 4 * i + 1;
+      if (c >= n) break;
+      size_t e = std::min(c + 4, n), best = c;
+      for (size_t k = c + 1; k < e; ++k)
+        if (items[k] < items[best]) best = k;
+      if (items[best] >= v) break;
+      items[i] = items[best];
+      i = best;
+    }
+    items[i] = v;
+  }
+  void heapify() {
+    if (items.size() < 2) return;
+    for (size_t i = (items.size() - 2) / 4 + 1; i-- > 0;) sift_down(i, items[i]);
+  }
+  void push(uint64_t v) {
+    items.push_back(v);
+    size_t i = items.size() - 1;
+    while (i > 0) {
+      size_t p = (i - 1) / 4;
+      if (items[p] <= v) break;
+      items[i] = items[p];
+      i = p;
+    }
+    items[i] = v;
+  }
+  uint64_t pop() {
+    uint64_t top = items[0];
+    uint64_t last = items.back();
+    items.pop_back();
+    if (!items.empty()) sift_down(0, last);
+    return top;
+  }
+};
+
+}  // namespace
+
+
+BpeModel::BpeModel(const json& model, const std::string& path) {
+  if (!model.contains("vocab") || !model["vocab"].is_object())
+    fail("{}: BPE model has no \"vocab\" object", path);
+  if (!model.contains("merges") || !model["merges"].is_array())
+    fail("{}: BPE model has no \"merges\" list", path);
+
+  auto opt_string = [&](const char* key) -> std::optional<std::string> {
+    if (!model.contains(key) || model[key].is_null()) return std::nullopt;
+    if (!model[key].is_string()) fail("{}: BPE model field \"{}\" is not a string", path, key);
+    return model[key].get<std::string>();
+  };
+  auto opt_bool = [&](const char* key) {
+    if (!model.contains(key) || model[key].is_null()) return false;
+    if (!model[key].is_boolean()) fail("{}: BPE model field \"{}\" is not a boolean", path, key);
+    return model[key].get<bool>();
+  };
+
+  if (model.contains("dropout") && !model["dropout"].is_null()) {
+    if (!model["dropout"].is_number()) fail("{}: BPE \"dropout\" is not a number", path);
+    double p = model["dropout"].get<double>();
+    if (p != 0.0 && p != 1.0)
+      fail("{}: unsupported BPE dropout {} (only deterministic BPE is supported)", path, p);
+  }
+  if (auto prefix = opt_string("continuing_subword_prefix"); prefix && !prefix->empty())
+    fail("{}: unsupported BPE continuing_subword_prefix \"{}\"", path, *prefix);
+  if (auto suffix = opt_string("end_of_word_suffix"); suffix && !suffix->empty())
+    fail("{}: unsupported BPE end_of_word_suffix \"{}\"", path, *suffix);
+  fuse_unk_ = opt_bool("fuse_unk");
+  byte_fallback_ = opt_bool("byte_fallback");
+  ignore_merges_ = opt_bool("ignore_merges");
+
+  int64_t max_id = -1;
+  vocab_.reserve(model["vocab"].size());
+  for (const auto& [token, value] : model["vocab"].items()) {
+    if (!value.is_number_integer())
+      fail("{}: vocab entry \"{}\" has a non-integer id", path, token);
+    int64_t id = value.get<int64_t>();
+    if (id < 0 || id > (int64_t{1} << 30))
+      fail("{}: vocab entry \"{}\" has id {} out of range", path, token, id);
+    vocab_.insert_or_assign(token, static_cast<int32_t>(id));
+    max_id = std::max(max_id, id);
+  }
+  // Ids index a dense table: refuse vocabularies whose ids are far sparser than their size.
+  if (max_id >= static_cast<int64_t>(vocab_.size()) + (int64_t{1} << 20))
+    fail("{}: vocab ids are too sparse (max id {} for {} tokens)", path, max_id, vocab_.size());
+  id_to_token_.assign(static_cast<size_t>(max_id + 1), std::string());
+  has_id_.assign(static_cast<size_t>(max_id + 1), 0);
+  for (const auto& [token, id] : vocab_) {
+    id_to_token_[id] = token;
+    has_id_[id] = 1;
+  }
+
+  if (auto unk = opt_string("unk_token")) {
+    auto it = vocab_.find(*unk);
+    if (it == vocab_.end()) fail("{}: BPE unk_token \"{}\" is not in the vocab", path, *unk);
+    unk_id_ = it->second;
+  }
+  for (int b = 0; b < 256; ++b) {
+    auto it = vocab_.find(fmt::format("<0x{:02X}>", b));
+    byte_ids_[b] = it == vocab_.end() ? -1 : it->second;
+  }
+
+  const auto& merges = model["merges"];
+  merges_.reserve(merges.size() * 2);
+  int32_t rank = 0;
+  for (const auto& m : merges) {
+    std::string a, b;
+    if (m.is_string()) {
+      const std::string& s = m.get_ref<const std::string&>();
+      size_t sp = s.find(' ');
+      if (sp == std::string::npos || s.find(' ', sp + 1) != std::string::npos)
+        fail("{}: merge #{} \"{}\" is not two tokens separated by one space", path, rank, s);
+      a = s.substr(0, sp);
+      b = s.substr(sp + 1);
+    } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
+      a = m[0].get<std::string>();
+      b = m[1].get<std::string>();
+    } else {
+      fail("{}: merge #{} is neither \"a b\" nor [\"a\", \"b\"]", path, rank);
+    }
+    auto ia = vocab_.find(a), ib = vocab_.find(b), iab = vocab_.find(a + b);
+    if (ia == vocab_.end() || ib == vocab_.end() || iab == vocab_.end())
+      fail("{}: merge #{} (\"{}\", \"{}\") uses a token missing from the vocab", path, rank, a, b);
+    // A repeated pair keeps its last rank, as a Rust HashMap built from the list does.
+    merges_.insert_or_assign(pair_key(ia->second, ib->second), Merge{rank, iab->second});
+    ++rank;
+  }
+}
+
+std::optional<int32_t> BpeModel::token_to_id(std::string_view token) const {
+  auto it = vocab_.find(token);
+  if (it == vocab_.end()) return std::nullopt;
+  return it->second;
+}
+
+const std::string* BpeModel::id_to_token(int32_t id) const {
+  if (id < 0 || static_cast<size_t>(id) >= id_to_token_.size() || !has_id_[id]) return nullptr;
+  return &id_to_token_[id];
+}
+
+void BpeModel::tokenize(std::string_view word, std::vector<int32_t>& out) const {
+  if (word.empty()) return;
+  if (ignore_merges_) {
+    if (auto it = vocab_.find(word); it != vocab_.end()) {
+      out.push_back(it->second);
+      return;
+    }
+  }
+  const bool cacheable = word.size() < kMaxCachedWordBytes;
+  if (cacheable) {
+    std::lock_guard<std::mutex> lock(cache_mutex_);
+    if (auto it = cache_.find(word); it != cache_.end()) {
+      out.insert(out.end(), it->second.begin(), it->second.end());
+      return;
+    }
+  }
+  size_t first = out.size();
+  merge_word(word, out);
+  if (cacheable) {
+    std::vector<int32_t> ids(out.begin() + static_cast<std::ptrdiff_t>(first), out.end());
+    std::lock_guard<std::mutex> lock(cache_mutex_);
+    if (cache_.size() >= kMaxCacheEntries) cache_.clear();
+    cache_.emplace(std::string(word), std::move(ids));
+  }
+}
+
+void BpeModel::merge_word(std::string_view word, std::vector<int32_t>& out) const {
+  // Initial symbols: one per character; unknown characters go to byte fallback, else unk
+  // (fused with a preceding unk when fuse_unk), else are dropped -- as HF's BPE::merge_word.
+  std::vector<int32_t> ids;
+  ids.reserve(word.size());
+  int32_t pending_unk = -1;  // an unk not yet emitted (fuse_unk may extend it)
+  for (size_t i = 0; i < word.size();) {
+    char32_t cp;
+    int w = utf8_next(word, i, &cp);
+    KLLENS_CHECK(w > 0, "BPE word is not valid UTF-8 at byte {}", i);
+    std::string_view ch = word.substr(i, w);
+    i += w;
+    if (auto it = vocab_.find(ch); it != vocab_.end()) {
+      if (pending_unk >= 0) {
+        ids.push_back(pending_unk);
+        pending_unk = -1;
+      }
+      ids.push_back(it->second);
+      continue;
+    }
+    if (byte_fallback_) {
+      bool all = true;
+      for (char c : ch) all = all && byte_ids_[static_cast<unsigned char>(c)] >= 0;
+      if (all) {
+        // HF leaves a pending unk pending here (it is emitted later, after these bytes).
+        for (char c : ch) ids.push_back(byte_ids_[static_cast<unsigned char>(c)]);
+        continue;
+      }
+    }
+    if (unk_id_ >= 0) {
+      if (pending_unk >= 0 && !fuse_unk_) ids.push_back(pending_unk);
+      pending_unk = unk_id_;
+    }
+  }
+  if (pending_unk >= 0) ids.push_back(pending_unk);
+
+  const size_t n = ids.size();
+  if (n <= 1 || merges_.empty()) {
+    out.insert(out.end(), ids.begin(), ids.end());
+    return;
+  }
+
+  // Merge by rank (ties: leftmost) with a heap over a linked list of symbols, dropping stale
+  // heap entries -- HF's Word::merge_all. An entry is (rank << 32 | pos), so the smallest key is
+  // the lowest rank, then the leftmost position. An entry is live while its position still
+  // starts a pair of that rank: symbols only grow, so a pair of the same rank (ranks are unique
+  // per pair) at the same position is the very pair the entry was made for.
+  std::vector<int32_t> prev(n), next(n);
+  std::vector<uint8_t> alive(n, 1);
+  MinHeap heap;
+  heap.items.reserve(n);
+  auto key = [](int32_t rank, int32_t pos) {
+    return (static_cast<uint64_t>(static_cast<uint32_t>(rank)) << 32) | static_cast<uint32_t>(pos);
+  };
+  for (size_t k = 0; k < n; ++k) {
+    prev[k] = static_cast<int32_t>(k) - 1;
+    next[k] = k + 1 < n ? static_cast<int32_t>(k + 1) : -1;
+    if (k + 1 < n) {
+      if (auto it = merges_.find(pair_key(ids[k], ids[k + 1])); it != merges_.end())
+        heap.items.push_back(key(it->second.rank, static_cast<int32_t>(k)));
+    }
+  }
+  heap.heapify();
+  while (!heap.items.empty()) {
+    uint64_t top = heap.pop();
+    auto rank = static_cast<int32_t>(top >> 32);
+    auto pos = static_cast<int32_t>(top & 0xFFFFFFFFu);
+    if (!alive[pos]) continue;
+    int32_t right = next[pos];
+    if (right < 0) continue;
+    auto it = merges_.find(pair_key(ids[pos], ids[right]));
+    if (it == merges_.end() || it->second.rank != rank) continue;  // stale entry
+    ids[pos] = it->second.new_id;
+    alive[right] = 0;
+    next[pos] = next[right];
+    if (next[pos] >= 0) prev[next[pos]] = pos;
+    if (int32_t p = prev[pos]; p >= 0) {
+      if (auto m = merges_.find(pair_key(ids[p], ids[pos])); m != merges_.end())
+        heap.push(key(m->second.rank, p));
+    }
+    if (int32_t q = next[pos]; q >= 0) {
+      if (auto m = merges_.find(pair_key(ids[pos], ids[q])); m != merges_.end())
+        heap.push(key(m->second.rank, pos));
+    }
+  }
+  for (int32_t k = 0; k >= 0; k = next[k]) out.push_back(ids[k]);
+}
+
+}  // namespace kllens::tok
