@@ -30,6 +30,19 @@ std::vector<int32_t> tokenize_with_model_folder(const std::string& model_folder,
 
 void print_json(const nlohmann::json& j);
 
+// "a,b,,c" -> {"a", "b", "c"}
+std::vector<std::string> split_list(const std::string& text);
+
+// Calibration (or evaluation) windows of a text under the ppl protocol, with its description
+// for JSON outputs (file, sha256, ctx, windows, tokens).
+struct CalibrationSet {
+  std::vector<std::vector<int32_t>> windows;
+  nlohmann::json description;
+};
+CalibrationSet load_calibration(const std::string& model_path, const std::string& text_path,
+                                int64_t ctx, int64_t windows);
+nlohmann::json model_description(const std::string& path, const Model& model);
+
 // Registration of each command (one file each).
 void add_inspect(CLI::App& app);
 void add_forward(CLI::App& app);
@@ -39,5 +52,6 @@ void add_ppl(CLI::App& app);
 void add_articles(CLI::App& app);
 void add_synth(CLI::App& app);
 void add_bench(CLI::App& app);
+void add_sensitivity(CLI::App& app);
 
 }  // namespace kllens::cli

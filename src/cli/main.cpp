@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   kllens::cli::add_tokenize(app);
   kllens::cli::add_ppl(app);
   kllens::cli::add_articles(app);
+  kllens::cli::add_sensitivity(app);
   kllens::cli::add_synth(app);
   kllens::cli::add_bench(app);
   try {

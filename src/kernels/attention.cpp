@@ -16,6 +16,9 @@ ops::AttentionShape resolved(const ops::AttentionShape& s) {
   return r;
 }
 
+// Below this many q·k multiply-adds (T * S * Hq * Dk) attention runs single-threaded.
+constexpr int64_t kParallelMinWork = 32768;
+
 inline bool visible(int64_t qp, int64_t kp, int64_t window, int64_t n_sink) {
   return kp <= qp && (window <= 0 || qp - kp < window || kp < n_sink);
 }
@@ -47,7 +50,11 @@ void attention(float* out, const float* q, const float* k, const float* v, const
                int64_t n_sink, float scale) {
   const AttentionShape s = resolved(shape_in);
   const int64_t group = s.Hq / s.Hkv;
-#pragma omp parallel
+  // A decode step (T = 1) of a small model is a few thousand multiply-adds: opening a parallel
+  // region costs more than that (and much more when the cores are busy), so small problems run on
+  // the calling thread. Each (head, query) is computed the same way either way.
+  const int64_t work = s.T * s.S * s.Hq * s.Dk;
+#pragma omp parallel if (work >= kParallelMinWork)
   {
     std::vector<float> scores(static_cast<size_t>(s.S));
 #pragma omp for collapse(2) schedule(dynamic, 4)

@@ -70,7 +70,7 @@ void selective_scan_impl(float* y, float* state, const float* x, const float* dt
   // per block instead of one line per channel (the arrays are {T, D}, D-contiguous).
   constexpr int64_t kBlock = 16;
   const int64_t blocks = (D + kBlock - 1) / kBlock;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (T * D * N > 32768)
   for (int64_t blk = 0; blk < blocks; ++blk) {
     const int64_t d0 = blk * kBlock, d1 = std::min(D, d0 + kBlock);
     for (int64_t t = 0; t < T; ++t) {

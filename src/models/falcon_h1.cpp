@@ -10,8 +10,6 @@
 // ssm_multipliers [z, x, B, C, dt]; its gated norm is per group (mamba_n_groups), applied before
 // or after the gate (mamba_norm_before_gate), or absent (mamba_rms_norm = false → y * silu(z)).
 // Attention: GQA, RoPE (rotate-half, default rope type only), causal, keys scaled by key_multiplier.
-#include "models/falcon_h1.h"
-
 #include <cmath>
 #include <numeric>
 
@@ -20,6 +18,8 @@
 #include "io/safetensors.h"
 #include "kernels/attention.h"
 #include "kernels/ops.h"
+#include "models/attention_block.h"
+#include "models/families.h"
 #include "models/mamba2_mixer.h"
 
 namespace kllens {
@@ -177,6 +177,55 @@ FalconH1Config parse_config(const HfConfig& c) {
   return m;
 }
 
+// The tensor table: every tensor of the checkpoint, its role and exact shape.
+std::vector<TensorSpec> tensor_table(const FalconH1Config& c) {
+  const int64_t H = c.hidden, F = c.ffn, Dh = c.head_dim;
+  const int64_t QD = c.attn_heads * Dh, KD = c.kv_heads * Dh;
+  const int64_t I = c.ssm_inner, GN = c.ssm_groups * c.ssm_state, NH = c.ssm_heads;
+  const int64_t CD = I + 2 * GN, W = I + CD + NH, K = c.ssm_conv;
+  std::vector<TensorSpec> specs;
+  specs.push_back({"model.embed_tokens.weight", Role::kEmbed, -1, {c.vocab, H}});
+  for (int l = 0; l < c.layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    specs.push_back({p + "input_layernorm.weight", Role::kNorm, l, {H}});
+    // attention
+    specs.push_back({p + "self_attn.q_proj.weight", Role::kQ, l, {QD, H}});
+    specs.push_back({p + "self_attn.k_proj.weight", Role::kK, l, {KD, H}});
+    specs.push_back({p + "self_attn.v_proj.weight", Role::kV, l, {KD, H}});
+    specs.push_back({p + "self_attn.o_proj.weight", Role::kO, l, {H, QD}});
+    if (c.attention_bias) {
+      specs.push_back({p + "self_attn.q_proj.bias", Role::kBias, l, {QD}});
+      specs.push_back({p + "self_attn.k_proj.bias", Role::kBias, l, {KD}});
+      specs.push_back({p + "self_attn.v_proj.bias", Role::kBias, l, {KD}});
+      specs.push_back({p + "self_attn.o_proj.bias", Role::kBias, l, {H}});
+    }
+    // Mamba-2 mixer
+    specs.push_back({p + "mamba.in_proj.weight", Role::kInProj, l, {W, H}});
+    if (c.ssm_proj_bias) specs.push_back({p + "mamba.in_proj.bias", Role::kBias, l, {W}});
+    specs.push_back({p + "mamba.conv1d.weight", Role::kConv1d, l, {CD, 1, K}});
+    if (c.ssm_conv_bias) specs.push_back({p + "mamba.conv1d.bias", Role::kBias, l, {CD}});
+    specs.push_back({p + "mamba.dt_bias", Role::kDtBias, l, {NH}});
+    specs.push_back({p + "mamba.A_log", Role::kSsmA, l, {NH}});
+    specs.push_back({p + "mamba.D", Role::kSsmD, l, {NH}});
+    if (c.ssm_rms_norm) specs.push_back({p + "mamba.norm.weight", Role::kNorm, l, {I}});
+    specs.push_back({p + "mamba.out_proj.weight", Role::kOutProj, l, {H, I}});
+    if (c.projectors_bias) specs.push_back({p + "mamba.out_proj.bias", Role::kBias, l, {H}});
+    // MLP
+    specs.push_back({p + "pre_ff_layernorm.weight", Role::kNorm, l, {H}});
+    specs.push_back({p + "feed_forward.gate_proj.weight", Role::kGate, l, {F, H}});
+    specs.push_back({p + "feed_forward.up_proj.weight", Role::kUp, l, {F, H}});
+    specs.push_back({p + "feed_forward.down_proj.weight", Role::kDown, l, {H, F}});
+    if (c.mlp_bias) {
+      specs.push_back({p + "feed_forward.gate_proj.bias", Role::kBias, l, {F}});
+      specs.push_back({p + "feed_forward.up_proj.bias", Role::kBias, l, {F}});
+      specs.push_back({p + "feed_forward.down_proj.bias", Role::kBias, l, {H}});
+    }
+  }
+  specs.push_back({"model.final_layernorm.weight", Role::kNorm, -1, {H}});
+  if (!c.tied) specs.push_back({"lm_head.weight", Role::kHead, -1, {c.vocab, H}});
+  return specs;
+}
+
 struct FalconH1Layer {
   const Param *input_norm = nullptr, *pre_ff_norm = nullptr;
   const Param *q = nullptr, *k = nullptr, *v = nullptr, *o = nullptr;
@@ -211,50 +260,8 @@ class FalconH1Model : public Model {
   FalconH1Model(const HfConfig& config, const TensorStore& store, const std::string& folder)
       : cfg_(parse_config(config)) {
     const int64_t H = cfg_.hidden, F = cfg_.ffn, Dh = cfg_.head_dim;
-    const int64_t QD = cfg_.attn_heads * Dh, KD = cfg_.kv_heads * Dh;
-    const int64_t I = cfg_.ssm_inner, GN = cfg_.ssm_groups * cfg_.ssm_state, NH = cfg_.ssm_heads;
-    const int64_t CD = I + 2 * GN, W = I + CD + NH, K = cfg_.ssm_conv;
-    std::vector<TensorSpec> specs;
-    specs.push_back({"model.embed_tokens.weight", Role::kEmbed, -1, {cfg_.vocab, H}});
-    for (int l = 0; l < cfg_.layers; ++l) {
-      const std::string p = "model.layers." + std::to_string(l) + ".";
-      specs.push_back({p + "input_layernorm.weight", Role::kNorm, l, {H}});
-      // attention
-      specs.push_back({p + "self_attn.q_proj.weight", Role::kQ, l, {QD, H}});
-      specs.push_back({p + "self_attn.k_proj.weight", Role::kK, l, {KD, H}});
-      specs.push_back({p + "self_attn.v_proj.weight", Role::kV, l, {KD, H}});
-      specs.push_back({p + "self_attn.o_proj.weight", Role::kO, l, {H, QD}});
-      if (cfg_.attention_bias) {
-        specs.push_back({p + "self_attn.q_proj.bias", Role::kBias, l, {QD}});
-        specs.push_back({p + "self_attn.k_proj.bias", Role::kBias, l, {KD}});
-        specs.push_back({p + "self_attn.v_proj.bias", Role::kBias, l, {KD}});
-        specs.push_back({p + "self_attn.o_proj.bias", Role::kBias, l, {H}});
-      }
-      // Mamba-2 mixer
-      specs.push_back({p + "mamba.in_proj.weight", Role::kInProj, l, {W, H}});
-      if (cfg_.ssm_proj_bias) specs.push_back({p + "mamba.in_proj.bias", Role::kBias, l, {W}});
-      specs.push_back({p + "mamba.conv1d.weight", Role::kConv1d, l, {CD, 1, K}});
-      if (cfg_.ssm_conv_bias) specs.push_back({p + "mamba.conv1d.bias", Role::kBias, l, {CD}});
-      specs.push_back({p + "mamba.dt_bias", Role::kDtBias, l, {NH}});
-      specs.push_back({p + "mamba.A_log", Role::kSsmA, l, {NH}});
-      specs.push_back({p + "mamba.D", Role::kSsmD, l, {NH}});
-      if (cfg_.ssm_rms_norm) specs.push_back({p + "mamba.norm.weight", Role::kNorm, l, {I}});
-      specs.push_back({p + "mamba.out_proj.weight", Role::kOutProj, l, {H, I}});
-      if (cfg_.projectors_bias) specs.push_back({p + "mamba.out_proj.bias", Role::kBias, l, {H}});
-      // MLP
-      specs.push_back({p + "pre_ff_layernorm.weight", Role::kNorm, l, {H}});
-      specs.push_back({p + "feed_forward.gate_proj.weight", Role::kGate, l, {F, H}});
-      specs.push_back({p + "feed_forward.up_proj.weight", Role::kUp, l, {F, H}});
-      specs.push_back({p + "feed_forward.down_proj.weight", Role::kDown, l, {H, F}});
-      if (cfg_.mlp_bias) {
-        specs.push_back({p + "feed_forward.gate_proj.bias", Role::kBias, l, {F}});
-        specs.push_back({p + "feed_forward.up_proj.bias", Role::kBias, l, {F}});
-        specs.push_back({p + "feed_forward.down_proj.bias", Role::kBias, l, {H}});
-      }
-    }
-    specs.push_back({"model.final_layernorm.weight", Role::kNorm, -1, {H}});
-    if (!cfg_.tied) specs.push_back({"lm_head.weight", Role::kHead, -1, {cfg_.vocab, H}});
-    weights_ = Weights::load(store, specs, folder);
+    const int64_t I = cfg_.ssm_inner, NH = cfg_.ssm_heads, K = cfg_.ssm_conv;
+    weights_ = Weights::load(store, tensor_table(cfg_), folder);
 
     embed_ = &weights_.get("model.embed_tokens.weight");
     weights_.get("model.embed_tokens.weight").tied_head = cfg_.tied;
@@ -308,10 +315,15 @@ class FalconH1Model : public Model {
     }
 
     // HF FalconH1RotaryEmbedding.compute_default_rope_parameters, in float32 like torch:
-    // inv_freq[i] = 1 / theta ** (float(2i) / dim)
-    const float theta = static_cast<float>(cfg_.rope_theta);
-    for (int64_t i = 0; i < Dh / 2; ++i)
-      inv_freq_.push_back(1.0f / std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(Dh)));
+    // inv_freq[i] = 1 / theta ** (float(2i) / dim).
+    inv_freq_ = rope_inv_freq(cfg_.rope_theta, Dh);
+    // The same rule as Hymba (see round_like_half_precision_buffer): a BF16 / F16 checkpoint is run
+    // like HF's model.to(<its dtype>), which also rounds the non-persistent inv_freq buffer to that
+    // dtype, and the RoPE angles come from the rounded frequencies. The demo-model references were
+    // made that way; with float32 frequencies the angles differ by up to 2^-9 relative, which grows
+    // with the position (~0.02 on the demo logits at token ~120). The checkpoint dtype is taken
+    // from the embedding; an F32 checkpoint keeps float32 frequencies.
+    round_like_half_precision_buffer(inv_freq_, embed_->source_dtype);
 
     info_.arch = "falcon_h1";
     info_.folder = folder;
@@ -326,7 +338,8 @@ class FalconH1Model : public Model {
     };
     info_.details = {
         {"attention_heads", fmt::format("{} (kv {}, head_dim {})", cfg_.attn_heads, cfg_.kv_heads, Dh)},
-        {"rope_theta", fmt::format("{:g}", cfg_.rope_theta)},
+        {"rope_theta", fmt::format("{:g} (inv_freq in {})", cfg_.rope_theta,
+                                   dtype_name(embed_->source_dtype))},
         {"mamba_d_ssm", std::to_string(I)},
         {"mamba_heads", fmt::format("{} (head_dim {}, groups {})", NH, cfg_.ssm_head_dim, cfg_.ssm_groups)},
         {"mamba_d_state", std::to_string(cfg_.ssm_state)},
@@ -483,8 +496,6 @@ class FalconH1Model : public Model {
     for (size_t i = 0; i < n; ++i) hidden[i] += attn_out[i] * down_mult;
   }
 
-  friend void ::kllens::falcon_h1_round_rope_inv_freq_to_bf16(Model& model);
-
   FalconH1Config cfg_;
   const Param *embed_ = nullptr, *head_ = nullptr, *norm_f_ = nullptr;
   std::vector<FalconH1Layer> layers_;
@@ -493,10 +504,8 @@ class FalconH1Model : public Model {
 
 }  // namespace
 
-void falcon_h1_round_rope_inv_freq_to_bf16(Model& model) {
-  auto* m = dynamic_cast<FalconH1Model*>(&model);
-  if (!m) fail("falcon_h1_round_rope_inv_freq_to_bf16: the model is '{}', not falcon_h1", model.info().arch);
-  for (float& f : m->inv_freq_) f = bf16_to_f32(f32_to_bf16(f));
+std::vector<TensorSpec> falcon_h1_tensor_specs(const HfConfig& config) {
+  return tensor_table(parse_config(config));
 }
 
 std::unique_ptr<Model> make_falcon_h1(const HfConfig& config, const TensorStore& store,

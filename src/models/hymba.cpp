@@ -10,8 +10,6 @@
 //   s = mamba1_ssm(x, z)                            conv → x_proj → RMSNorm(dt, B, C) → scan → ·silu(z)
 //   h += out_proj((rmsnorm1(a) + rmsnorm2(s)) / 2)
 //   h += mlp(rmsnorm(h))                            pre_moe_layernorm, moe.experts.0 (SwiGLU)
-#include "models/hymba.h"
-
 #include <algorithm>
 #include <cmath>
 #include <map>
@@ -22,6 +20,7 @@
 #include "kernels/attention.h"
 #include "kernels/ops.h"
 #include "models/attention_block.h"
+#include "models/families.h"
 #include "models/mamba1_ssm.h"
 
 namespace kllens {
@@ -248,6 +247,45 @@ HymbaConfig parse_config(const HfConfig& c) {
   return m;
 }
 
+// The tensor table: every tensor of the checkpoint, its role and exact shape.
+std::vector<TensorSpec> tensor_table(const HymbaConfig& c) {
+  const int64_t H = c.hidden, I = c.inner, N = c.state, K = c.conv, R = c.dt_rank;
+  std::vector<TensorSpec> specs;
+  specs.push_back({"model.embed_tokens.weight", Role::kEmbed, -1, {c.vocab, H}});
+  if (c.meta > 0) specs.push_back({"model.memory_tokens", Role::kMetaTokens, -1, {c.meta, H}});
+  for (int l = 0; l < c.layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    const std::string b = p + "mamba.";
+    const int64_t P = c.in_proj_rows(l);
+    specs.push_back({p + "input_layernorm.weight", Role::kNorm, l, {H}});
+    specs.push_back({b + "in_proj.weight", Role::kInProj, l, {P, H}});
+    if (c.proj_bias) specs.push_back({b + "in_proj.bias", Role::kBias, l, {P}});
+    specs.push_back({b + "conv1d.weight", Role::kConv1d, l, {I, 1, K}});
+    if (c.conv_bias) specs.push_back({b + "conv1d.bias", Role::kBias, l, {I}});
+    specs.push_back({b + "x_proj.0.weight", Role::kXProj, l, {R + 2 * N, I}});
+    specs.push_back({b + "dt_proj.0.weight", Role::kDtProj, l, {I, R}});
+    specs.push_back({b + "dt_proj.0.bias", Role::kDtBias, l, {I}});
+    specs.push_back({b + "A_log.0", Role::kSsmA, l, {I, N}});
+    specs.push_back({b + "D.0", Role::kSsmD, l, {I}});
+    if (c.inner_norms) {
+      specs.push_back({b + "dt_layernorm.weight", Role::kNorm, l, {R}});
+      specs.push_back({b + "B_layernorm.weight", Role::kNorm, l, {N}});
+      specs.push_back({b + "C_layernorm.weight", Role::kNorm, l, {N}});
+    }
+    specs.push_back({b + "pre_avg_layernorm1.weight", Role::kNorm, l, {I}});
+    specs.push_back({b + "pre_avg_layernorm2.weight", Role::kNorm, l, {I}});
+    specs.push_back({b + "out_proj.weight", Role::kOutProj, l, {H, I}});
+    if (c.proj_bias) specs.push_back({b + "out_proj.bias", Role::kBias, l, {H}});
+    if (c.ffn > 0) {
+      specs.push_back({p + "pre_moe_layernorm.weight", Role::kNorm, l, {H}});
+      SwiGluMlp::add_specs(specs, p + "moe.experts.0.", l, H, c.ffn, false);
+    }
+  }
+  specs.push_back({"model.final_layernorm.weight", Role::kNorm, -1, {H}});
+  if (!c.tied) specs.push_back({"lm_head.weight", Role::kHead, -1, {c.vocab, H}});
+  return specs;
+}
+
 struct HymbaLayer {
   const Param *norm, *in_proj, *in_proj_bias, *out_proj, *out_proj_bias, *pre_avg1, *pre_avg2;
   const Param* mlp_norm = nullptr;  // null when intermediate_size == 0
@@ -293,40 +331,7 @@ class HymbaModel : public Model {
   HymbaModel(const HfConfig& config, const TensorStore& store, const std::string& folder)
       : cfg_(parse_config(config)) {
     const int64_t H = cfg_.hidden, I = cfg_.inner, N = cfg_.state, K = cfg_.conv, R = cfg_.dt_rank;
-    std::vector<TensorSpec> specs;
-    specs.push_back({"model.embed_tokens.weight", Role::kEmbed, -1, {cfg_.vocab, H}});
-    if (cfg_.meta > 0) specs.push_back({"model.memory_tokens", Role::kMetaTokens, -1, {cfg_.meta, H}});
-    for (int l = 0; l < cfg_.layers; ++l) {
-      const std::string p = "model.layers." + std::to_string(l) + ".";
-      const std::string b = p + "mamba.";
-      const int64_t P = cfg_.in_proj_rows(l);
-      specs.push_back({p + "input_layernorm.weight", Role::kNorm, l, {H}});
-      specs.push_back({b + "in_proj.weight", Role::kInProj, l, {P, H}});
-      if (cfg_.proj_bias) specs.push_back({b + "in_proj.bias", Role::kBias, l, {P}});
-      specs.push_back({b + "conv1d.weight", Role::kConv1d, l, {I, 1, K}});
-      if (cfg_.conv_bias) specs.push_back({b + "conv1d.bias", Role::kBias, l, {I}});
-      specs.push_back({b + "x_proj.0.weight", Role::kXProj, l, {R + 2 * N, I}});
-      specs.push_back({b + "dt_proj.0.weight", Role::kDtProj, l, {I, R}});
-      specs.push_back({b + "dt_proj.0.bias", Role::kBias, l, {I}});
-      specs.push_back({b + "A_log.0", Role::kSsmA, l, {I, N}});
-      specs.push_back({b + "D.0", Role::kSsmD, l, {I}});
-      if (cfg_.inner_norms) {
-        specs.push_back({b + "dt_layernorm.weight", Role::kNorm, l, {R}});
-        specs.push_back({b + "B_layernorm.weight", Role::kNorm, l, {N}});
-        specs.push_back({b + "C_layernorm.weight", Role::kNorm, l, {N}});
-      }
-      specs.push_back({b + "pre_avg_layernorm1.weight", Role::kNorm, l, {I}});
-      specs.push_back({b + "pre_avg_layernorm2.weight", Role::kNorm, l, {I}});
-      specs.push_back({b + "out_proj.weight", Role::kOutProj, l, {H, I}});
-      if (cfg_.proj_bias) specs.push_back({b + "out_proj.bias", Role::kBias, l, {H}});
-      if (cfg_.ffn > 0) {
-        specs.push_back({p + "pre_moe_layernorm.weight", Role::kNorm, l, {H}});
-        SwiGluMlp::add_specs(specs, p + "moe.experts.0.", l, H, cfg_.ffn, false);
-      }
-    }
-    specs.push_back({"model.final_layernorm.weight", Role::kNorm, -1, {H}});
-    if (!cfg_.tied) specs.push_back({"lm_head.weight", Role::kHead, -1, {cfg_.vocab, H}});
-    weights_ = Weights::load(store, specs, folder);
+    weights_ = Weights::load(store, tensor_table(cfg_), folder);
 
     embed_ = &weights_.get("model.embed_tokens.weight");
     weights_.get("model.embed_tokens.weight").tied_head = cfg_.tied;
@@ -627,6 +632,10 @@ class HymbaModel : public Model {
 };
 
 }  // namespace
+
+std::vector<TensorSpec> hymba_tensor_specs(const HfConfig& config) {
+  return tensor_table(parse_config(config));
+}
 
 std::unique_ptr<Model> make_hymba(const HfConfig& config, const TensorStore& store,
                                   const std::string& folder) {

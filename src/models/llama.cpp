@@ -1,8 +1,6 @@
 // Llama (HF LlamaForCausalLM, model_type "llama"). Reference: transformers
 // models/llama/modeling_llama.py (LlamaDecoderLayer, LlamaAttention, LlamaMLP, LlamaRMSNorm,
 // LlamaRotaryEmbedding with rope_type "default").
-#include "models/llama.h"
-
 #include <cmath>
 
 #include "core/error.h"
@@ -11,6 +9,7 @@
 #include "kernels/attention.h"
 #include "kernels/ops.h"
 #include "models/attention_block.h"
+#include "models/families.h"
 
 namespace kllens {
 namespace {
@@ -56,6 +55,32 @@ LlamaConfig parse_config(const HfConfig& c) {
   return m;
 }
 
+// The tensor table: every tensor of the checkpoint, its role and exact shape.
+std::vector<TensorSpec> tensor_table(const LlamaConfig& c) {
+  const int64_t H = c.hidden, D = c.head_dim, Q = c.heads * D, KV = c.kv_heads * D;
+  std::vector<TensorSpec> specs;
+  specs.push_back({"model.embed_tokens.weight", Role::kEmbed, -1, {c.vocab, H}});
+  for (int l = 0; l < c.layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    specs.push_back({p + "input_layernorm.weight", Role::kNorm, l, {H}});
+    specs.push_back({p + "self_attn.q_proj.weight", Role::kQ, l, {Q, H}});
+    specs.push_back({p + "self_attn.k_proj.weight", Role::kK, l, {KV, H}});
+    specs.push_back({p + "self_attn.v_proj.weight", Role::kV, l, {KV, H}});
+    specs.push_back({p + "self_attn.o_proj.weight", Role::kO, l, {H, Q}});
+    if (c.attn_bias) {
+      specs.push_back({p + "self_attn.q_proj.bias", Role::kBias, l, {Q}});
+      specs.push_back({p + "self_attn.k_proj.bias", Role::kBias, l, {KV}});
+      specs.push_back({p + "self_attn.v_proj.bias", Role::kBias, l, {KV}});
+      specs.push_back({p + "self_attn.o_proj.bias", Role::kBias, l, {H}});
+    }
+    specs.push_back({p + "post_attention_layernorm.weight", Role::kNorm, l, {H}});
+    SwiGluMlp::add_specs(specs, p + "mlp.", l, H, c.ffn, c.mlp_bias);
+  }
+  specs.push_back({"model.norm.weight", Role::kNorm, -1, {H}});
+  if (!c.tied) specs.push_back({"lm_head.weight", Role::kHead, -1, {c.vocab, H}});
+  return specs;
+}
+
 struct LlamaLayer {
   const Param *attn_norm, *q, *k, *v, *o, *q_bias, *k_bias, *v_bias, *o_bias, *mlp_norm;
   SwiGluMlp mlp;
@@ -84,28 +109,8 @@ class LlamaModel : public Model {
  public:
   LlamaModel(const HfConfig& config, const TensorStore& store, const std::string& folder)
       : cfg_(parse_config(config)) {
-    const int64_t H = cfg_.hidden, D = cfg_.head_dim, Q = cfg_.heads * D, KV = cfg_.kv_heads * D;
-    std::vector<TensorSpec> specs;
-    specs.push_back({"model.embed_tokens.weight", Role::kEmbed, -1, {cfg_.vocab, H}});
-    for (int l = 0; l < cfg_.layers; ++l) {
-      const std::string p = "model.layers." + std::to_string(l) + ".";
-      specs.push_back({p + "input_layernorm.weight", Role::kNorm, l, {H}});
-      specs.push_back({p + "self_attn.q_proj.weight", Role::kQ, l, {Q, H}});
-      specs.push_back({p + "self_attn.k_proj.weight", Role::kK, l, {KV, H}});
-      specs.push_back({p + "self_attn.v_proj.weight", Role::kV, l, {KV, H}});
-      specs.push_back({p + "self_attn.o_proj.weight", Role::kO, l, {H, Q}});
-      if (cfg_.attn_bias) {
-        specs.push_back({p + "self_attn.q_proj.bias", Role::kBias, l, {Q}});
-        specs.push_back({p + "self_attn.k_proj.bias", Role::kBias, l, {KV}});
-        specs.push_back({p + "self_attn.v_proj.bias", Role::kBias, l, {KV}});
-        specs.push_back({p + "self_attn.o_proj.bias", Role::kBias, l, {H}});
-      }
-      specs.push_back({p + "post_attention_layernorm.weight", Role::kNorm, l, {H}});
-      SwiGluMlp::add_specs(specs, p + "mlp.", l, H, cfg_.ffn, cfg_.mlp_bias);
-    }
-    specs.push_back({"model.norm.weight", Role::kNorm, -1, {H}});
-    if (!cfg_.tied) specs.push_back({"lm_head.weight", Role::kHead, -1, {cfg_.vocab, H}});
-    weights_ = Weights::load(store, specs, folder);
+    const int64_t H = cfg_.hidden, D = cfg_.head_dim;
+    weights_ = Weights::load(store, tensor_table(cfg_), folder);
 
     embed_ = &weights_.get("model.embed_tokens.weight");
     weights_.get("model.embed_tokens.weight").tied_head = cfg_.tied;
@@ -127,6 +132,11 @@ class LlamaModel : public Model {
       L.mlp = SwiGluMlp::bind(weights_, p + "mlp.", H, cfg_.ffn);
       layers_.push_back(L);
     }
+    // inv_freq stays float32 whatever the checkpoint dtype: HF keeps the buffer in float32 (also
+    // under from_pretrained(dtype=...)), and the Llama reference was computed that way. Hymba and
+    // Falcon-H1 instead round it to a BF16 / F16 checkpoint's dtype (round_like_half_precision_
+    // buffer), because their demo references were made with model.to(<dtype>); a Llama demo
+    // made that way would need the same rule here.
     inv_freq_ = rope_inv_freq(cfg_.theta, D);
 
     info_.arch = "llama";
@@ -252,6 +262,10 @@ class LlamaModel : public Model {
 };
 
 }  // namespace
+
+std::vector<TensorSpec> llama_tensor_specs(const HfConfig& config) {
+  return tensor_table(parse_config(config));
+}
 
 std::unique_ptr<Model> make_llama(const HfConfig& config, const TensorStore& store,
                                   const std::string& folder) {

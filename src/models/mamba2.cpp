@@ -3,14 +3,13 @@
 // see ../shared/docs/hf-mamba-hybrids-nncf.md §A2. Block: h += mixer(rmsnorm(h)); the mixer is
 // the shared Mamba2Mixer with HF Mamba2's gated norm (gate first, one RMS over the full inner
 // width even when n_groups > 1).
-#include "models/mamba2.h"
-
 #include <cmath>
 
 #include "core/error.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
 #include "kernels/ops.h"
+#include "models/families.h"
 #include "models/mamba2_mixer.h"
 
 namespace kllens {
@@ -56,6 +55,31 @@ Mamba2Config parse_config(const HfConfig& c) {
   return m;
 }
 
+// The tensor table: every tensor of the checkpoint, its role and exact shape.
+std::vector<TensorSpec> tensor_table(const Mamba2Config& c, const std::string& embed_name) {
+  const int64_t H = c.hidden, I = c.inner, GN = c.groups * c.state;
+  const int64_t CD = I + 2 * GN, W = I + CD + c.heads, K = c.conv, NH = c.heads;
+  std::vector<TensorSpec> specs;
+  specs.push_back({embed_name, Role::kEmbed, -1, {c.vocab, H}});
+  for (int l = 0; l < c.layers; ++l) {
+    const std::string p = "backbone.layers." + std::to_string(l) + ".";
+    specs.push_back({p + "norm.weight", Role::kNorm, l, {H}});
+    specs.push_back({p + "mixer.in_proj.weight", Role::kInProj, l, {W, H}});
+    if (c.bias) specs.push_back({p + "mixer.in_proj.bias", Role::kBias, l, {W}});
+    specs.push_back({p + "mixer.conv1d.weight", Role::kConv1d, l, {CD, 1, K}});
+    if (c.conv_bias) specs.push_back({p + "mixer.conv1d.bias", Role::kBias, l, {CD}});
+    specs.push_back({p + "mixer.dt_bias", Role::kDtBias, l, {NH}});
+    specs.push_back({p + "mixer.A_log", Role::kSsmA, l, {NH}});
+    specs.push_back({p + "mixer.D", Role::kSsmD, l, {NH}});
+    specs.push_back({p + "mixer.norm.weight", Role::kNorm, l, {I}});
+    specs.push_back({p + "mixer.out_proj.weight", Role::kOutProj, l, {H, I}});
+    if (c.bias) specs.push_back({p + "mixer.out_proj.bias", Role::kBias, l, {H}});
+  }
+  specs.push_back({"backbone.norm_f.weight", Role::kNorm, -1, {H}});
+  if (!c.tied) specs.push_back({"lm_head.weight", Role::kHead, -1, {c.vocab, H}});
+  return specs;
+}
+
 struct Mamba2Layer {
   const Param* norm = nullptr;
   Mamba2Mixer mixer;
@@ -87,27 +111,8 @@ class Mamba2Model : public Model {
                                            store.find("backbone.embedding.weight") != nullptr
                                        ? "backbone.embedding.weight"
                                        : "backbone.embeddings.weight";
-    const int64_t H = cfg_.hidden, I = cfg_.inner, GN = cfg_.groups * cfg_.state;
-    const int64_t CD = I + 2 * GN, W = I + CD + cfg_.heads, K = cfg_.conv, NH = cfg_.heads;
-    std::vector<TensorSpec> specs;
-    specs.push_back({embed_name, Role::kEmbed, -1, {cfg_.vocab, H}});
-    for (int l = 0; l < cfg_.layers; ++l) {
-      const std::string p = "backbone.layers." + std::to_string(l) + ".";
-      specs.push_back({p + "norm.weight", Role::kNorm, l, {H}});
-      specs.push_back({p + "mixer.in_proj.weight", Role::kInProj, l, {W, H}});
-      if (cfg_.bias) specs.push_back({p + "mixer.in_proj.bias", Role::kBias, l, {W}});
-      specs.push_back({p + "mixer.conv1d.weight", Role::kConv1d, l, {CD, 1, K}});
-      if (cfg_.conv_bias) specs.push_back({p + "mixer.conv1d.bias", Role::kBias, l, {CD}});
-      specs.push_back({p + "mixer.dt_bias", Role::kDtBias, l, {NH}});
-      specs.push_back({p + "mixer.A_log", Role::kSsmA, l, {NH}});
-      specs.push_back({p + "mixer.D", Role::kSsmD, l, {NH}});
-      specs.push_back({p + "mixer.norm.weight", Role::kNorm, l, {I}});
-      specs.push_back({p + "mixer.out_proj.weight", Role::kOutProj, l, {H, I}});
-      if (cfg_.bias) specs.push_back({p + "mixer.out_proj.bias", Role::kBias, l, {H}});
-    }
-    specs.push_back({"backbone.norm_f.weight", Role::kNorm, -1, {H}});
-    if (!cfg_.tied) specs.push_back({"lm_head.weight", Role::kHead, -1, {cfg_.vocab, H}});
-    weights_ = Weights::load(store, specs, folder);
+    const int64_t H = cfg_.hidden, I = cfg_.inner, K = cfg_.conv, NH = cfg_.heads;
+    weights_ = Weights::load(store, tensor_table(cfg_, embed_name), folder);
 
     embed_ = &weights_.get(embed_name);
     weights_.get(embed_name).tied_head = cfg_.tied;
@@ -232,6 +237,10 @@ class Mamba2Model : public Model {
 };
 
 }  // namespace
+
+std::vector<TensorSpec> mamba2_tensor_specs(const HfConfig& config) {
+  return tensor_table(parse_config(config), "backbone.embeddings.weight");
+}
 
 std::unique_ptr<Model> make_mamba2(const HfConfig& config, const TensorStore& store,
                                    const std::string& folder) {

@@ -13,6 +13,11 @@ struct Family {
 };
 const Family kFamilies[] = {
     {"mamba", make_mamba, mamba_tensor_specs},
+    {"mamba2", make_mamba2, mamba2_tensor_specs},
+    {"falcon_h1", make_falcon_h1, falcon_h1_tensor_specs},
+    {"llama", make_llama, llama_tensor_specs},
+    {"hymba", make_hymba, hymba_tensor_specs},
+    {"jamba", make_jamba, jamba_tensor_specs},
 };
 }  // namespace
 

@@ -1,8 +1,9 @@
-// Falcon-H1 (make_falcon_h1) against the HF reference logits: the oracle within 1e-4 through
-// prefill and token-by-token decode (KV cache + conv/SSM state), greedy continuation, and the
-// bf16 demo model within 1e-3. The fixtures have every muP multiplier at 1, so each multiplier's
-// placement is checked by an exact equivalence: a power-of-two multiplier m on a linear map's
-// output equals scaling that map's weight rows by m (both are exact in float32).
+// Falcon-H1 (make_falcon_h1) against the HF reference logits: greedy continuation and layer-by-
+// layer hidden states of the oracle (its prefill / decode logits are in oracle_test.cpp), the bf16
+// demo model within 1e-3 (RoPE inv_freq rounded to the checkpoint dtype). The fixtures have
+// every muP multiplier at 1, so each multiplier's placement is checked by an exact equivalence: a
+// power-of-two multiplier m on a linear map's output equals scaling that map's weight rows by m
+// (both are exact in float32).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -16,7 +17,7 @@
 #include "core/error.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
-#include "models/falcon_h1.h"
+#include "models/families.h"
 #include "test_util.h"
 
 namespace kllens {
@@ -82,24 +83,41 @@ double check_reference(Model& model, const std::string& folder, double tol, int6
   return worst_prefill;
 }
 
-TEST(FalconH1, OracleLogits) {
-  auto model = load(oracle());
-  check_reference(*model, oracle(), 1e-4, 2);
-}
+// The oracle's prefill / decode logits and greedy continuation are checked through the registry
+// by oracle_test.cpp; this file keeps the Falcon-H1-specific checks.
 
 TEST(FalconH1, DemoModelBf16) {
-  // The demo reference was computed by HF after model.to(bfloat16).float(), which also rounded
-  // the RoPE inv_freq buffer to bf16 (a fixture artifact; a fresh HF load keeps it in float32, as
-  // kllens does). With inv_freq rounded the same way, everything else matches to ~1e-5.
+  // A BF16 checkpoint runs with its RoPE inv_freq rounded to bf16, like HF after
+  // model.to(bfloat16) (how the demo reference was computed); everything else matches to ~1e-5.
   auto model = load(demo());
-  falcon_h1_round_rope_inv_freq_to_bf16(*model);
-  check_reference(*model, demo(), 1e-3, 1);
-  // With the exact float32 inv_freq the RoPE angles differ by up to 2^-9 relative, an error that
-  // grows with the position (max ~0.02 at token 117 of 128); nothing else differs.
-  auto exact = load(demo());
-  const double d = check_reference(*exact, demo(), 0, 0);
+  EXPECT_NE(model->info().details.end(),
+            std::find(model->info().details.begin(), model->info().details.end(),
+                      std::pair<std::string, std::string>{"rope_theta", "10000 (inv_freq in BF16)"}));
+  const double d = check_reference(*model, demo(), 1e-3, 1);
+  EXPECT_LT(d, 1e-4);
+}
+
+TEST(FalconH1, Float32CheckpointKeepsFloat32InvFreq) {
+  // The rounding is keyed on the checkpoint's dtype: the same demo weights stored as F32 (bf16 ->
+  // f32 is exact) keep the float32 inv_freq, whose RoPE angles differ from the bf16-rounded ones
+  // by up to 2^-9 relative, an error that grows with the position (max ~0.02 at token 117 of
+  // 128); nothing else differs.
+  const fs::path dir = test::fresh_temp_dir("falcon-h1-f32");
+  fs::copy_file(fs::path(demo()) / "config.json", dir / "config.json");
+  fs::copy_file(fs::path(demo()) / "reference.safetensors", dir / "reference.safetensors");
+  {
+    SafetensorsFile src((fs::path(demo()) / "model.safetensors").string());
+    std::map<std::string, OwnedTensor> out;
+    for (const auto& [name, view] : src.tensors()) out[name] = make_f32_tensor(view.shape, view.to_f32());
+    write_safetensors((dir / "model.safetensors").string(), out);
+  }
+  auto exact = load(dir.string());
+  EXPECT_EQ(exact->weights().get("model.embed_tokens.weight").source_dtype, DType::kF32);
+  const double d = check_reference(*exact, dir.string(), 0, 0);
   EXPECT_GT(d, 1e-3);
   EXPECT_LT(d, 0.05);
+  exact.reset();
+  fs::remove_all(dir);  // ~30 MB
 }
 
 TEST(FalconH1, GreedyContinuation) {

@@ -1,5 +1,5 @@
-// Hymba (make_hymba) against the official remote code's outputs: prefill and decode logits of the
-// random-init oracle within 1e-4 and layer by layer, the bf16 demo model within 1e-3, decode past
+// Hymba (make_hymba) against the official remote code's outputs: the random-init oracle layer by
+// layer (its logits are in oracle_test.cpp), the bf16 demo model within 1e-3, decode past
 // the sliding window equal to prefill, forward states that carry shared K/V, and clear errors on
 // inconsistent configs.
 #include <gtest/gtest.h>
@@ -12,7 +12,7 @@
 #include "core/error.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
-#include "models/hymba.h"
+#include "models/families.h"
 #include "test_util.h"
 
 namespace kllens {
@@ -76,7 +76,7 @@ void check_reference(const std::string& folder, double tol, const char* what) {
   }
 }
 
-TEST(Hymba, OraclePrefillAndDecodeWithin1e4) { check_reference(oracle(), 1e-4, "hymba oracle"); }
+// The oracle's prefill / decode logits are checked through the registry by oracle_test.cpp.
 
 TEST(Hymba, OracleHiddenStatesLayerByLayer) {
   // hidden_states.<i> ([2, 8 + 37, 64]) include the 8 meta tokens; i < L is the input of layer i.

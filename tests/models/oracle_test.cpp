@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -63,6 +64,8 @@ TEST_P(OracleTest, PrefillAndDecodeLogitsMatchReference) {
     const auto cd = max_abs_diff(decode, logits.data() + b * T * V, static_cast<size_t>(T * V));
     EXPECT_LE(cd.max_abs, 1e-4) << GetParam() << " decode, sequence " << b << ", worst at token "
                                 << cd.worst / V << " vocab " << cd.worst % V;
+    std::printf("[ info ] %s sequence %ld: prefill max |diff| %.3g, decode %.3g\n",
+                GetParam().c_str(), static_cast<long>(b), cp.max_abs, cd.max_abs);
   }
 }
 
@@ -87,7 +90,8 @@ TEST_P(OracleTest, GreedyContinuationMatchesReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, OracleTest,
-                         ::testing::Values("mamba", "mamba-tied-bias"),
+                         ::testing::Values("mamba", "mamba-tied-bias", "mamba2", "mamba2-g1",
+                                           "falcon_h1", "llama", "hymba"),
                          [](const auto& info) {
                            std::string n = info.param;
                            std::replace(n.begin(), n.end(), '-', '_');

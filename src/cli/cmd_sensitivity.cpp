@@ -1,0 +1,122 @@
+// sensitivity: the one-component-at-a-time sweep.
+#include <filesystem>
+#include <iostream>
+
+#include "cli/common.h"
+#include "core/error.h"
+#include "core/sha256.h"
+#include "eval/perplexity.h"
+#include "eval/text.h"
+#include "sensitivity/summary.h"
+#include "sensitivity/sweep.h"
+
+namespace kllens::cli {
+
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    size_t comma = text.find(',', pos);
+    if (comma == std::string::npos) comma = text.size();
+    std::string item = text.substr(pos, comma - pos);
+    if (!item.empty()) out.push_back(item);
+    pos = comma + 1;
+  }
+  return out;
+}
+
+CalibrationSet load_calibration(const std::string& model_path, const std::string& text_path,
+                                int64_t ctx, int64_t windows) {
+  CalibrationSet c;
+  const std::string text = read_text_file(text_path);
+  const auto ids = tokenize_with_model_folder(model_path, text);
+  c.windows = make_windows(ids, ctx, windows);
+  int64_t tokens = 0;
+  for (const auto& w : c.windows) tokens += static_cast<int64_t>(w.size());
+  c.description = {{"file", text_path},
+                   {"sha256", sha256_hex(text)},
+                   {"ctx", ctx},
+                   {"windows", c.windows.size()},
+                   {"tokens", tokens}};
+  return c;
+}
+
+nlohmann::json model_description(const std::string& path, const Model& model) {
+  std::error_code ec;
+  const auto canonical = std::filesystem::weakly_canonical(path, ec);
+  return {{"path", ec ? path : canonical.string()},
+          {"arch", model.info().arch},
+          {"layers", model.info().n_layers},
+          {"params", model.weights().total_params()}};
+}
+
+void add_sensitivity(CLI::App& app) {
+  struct Opts {
+    std::string model, calib, schemes = "int4:g32,int8:g32", components, out, csv;
+    int64_t ctx = 256, windows = 0, cache_mb = 4096;
+    bool resume = false, no_reuse = false;
+    size_t top = 20;
+    ThreadsOption threads;
+  };
+  auto o = std::make_shared<Opts>();
+  auto* cmd = app.add_subcommand(
+      "sensitivity",
+      "quantize one component at a time and measure how far the next-token distributions move "
+      "(KL both ways, logit MSE and SQNR, top-1 agreement, dNLL, each with its standard error)");
+  cmd->add_option("MODEL", o->model, "Hugging Face model folder (with tokenizer.json)")->required();
+  cmd->add_option("--calib", o->calib, "calibration text")->required();
+  cmd->add_option("--ctx", o->ctx, "window length in tokens")->capture_default_str()->check(CLI::Range(2, 1 << 20));
+  cmd->add_option("--windows", o->windows, "use the first N windows (0 = all)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--schemes", o->schemes, "comma-separated schemes, e.g. int4:g32,int8:g32,q4_0")->capture_default_str();
+  cmd->add_option("--components", o->components, "only components whose HF name matches this regex");
+  cmd->add_option("--out", o->out, "SENS.json to write (a journal SENS.json.journal is kept while running)")->required();
+  cmd->add_option("--csv", o->csv, "also write the entries as CSV");
+  cmd->add_flag("--resume", o->resume, "continue a killed sweep from its journal");
+  cmd->add_flag("--no-prefix-reuse", o->no_reuse, "recompute every layer for every entry (for benchmarking the reuse)");
+  cmd->add_option("--cache-mb", o->cache_mb, "memory for cached per-layer states")->capture_default_str()->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
+  cmd->add_option("--top", o->top, "rows in the printed table")->capture_default_str();
+  o->threads.add(cmd);
+  cmd->callback([o] {
+    o->threads.apply();
+    SweepOptions options;
+    options.schemes = split_list(o->schemes);
+    for (const auto& s : options.schemes) QuantScheme::parse(s);  // usage errors before any work
+    if (!o->components.empty()) options.component_regex = o->components;
+    options.prefix_reuse = !o->no_reuse;
+    options.cache_budget_bytes = o->cache_mb << 20;
+    options.journal_path = o->out + ".journal";
+    options.resume = o->resume;
+    auto model = open_model(o->model);
+    const auto calib = load_calibration(o->model, o->calib, o->ctx, o->windows);
+    SensitivityReport report;
+    report.model = model_description(o->model, *model);
+    report.calibration = calib.description;
+    report.schemes = options.schemes;
+    const nlohmann::json header = {{"journal", "kllens-sensitivity"},
+                                   {"model", report.model},
+                                   {"calibration", report.calibration},
+                                   {"schemes", report.schemes},
+                                   {"components", o->components}};
+    SweepStats stats;
+    report.entries = run_sweep(*model, calib.windows, options, header, &stats);
+    report.sweep = {{"prefix_reuse", options.prefix_reuse},
+                    {"cache_bytes", stats.cache_bytes},
+                    {"cache_stride", stats.cache_stride},
+                    {"fp_ppl", stats.fp_ppl},
+                    {"seconds", stats.total_seconds},
+                    {"entries_resumed", stats.entries_resumed},
+                    {"components", o->components}};
+    write_sensitivity_json(o->out, report);
+    if (!o->csv.empty()) write_sensitivity_csv(o->csv, report.entries);
+    std::filesystem::remove(options.journal_path);
+    std::cout << format_top_entries(report.entries, o->top) << "\n"
+              << format_role_ranking(rank_roles(report.entries)) << "\n";
+    std::cout << fmt::format(
+        "{} entries ({} resumed) in {:.1f} s; full-precision calibration perplexity {:.3f}; "
+        "prefix cache {:.1f} MB (stride {})\nwrote {}\n",
+        report.entries.size(), stats.entries_resumed, stats.total_seconds, stats.fp_ppl,
+        stats.cache_bytes / 1e6, stats.cache_stride, o->out);
+  });
+}
+
+}  // namespace kllens::cli

@@ -1,0 +1,388 @@
+#include "sensitivity/sweep.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "core/error.h"
+#include "core/progress.h"
+#include "models/model.h"
+#include "quant/quantize.h"
+#include "stats/logits.h"
+
+namespace kllens {
+
+using json = nlohmann::json;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+json mean_std_json(const MeanStd& m) { return {{"mean", m.mean}, {"stderr", m.stderr_}}; }
+
+MeanStd mean_std_from(const json& j, const std::string& name) {
+  if (!j.contains(name) || !j[name].is_object() || !j[name].contains("mean"))
+    fail("metric '{}' is missing or malformed", name);
+  MeanStd m;
+  m.mean = j[name]["mean"].is_number() ? j[name]["mean"].get<double>() : NAN;
+  m.stderr_ = j[name].value("stderr", 0.0);
+  return m;
+}
+
+// Append-only journal of finished entries, one JSON object a line, flushed and fsync'ed after
+// each line so a kill -9 loses at most the entry being computed. A torn last line (killed
+// mid-write) is ignored on resume.
+class Journal {
+ public:
+  Journal(const std::string& path, const json& header, bool resume,
+          std::map<std::string, SweepEntry>* done)
+      : path_(path) {
+    namespace fs = std::filesystem;
+    if (path.empty()) return;
+    if (fs::exists(path) && !resume)
+      fail("{} exists from an earlier run of this sweep: pass --resume to continue it, or "
+           "delete it to start again", path);
+    if (resume && fs::exists(path)) {
+      std::ifstream in(path);
+      std::string line;
+      bool first = true;
+      int64_t good_bytes = 0;
+      while (std::getline(in, line)) {
+        const bool complete = !in.eof();  // the line ended with '\n'
+        json j;
+        try {
+          j = json::parse(line);
+        } catch (const json::exception&) {
+          if (!complete) break;  // torn final line
+          fail("{}: corrupt journal line: {}", path, line.substr(0, 80));
+        }
+        if (!complete) break;
+        if (first) {
+          if (j != header)
+            fail("{}: the journal belongs to a different sweep (model, calibration text, "
+                 "windows or schemes differ); delete it or write to another --out", path);
+          first = false;
+        } else {
+          SweepEntry e = entry_from_json(j);
+          (*done)[e.component + "\n" + e.scheme] = e;
+        }
+        good_bytes += static_cast<int64_t>(line.size()) + 1;
+      }
+      in.close();
+      if (first) {
+        fs::resize_file(path, 0);
+      } else {
+        fs::resize_file(path, static_cast<uintmax_t>(good_bytes));  // drop a torn tail
+      }
+    }
+    fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd_ < 0) fail("{}: cannot open journal for writing", path);
+    if (std::filesystem::file_size(path) == 0) append(header);
+  }
+  ~Journal() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  void append(const json& j) {
+    if (fd_ < 0) return;
+    const std::string line = j.dump() + "\n";
+    if (::write(fd_, line.data(), line.size()) != static_cast<ssize_t>(line.size()))
+      fail("{}: journal write failed", path_);
+    ::fsync(fd_);
+  }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+};
+
+// Where an entry for this component restarts: -1 = from the embedding (start()), n_layers =
+// only the head, else the layer index.
+int restart_layer(const Param& p, int n_layers) {
+  if (p.role == Role::kHead) return n_layers;
+  if (p.layer < 0) return -1;
+  return p.layer;
+}
+
+}  // namespace
+
+const std::vector<std::string>& metric_names() {
+  static const std::vector<std::string> names = {"kl", "rkl", "mse", "sqnr_db", "top1", "dnll"};
+  return names;
+}
+
+double metric_value(const EntryMetrics& m, const std::string& name) {
+  if (name == "kl") return m.kl.mean;
+  if (name == "rkl") return m.rkl.mean;
+  if (name == "mse") return m.mse.mean;
+  if (name == "sqnr_db" || name == "sqnr") return m.sqnr_db.mean;
+  if (name == "top1") return m.top1.mean;
+  if (name == "dnll") return m.dnll.mean;
+  throw UsageError(fmt::format("unknown metric '{}' (kl, rkl, mse, sqnr, top1, dnll)", name));
+}
+
+json entry_to_json(const SweepEntry& e) {
+  return {{"component", e.component},
+          {"layer", e.layer},
+          {"role", e.role},
+          {"shape", e.shape},
+          {"params", e.params},
+          {"scheme", e.scheme},
+          {"bytes", e.bytes},
+          {"seconds", e.seconds},
+          {"metrics",
+           {{"kl", mean_std_json(e.metrics.kl)},
+            {"rkl", mean_std_json(e.metrics.rkl)},
+            {"mse", mean_std_json(e.metrics.mse)},
+            {"sqnr_db", mean_std_json(e.metrics.sqnr_db)},
+            {"top1", mean_std_json(e.metrics.top1)},
+            {"dnll", mean_std_json(e.metrics.dnll)}}}};
+}
+
+SweepEntry entry_from_json(const json& j) {
+  try {
+    SweepEntry e;
+    e.component = j.at("component").get<std::string>();
+    e.layer = j.at("layer").get<int>();
+    e.role = j.at("role").get<std::string>();
+    e.shape = j.at("shape").get<std::vector<int64_t>>();
+    e.params = j.at("params").get<int64_t>();
+    e.scheme = j.at("scheme").get<std::string>();
+    e.bytes = j.at("bytes").get<int64_t>();
+    e.seconds = j.value("seconds", 0.0);
+    const json& m = j.at("metrics");
+    e.metrics.kl = mean_std_from(m, "kl");
+    e.metrics.rkl = mean_std_from(m, "rkl");
+    e.metrics.mse = mean_std_from(m, "mse");
+    e.metrics.sqnr_db = mean_std_from(m, "sqnr_db");
+    e.metrics.top1 = mean_std_from(m, "top1");
+    e.metrics.dnll = mean_std_from(m, "dnll");
+    return e;
+  } catch (const json::exception& ex) {
+    fail("malformed sensitivity entry: {}", ex.what());
+  }
+}
+
+std::vector<const Param*> sweep_components(const Model& model, const SweepOptions& options) {
+  std::optional<std::regex> re;
+  if (options.component_regex) {
+    try {
+      re.emplace(*options.component_regex);
+    } catch (const std::regex_error& e) {
+      throw UsageError(fmt::format("--components: invalid regular expression '{}': {}",
+                                   *options.component_regex, e.what()));
+    }
+  }
+  std::vector<const Param*> out;
+  for (const Param* p : model.weights().components())
+    if (!re || std::regex_search(p->name, *re)) out.push_back(p);
+  if (out.empty())
+    throw UsageError(fmt::format("no component matches --components '{}'",
+                                 options.component_regex.value_or("")));
+  return out;
+}
+
+std::vector<SweepEntry> run_sweep(Model& model, const std::vector<std::vector<int32_t>>& windows,
+                                  const SweepOptions& options, const json& header,
+                                  SweepStats* stats_out) {
+  SweepStats stats;
+  const auto t_total = Clock::now();
+  if (windows.empty()) fail("the sweep needs at least one calibration window");
+  std::vector<QuantScheme> schemes;
+  for (const auto& s : options.schemes) schemes.push_back(QuantScheme::parse(s));
+  if (schemes.empty()) throw UsageError("--schemes: give at least one scheme");
+  const auto components = sweep_components(model, options);
+  const int L = static_cast<int>(model.info().n_layers);
+  const int64_t V = model.info().vocab;
+
+  std::map<std::string, SweepEntry> done;
+  Journal journal(options.journal_path, header, options.resume, &done);
+  stats.entries_resumed = static_cast<int64_t>(done.size());
+
+  // Full-precision pass: logits per window and the states before every (stride-th) layer.
+  const auto t_fp = Clock::now();
+  std::vector<std::vector<float>> fp_logits(windows.size());
+  // states[w][k] = state before layer k * stride (k * stride <= L; index L = after the last).
+  std::vector<std::vector<std::unique_ptr<ForwardState>>> states(windows.size());
+  int stride = 1;
+  if (options.prefix_reuse) {
+    auto probe = model.start(windows[0]);
+    int64_t per_window = 0;
+    for (int l = 0; l < L; ++l) {
+      per_window += static_cast<int64_t>(probe->bytes());
+      model.run_layer(l, *probe);
+    }
+    per_window += static_cast<int64_t>(probe->bytes());
+    const int64_t total = per_window * static_cast<int64_t>(windows.size());
+    while (stride < L + 1 && total / stride > options.cache_budget_bytes) ++stride;
+  }
+  stats.cache_stride = stride;
+  double fp_nll = 0;
+  int64_t fp_targets = 0;
+  for (size_t w = 0; w < windows.size(); ++w) {
+    auto state = model.start(windows[w]);
+    for (int l = 0; l <= L; ++l) {
+      if (options.prefix_reuse && (l % stride == 0 || l == L)) {
+        if (states[w].size() <= static_cast<size_t>(l)) states[w].resize(static_cast<size_t>(L + 1));
+        states[w][static_cast<size_t>(l)] = state->clone();
+        stats.cache_bytes += static_cast<int64_t>(states[w][static_cast<size_t>(l)]->bytes());
+      }
+      if (l < L) model.run_layer(l, *state);
+    }
+    fp_logits[w].resize(windows[w].size() * static_cast<size_t>(V));
+    model.finish(*state, fp_logits[w].data());
+    for (size_t t = 0; t + 1 < windows[w].size(); ++t) {
+      fp_nll += nll(fp_logits[w].data() + t * static_cast<size_t>(V), static_cast<int>(V),
+                    windows[w][t + 1]);
+      ++fp_targets;
+    }
+  }
+  stats.fp_seconds = seconds_since(t_fp);
+  stats.fp_ppl = fp_targets ? std::exp(fp_nll / static_cast<double>(fp_targets)) : 0;
+
+  std::vector<SweepEntry> entries;
+  Progress progress("sensitivity",
+                    static_cast<int64_t>(components.size() * schemes.size()) - stats.entries_resumed);
+  std::vector<float> logits;
+  for (const Param* cp : components) {
+    Param& p = model.weights().get(cp->name);
+    const int restart = options.prefix_reuse ? restart_layer(p, L) : -1;
+    for (size_t si = 0; si < schemes.size(); ++si) {
+      const std::string key = p.name + "\n" + options.schemes[si];
+      if (auto it = done.find(key); it != done.end()) {
+        entries.push_back(it->second);
+        continue;
+      }
+      const QuantScheme& scheme = schemes[si];
+      if (!scheme.supports(p.cols())) {
+        std::fprintf(stderr, "note: %s cannot be stored as %s (row length %lld); skipped\n",
+                     p.name.c_str(), options.schemes[si].c_str(), static_cast<long long>(p.cols()));
+        continue;
+      }
+      const auto t_entry = Clock::now();
+      const std::vector<float> original = p.value;
+      fake_quantize(scheme, p.data(), p.rows(), p.cols());
+      LogitComparison cmp;
+      try {
+        for (size_t w = 0; w < windows.size(); ++w) {
+          std::unique_ptr<ForwardState> state;
+          int from;
+          if (restart < 0) {
+            state = model.start(windows[w]);
+            from = 0;
+          } else {
+            from = (restart / stride) * stride;
+            if (restart == L) from = L;
+            state = states[w][static_cast<size_t>(from)]->clone();
+          }
+          for (int l = from; l < L; ++l) model.run_layer(l, *state);
+          logits.resize(windows[w].size() * static_cast<size_t>(V));
+          model.finish(*state, logits.data());
+          for (size_t t = 0; t < windows[w].size(); ++t) {
+            const int target = t + 1 < windows[w].size() ? windows[w][t + 1] : -1;
+            cmp.add(fp_logits[w].data() + t * static_cast<size_t>(V),
+                    logits.data() + t * static_cast<size_t>(V), static_cast<int>(V), target);
+          }
+        }
+      } catch (...) {
+        p.value = original;
+        throw;
+      }
+      p.value = original;
+      const LogitResults r = cmp.results();
+      SweepEntry e;
+      e.component = p.name;
+      e.layer = p.layer;
+      e.role = std::string(role_name(p.role));
+      e.shape = p.shape;
+      e.params = p.numel();
+      e.scheme = options.schemes[si];
+      e.bytes = scheme.storage_bytes(p.rows(), p.cols());
+      e.seconds = seconds_since(t_entry);
+      e.metrics = {r.kl_forward, r.kl_reverse, r.logit_mse, r.sqnr_db, r.top1, r.delta_nll};
+      journal.append(entry_to_json(e));
+      entries.push_back(e);
+      ++stats.entries_computed;
+      if (options.on_entry) options.on_entry(e);
+      if (options.show_progress) progress.advance();
+    }
+  }
+  progress.finish();
+  stats.total_seconds = seconds_since(t_total);
+  if (stats_out) *stats_out = stats;
+  return entries;
+}
+
+void write_sensitivity_json(const std::string& path, const SensitivityReport& report) {
+  json entries = json::array();
+  for (const auto& e : report.entries) entries.push_back(entry_to_json(e));
+  const json j = {{"format", "kllens-sensitivity"}, {"version", 1},
+                  {"model", report.model},          {"calibration", report.calibration},
+                  {"schemes", report.schemes},      {"sweep", report.sweep},
+                  {"entries", entries}};
+  // Write then rename, so a reader never sees half a file.
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp);
+    if (!out) fail("{}: cannot write", tmp);
+    out << j.dump(1) << "\n";
+    if (!out) fail("{}: write failed", tmp);
+  }
+  std::filesystem::rename(tmp, path);
+}
+
+SensitivityReport read_sensitivity_json(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) fail("{}: cannot open", path);
+  json j;
+  try {
+    j = json::parse(in);
+  } catch (const json::exception& e) {
+    fail("{}: malformed JSON: {}", path, e.what());
+  }
+  if (!j.is_object() || j.value("format", "") != "kllens-sensitivity")
+    fail("{}: not a kllens sensitivity file (no \"format\": \"kllens-sensitivity\")", path);
+  SensitivityReport r;
+  try {
+    r.model = j.at("model");
+    r.calibration = j.at("calibration");
+    r.sweep = j.value("sweep", json::object());
+    r.schemes = j.at("schemes").get<std::vector<std::string>>();
+    for (const auto& e : j.at("entries")) r.entries.push_back(entry_from_json(e));
+  } catch (const json::exception& e) {
+    fail("{}: malformed sensitivity file: {}", path, e.what());
+  } catch (const Error& e) {
+    fail("{}: {}", path, e.what());
+  }
+  return r;
+}
+
+void write_sensitivity_csv(const std::string& path, const std::vector<SweepEntry>& entries) {
+  std::ofstream out(path);
+  if (!out) fail("{}: cannot write", path);
+  out << "component,layer,role,params,scheme,bytes,seconds";
+  for (const auto& m : metric_names()) out << "," << m << "," << m << "_stderr";
+  out << "\n";
+  for (const auto& e : entries) {
+    out << e.component << "," << e.layer << "," << e.role << "," << e.params << "," << e.scheme
+        << "," << e.bytes << "," << fmt::format("{:.4f}", e.seconds);
+    for (const MeanStd* m : {&e.metrics.kl, &e.metrics.rkl, &e.metrics.mse, &e.metrics.sqnr_db,
+                             &e.metrics.top1, &e.metrics.dnll})
+      out << "," << fmt::format("{:.9g},{:.9g}", m->mean, m->stderr_);
+    out << "\n";
+  }
+  if (!out) fail("{}: write failed", path);
+}
+
+}  // namespace kllens

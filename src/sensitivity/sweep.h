@@ -1,0 +1,96 @@
+// The one-component-at-a-time sensitivity sweep: for every component and every candidate
+// scheme, fake-quantize only that component, run the model on calibration windows and measure
+// how far its next-token distributions move from the full-precision model's.
+//
+// Prefix reuse: the full-precision pass keeps, per window, the forward state before every layer
+// (hidden rows, plus K/V a later layer of a Hymba reuse group reads). An entry whose component
+// lives in layer L restarts from the state before L and recomputes layers L..end only; the
+// embedding (tied or not) restarts from the start, an untied head from the state after the last
+// layer. Cost: windows x layers x state bytes (reported as cache_bytes). When that exceeds
+// --cache-mb, only every k-th layer's state is kept and an entry restarts from the nearest
+// kept layer at or before its own (k = the smallest stride that fits).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "quant/scheme.h"
+#include "stats/running_stat.h"
+
+namespace kllens {
+
+class Model;
+struct Param;
+
+struct EntryMetrics {
+  MeanStd kl, rkl, mse, sqnr_db, top1, dnll;
+};
+
+struct SweepEntry {
+  std::string component;
+  int layer = -1;
+  std::string role;
+  std::vector<int64_t> shape;
+  int64_t params = 0;
+  std::string scheme;  // as given on the command line
+  int64_t bytes = 0;   // packed size of the component in this scheme
+  double seconds = 0;
+  EntryMetrics metrics;
+};
+
+struct SweepOptions {
+  std::vector<std::string> schemes;          // texts as given (parsed with QuantScheme::parse)
+  std::optional<std::string> component_regex;  // std::regex_search on the HF tensor name
+  bool prefix_reuse = true;
+  int64_t cache_budget_bytes = int64_t{4} << 30;
+  std::string journal_path;  // empty: no journal
+  bool resume = false;
+  bool show_progress = true;
+  // Called after each finished entry (tests use it to simulate a crash).
+  std::function<void(const SweepEntry&)> on_entry;
+};
+
+struct SweepStats {
+  int64_t cache_bytes = 0;
+  int cache_stride = 1;
+  int64_t entries_computed = 0;
+  int64_t entries_resumed = 0;
+  double fp_seconds = 0;
+  double total_seconds = 0;
+  double fp_ppl = 0;  // full-precision perplexity on the calibration windows
+};
+
+// Components the sweep covers (every 2+D *.weight tensor, filtered by the regex), in table order.
+std::vector<const Param*> sweep_components(const Model& model, const SweepOptions& options);
+
+// Runs the sweep over the given windows (each a token sequence; all positions compared, the
+// next token of each position, when inside the window, is the target for dNLL). The journal's
+// header is `header` (model, calibration, schemes): resuming a journal whose header differs is
+// an error. Entries come back in component-table order, then scheme order.
+std::vector<SweepEntry> run_sweep(Model& model, const std::vector<std::vector<int32_t>>& windows,
+                                  const SweepOptions& options, const nlohmann::json& header,
+                                  SweepStats* stats = nullptr);
+
+nlohmann::json entry_to_json(const SweepEntry& e);
+SweepEntry entry_from_json(const nlohmann::json& j);
+
+// SENS.json: {"model", "calibration", "schemes", "sweep", "entries"}.
+struct SensitivityReport {
+  nlohmann::json model, calibration, sweep;
+  std::vector<std::string> schemes;
+  std::vector<SweepEntry> entries;
+};
+void write_sensitivity_json(const std::string& path, const SensitivityReport& report);
+SensitivityReport read_sensitivity_json(const std::string& path);  // validates; throws Error
+void write_sensitivity_csv(const std::string& path, const std::vector<SweepEntry>& entries);
+
+// Reads a metric by name: kl, rkl, mse, sqnr_db (or sqnr), top1, dnll.
+double metric_value(const EntryMetrics& m, const std::string& name);
+const std::vector<std::string>& metric_names();
+
+}  // namespace kllens
