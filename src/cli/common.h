@@ -53,5 +53,10 @@ void add_articles(CLI::App& app);
 void add_synth(CLI::App& app);
 void add_bench(CLI::App& app);
 void add_sensitivity(CLI::App& app);
+void add_validate_metrics(CLI::App& app);
+void add_plan(CLI::App& app);
+void add_eval(CLI::App& app);
+void add_frontier(CLI::App& app);
+void add_analyze(CLI::App& app);
 
 }  // namespace kllens::cli

@@ -18,6 +18,11 @@ int main(int argc, char** argv) {
   kllens::cli::add_ppl(app);
   kllens::cli::add_articles(app);
   kllens::cli::add_sensitivity(app);
+  kllens::cli::add_validate_metrics(app);
+  kllens::cli::add_plan(app);
+  kllens::cli::add_eval(app);
+  kllens::cli::add_frontier(app);
+  kllens::cli::add_analyze(app);
   kllens::cli::add_synth(app);
   kllens::cli::add_bench(app);
   try {

@@ -47,7 +47,7 @@ BenchResult run_bench(const Model& model, const BenchOptions& o) {
   for (int run = 0; run < o.runs; ++run) {
     if (o.prompt > 0) {
       const auto t0 = Clock::now();
-      const auto out = model.forward(prompt);
+      const auto out = model.forward_last(prompt);
       r.prefill_tps.push_back(static_cast<double>(o.prompt) / seconds_since(t0));
     }
     if (o.gen > 0) {

@@ -1,6 +1,8 @@
 // Speed and memory of a model on this machine: prefill and decode tokens/s, per-token decode
 // latency, peak resident memory. Random token ids with a fixed seed; several runs, reported as
 // median and spread (min..max). Timing lives here and in `kllens bench`, never in tests.
+// Prefill is one window of `prompt` tokens through every layer with the head applied to the last
+// position only (as llama-bench's pp test); decode is `gen` single-token steps from a fresh state.
 #pragma once
 
 #include <cstdint>

@@ -1,5 +1,9 @@
 #include "kernels/attention.h"
 
+#include <blis.h>
+#include <cblas.h>
+
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -48,51 +52,46 @@ void apply_rope(float* x, int64_t ld, int64_t T, int64_t H, int64_t D, const int
 void attention(float* out, const float* q, const float* k, const float* v, const int64_t* q_pos,
                const int64_t* k_pos, const AttentionShape& shape_in, int64_t window,
                int64_t n_sink, float scale) {
+  // Per query head: scores {T, S} = scale * Q_h K_hᵀ and out_h {T, Dv} = softmax(scores) V_h as
+  // two BLAS products (the heads' rows are strided views of q, k, v, out); masking and the
+  // softmax in between are plain loops. Heads run in parallel; BLAS inside a parallel region
+  // runs single-threaded (nested OpenMP is off).
   const AttentionShape s = resolved(shape_in);
   const int64_t group = s.Hq / s.Hkv;
-  // A decode step (T = 1) of a small model is a few thousand multiply-adds: opening a parallel
-  // region costs more than that (and much more when the cores are busy), so small problems run on
-  // the calling thread. Each (head, query) is computed the same way either way.
-  const int64_t work = s.T * s.S * s.Hq * s.Dk;
-#pragma omp parallel if (work >= kParallelMinWork)
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+#pragma omp parallel if (s.T * s.S * s.Hq * s.Dk >= 32768)
   {
-    std::vector<float> scores(static_cast<size_t>(s.S));
-#pragma omp for collapse(2) schedule(dynamic, 4)
+    std::vector<float> scores(static_cast<size_t>(s.T * s.S));
+#pragma omp for schedule(dynamic, 1)
     for (int64_t h = 0; h < s.Hq; ++h) {
+      const int64_t kh = h / group;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(s.T),
+                  static_cast<int>(s.S), static_cast<int>(s.Dk), scale, q + h * s.Dk,
+                  static_cast<int>(s.ldq), k + kh * s.Dk, static_cast<int>(s.ldk), 0.0f,
+                  scores.data(), static_cast<int>(s.S));
       for (int64_t t = 0; t < s.T; ++t) {
-        const int64_t kh = h / group;
-        const float* qr = q + t * s.ldq + h * s.Dk;
-        float maxv = -std::numeric_limits<float>::infinity();
+        float* row = scores.data() + t * s.S;
+        float maxv = neg_inf;
         for (int64_t j = 0; j < s.S; ++j) {
-          if (!visible(q_pos[t], k_pos[j], window, n_sink)) {
-            scores[j] = -std::numeric_limits<float>::infinity();
-            continue;
-          }
-          const float* kr = k + j * s.ldk + kh * s.Dk;
-          float dot = 0.0f;
-          for (int64_t d = 0; d < s.Dk; ++d) dot += qr[d] * kr[d];
-          scores[j] = dot * scale;
-          if (scores[j] > maxv) maxv = scores[j];
+          if (!visible(q_pos[t], k_pos[j], window, n_sink)) row[j] = neg_inf;
+          maxv = std::max(maxv, row[j]);
         }
-        float* o = out + t * s.ldo + h * s.Dv;
-        for (int64_t d = 0; d < s.Dv; ++d) o[d] = 0.0f;
-        if (maxv == -std::numeric_limits<float>::infinity()) continue;
+        if (maxv == neg_inf) {  // no visible key: the output row is zero
+          std::fill(row, row + s.S, 0.0f);
+          continue;
+        }
         float sum = 0.0f;
         for (int64_t j = 0; j < s.S; ++j) {
-          const float e = scores[j] == -std::numeric_limits<float>::infinity()
-                              ? 0.0f
-                              : std::exp(scores[j] - maxv);
-          scores[j] = e;
-          sum += e;
+          row[j] = row[j] == neg_inf ? 0.0f : std::exp(row[j] - maxv);
+          sum += row[j];
         }
         const float inv = 1.0f / sum;
-        for (int64_t j = 0; j < s.S; ++j) {
-          if (scores[j] == 0.0f) continue;
-          const float p = scores[j] * inv;
-          const float* vr = v + j * s.ldv + kh * s.Dv;
-          for (int64_t d = 0; d < s.Dv; ++d) o[d] += p * vr[d];
-        }
+        for (int64_t j = 0; j < s.S; ++j) row[j] *= inv;
       }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(s.T),
+                  static_cast<int>(s.Dv), static_cast<int>(s.S), 1.0f, scores.data(),
+                  static_cast<int>(s.S), v + kh * s.Dv, static_cast<int>(s.ldv), 0.0f,
+                  out + h * s.Dv, static_cast<int>(s.ldo));
     }
   }
 }

@@ -31,3 +31,39 @@ inline float exp_fast(float x) {
 }
 
 }  // namespace kllens::ops
+
+namespace kllens::ops {
+
+// Natural log for finite x > 0, relative error about 1e-7. x = m 2^e with m in [sqrt(1/2),
+// sqrt(2)); log m = 2 atanh(s), s = (m-1)/(m+1), |s| <= 0.172, by its odd series to s^9 (the
+// first dropped term, 2 s^11 / 11, is below 7e-10).
+inline float log_fast(float x) {
+  int32_t bits = std::bit_cast<int32_t>(x);
+  int32_t e = ((bits >> 23) & 0xff) - 127;
+  float m = std::bit_cast<float>((bits & 0x007fffff) | 0x3f800000);  // [1, 2)
+  const bool big = m > 1.41421356f;
+  m = big ? m * 0.5f : m;
+  e = big ? e + 1 : e;
+  const float s = (m - 1.0f) / (m + 1.0f);
+  const float s2 = s * s;
+  float p = 1.0f / 9.0f;
+  p = p * s2 + 1.0f / 7.0f;
+  p = p * s2 + 1.0f / 5.0f;
+  p = p * s2 + 1.0f / 3.0f;
+  p = p * s2 + 1.0f;
+  return 2.0f * s * p + static_cast<float>(e) * 0.693147180559945f;
+}
+
+// softplus with torch's threshold (x > 20 returns x). log1p(y), y = e^x, is evaluated as
+// log(u) * y / (u - 1) with u = 1 + y, which keeps full relative precision for tiny y (Goldberg's
+// trick): dt = softplus(.) is often 1e-3..1e-4, where log(1 + y) alone would lose digits.
+inline float softplus_fast(float x) {
+  const float y = exp_fast(x < 20.0f ? x : 20.0f);
+  const float u = 1.0f + y;
+  const float l = u == 1.0f ? y : log_fast(u) * (y / (u - 1.0f));
+  return x > 20.0f ? x : l;
+}
+
+inline float silu_fast(float x) { return x / (1.0f + exp_fast(-x)); }
+
+}  // namespace kllens::ops

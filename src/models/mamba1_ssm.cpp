@@ -5,6 +5,7 @@
 
 #include "kernels/ops.h"
 #include "kernels/ssm.h"
+#include "kernels/vec_math.h"
 
 namespace kllens {
 
@@ -37,11 +38,11 @@ void Mamba1Ssm::forward(float* y, const float* x_in, int64_t ldx, const float* z
   std::vector<float> dt(static_cast<size_t>(T * I));
   ops::matmul_nt(dt.data(), dt_r.data(), dt_proj->data(), dt_bias ? dt_bias->data() : nullptr, T,
                  I, R);
-  for (auto& v : dt) v = ops::softplus(v);
+  for (auto& v : dt) v = ops::softplus_fast(v);
   ops::selective_scan(y, ssm_state, x.data(), dt.data(), A.data(), proj.data() + R,
                       proj.data() + R + N, P, D->data(), T, I, N);
   for (int64_t t = 0; t < T; ++t)
-    for (int64_t i = 0; i < I; ++i) y[t * I + i] *= ops::silu(z[t * ldz + i]);
+    for (int64_t i = 0; i < I; ++i) y[t * I + i] *= ops::silu_fast(z[t * ldz + i]);
 }
 
 }  // namespace kllens

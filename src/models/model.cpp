@@ -138,6 +138,29 @@ std::vector<float> Model::forward(std::span<const int32_t> ids) const {
   return logits;
 }
 
+namespace {
+// A state holding only rows to hand to finish(): every family's finish() reads hidden and rows
+// and drops the first n_prefix_tokens rows.
+class RowsState : public ForwardState {
+ public:
+  std::unique_ptr<ForwardState> clone() const override { return std::make_unique<RowsState>(*this); }
+};
+}  // namespace
+
+std::vector<float> Model::forward_last(std::span<const int32_t> ids) const {
+  auto state = start(ids);
+  for (int l = 0; l < static_cast<int>(info_.n_layers); ++l) run_layer(l, *state);
+  const auto D = static_cast<size_t>(info_.d_model);
+  const auto P = static_cast<size_t>(info_.n_prefix_tokens);
+  RowsState last;
+  last.rows = static_cast<int64_t>(P + 1);
+  last.hidden.assign(state->hidden.begin(), state->hidden.begin() + static_cast<std::ptrdiff_t>(P * D));
+  last.hidden.insert(last.hidden.end(), state->hidden.end() - static_cast<std::ptrdiff_t>(D), state->hidden.end());
+  std::vector<float> logits(static_cast<size_t>(info_.vocab));
+  finish(last, logits.data());
+  return logits;
+}
+
 std::vector<float> Model::forward_decode(std::span<const int32_t> ids) const {
   check_ids(ids);
   auto state = new_decode_state();

@@ -148,6 +148,9 @@ class Model {
 
   // start + every layer + finish. logits {T, vocab}.
   std::vector<float> forward(std::span<const int32_t> ids) const;
+  // start + every layer + the head on the last position only: logits {vocab}. What a prompt's
+  // prefill costs when only the next token is wanted (llama-bench's pp measures this).
+  std::vector<float> forward_last(std::span<const int32_t> ids) const;
   // Feeds the tokens one by one through decode_step; logits {T, vocab}.
   std::vector<float> forward_decode(std::span<const int32_t> ids) const;
 

@@ -100,3 +100,22 @@ INSTANTIATE_TEST_SUITE_P(Families, OracleTest,
 
 }  // namespace
 }  // namespace kllens
+
+namespace kllens {
+namespace {
+
+TEST(ForwardLast, EqualsLastRowOfFullForward) {
+  for (const char* arch : {"mamba", "hymba", "jamba"}) {
+    auto model = load_model(test::repo_path(std::string("data/fixtures/oracles/") + arch));
+    const std::vector<int32_t> ids = {5, 17, 3, 99, 42, 7, 11, 250, 1, 64, 33};
+    const auto all = model->forward(ids);
+    const auto last = model->forward_last(ids);
+    const auto V = static_cast<size_t>(model->info().vocab);
+    ASSERT_EQ(last.size(), V);
+    for (size_t v = 0; v < V; ++v)
+      ASSERT_NEAR(last[v], all[(ids.size() - 1) * V + v], 1e-5) << arch << " vocab " << v;
+  }
+}
+
+}  // namespace
+}  // namespace kllens
