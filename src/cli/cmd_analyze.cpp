@@ -1,0 +1,8 @@
+// Placeholder: this command is not built yet.
+#include "cli/common.h"
+
+namespace kllens::cli {
+
+void add_analyze(CLI::App&) {}
+
+}  // namespace kllens::cli
