@@ -1,0 +1,162 @@
+#include "eval/quantized_eval.h"
+
+#include <cmath>
+#include <optional>
+
+#include "core/error.h"
+#include "core/progress.h"
+#include "eval/perplexity.h"
+#include "models/model.h"
+#include "quant/quantize.h"
+
+namespace kllens {
+
+namespace {
+
+// Whether applying `scheme` to this parameter leaves it unchanged, so no copy is needed: a bf16
+// keep on a bf16 checkpoint, or f32 (a verbatim copy) on anything.
+bool is_identity(const Param& p, const QuantScheme& scheme) {
+  if (scheme.format == QuantFormat::kF32) return true;
+  if (scheme.format == QuantFormat::kBF16) return p.source_dtype == DType::kBF16;
+  if (scheme.format == QuantFormat::kF16) return p.source_dtype == DType::kF16;
+  return false;
+}
+
+}  // namespace
+
+SchemeAssignment uniform_assignment(const Model& model, const QuantScheme& scheme, bool include_conv1d,
+                                    std::vector<std::string>* unsupported) {
+  SchemeAssignment a;
+  for (const Param* p : model.weights().components()) {
+    if (p->role == Role::kConv1d && !include_conv1d) continue;
+    if (!scheme.supports(p->cols())) {
+      if (unsupported) unsupported->push_back(p->name);
+      continue;
+    }
+    a[p->name] = scheme;
+  }
+  return a;
+}
+
+void validate_assignment(const Model& model, const SchemeAssignment& assignment) {
+  for (const auto& [name, scheme] : assignment) {
+    const Param* p = model.weights().find(name);
+    if (!p)
+      fail("the plan names {}, which this model ({}, {} layers) does not have", name,
+           model.info().arch, model.info().n_layers);
+    if (!p->is_component())
+      fail("the plan names {}, which is not a quantizable component (a 2+-D *.weight)", name);
+    scheme.check_shape(p->rows(), p->cols(), name);
+  }
+}
+
+int64_t assignment_bytes(const Model& model, const SchemeAssignment& assignment) {
+  int64_t bytes = 0;
+  for (const auto& p : model.weights().all()) {
+    auto it = assignment.find(p->name);
+    bytes += it == assignment.end() ? 2 * p->numel() : it->second.storage_bytes(p->rows(), p->cols());
+  }
+  return bytes;
+}
+
+WeightSwap::WeightSwap(Model& model) : model_(model) {}
+
+WeightSwap::~WeightSwap() { restore_all(); }
+
+void WeightSwap::show_original(bool original) {
+  if (original == showing_original_) return;
+  for (auto& [name, slot] : slots_) std::swap(slot.param->value, slot.aside);
+  showing_original_ = original;
+}
+
+void WeightSwap::restore_all() {
+  show_original(false);
+  for (auto& [name, slot] : slots_) slot.param->value = std::move(slot.aside);
+  slots_.clear();
+}
+
+void WeightSwap::apply(const SchemeAssignment& assignment) {
+  KLLENS_CHECK(!showing_original_, "WeightSwap::apply in the original view");
+  validate_assignment(model_, assignment);
+  // Restore what is no longer wanted (or wanted at another scheme).
+  for (auto it = slots_.begin(); it != slots_.end();) {
+    auto want = assignment.find(it->first);
+    if (want == assignment.end() || !(want->second == it->second.scheme)) {
+      it->second.param->value = std::move(it->second.aside);
+      it = slots_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (const auto& [name, scheme] : assignment) {
+    if (slots_.count(name)) continue;
+    Param& p = model_.weights().get(name);
+    if (is_identity(p, scheme)) continue;
+    Slot slot;
+    slot.param = &p;
+    slot.scheme = scheme;
+    slot.aside = p.value;
+    try {
+      fake_quantize(scheme, p.data(), p.rows(), p.cols());
+    } catch (...) {
+      p.value = std::move(slot.aside);
+      throw;
+    }
+    slots_.emplace(name, std::move(slot));
+  }
+}
+
+std::vector<std::string> WeightSwap::changed() const {
+  std::vector<std::string> out;
+  for (const auto& [name, slot] : slots_) out.push_back(name);
+  return out;
+}
+
+QuantEvalResult evaluate_quantized(Model& model, const SchemeAssignment& assignment,
+                                   const std::vector<std::vector<int32_t>>& windows,
+                                   bool show_progress) {
+  if (windows.empty()) fail("evaluation needs at least one window");
+  QuantEvalResult r;
+  r.params = model.weights().total_params();
+  r.bytes = assignment_bytes(model, assignment);
+  r.bits_per_weight = 8.0 * static_cast<double>(r.bytes) / static_cast<double>(r.params);
+  const int64_t V = model.info().vocab;
+  WeightSwap swap(model);
+  swap.apply(assignment);
+  r.changed = swap.changed();
+  LogitComparison cmp;
+  double nll_q = 0, nll_fp = 0;
+  std::optional<Progress> progress;
+  if (show_progress) progress.emplace("eval", static_cast<int64_t>(windows.size()));
+  for (const auto& w : windows) {
+    swap.show_original(true);
+    const auto fp = model.forward(w);
+    swap.show_original(false);
+    const auto q = model.forward(w);
+    for (size_t t = 0; t < w.size(); ++t) {
+      const float* ref = fp.data() + t * static_cast<size_t>(V);
+      const float* test = q.data() + t * static_cast<size_t>(V);
+      const bool has_target = t + 1 < w.size();
+      cmp.add(ref, test, static_cast<int>(V), has_target ? w[t + 1] : -1);
+      if (has_target) {
+        // The accumulation of perplexity(): same function, same order.
+        nll_q += token_nll(test, V, w[t + 1]);
+        nll_fp += token_nll(ref, V, w[t + 1]);
+        ++r.tokens;
+      }
+    }
+    ++r.windows;
+    if (progress) progress->advance();
+  }
+  if (progress) progress->finish();
+  swap.restore_all();
+  r.ctx = static_cast<int64_t>(windows[0].size());
+  r.mean_nll = r.tokens ? nll_q / static_cast<double>(r.tokens) : 0;
+  r.mean_nll_fp = r.tokens ? nll_fp / static_cast<double>(r.tokens) : 0;
+  r.ppl = std::exp(r.mean_nll);
+  r.ppl_fp = std::exp(r.mean_nll_fp);
+  r.logits = cmp.results();
+  return r;
+}
+
+}  // namespace kllens

@@ -1,0 +1,96 @@
+// Evaluating a quantized model: apply one scheme per component by fake quantization (in place,
+// originals kept), then compare the quantized model with the full-precision one on text windows
+// (the ppl protocol of eval/perplexity.h): perplexity of both, KL(P_fp || P_q) per position with
+// its distribution, top-1 agreement, and the size of the stored model.
+//
+// Keep schemes: "bf16" on a component whose checkpoint is bf16 changes nothing (its values are
+// already bf16); on a wider checkpoint (f32, f16) the values are rounded to bf16, since that is
+// what storing them as bf16 means. f16/f32 likewise round (or copy).
+//
+// Size: components in the assignment at QuantScheme::storage_bytes (codes + scales + zero
+// points); every other tensor, including components outside the assignment, at bf16 (2 bytes per
+// parameter), the precision the models are distributed in.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "quant/scheme.h"
+#include "stats/logits.h"
+
+namespace kllens {
+
+class Model;
+struct Param;
+
+// HF component name -> scheme. Components absent stay as loaded.
+using SchemeAssignment = std::map<std::string, QuantScheme>;
+
+// Every component at `scheme`, except conv1d unless include_conv1d, and except components whose
+// row length the scheme cannot store (appended to *unsupported, they stay as loaded).
+SchemeAssignment uniform_assignment(const Model& model, const QuantScheme& scheme, bool include_conv1d,
+                                    std::vector<std::string>* unsupported = nullptr);
+
+// Throws Error naming the first component the model lacks, a tensor that is not a component, or
+// a scheme that cannot store a component's rows.
+void validate_assignment(const Model& model, const SchemeAssignment& assignment);
+
+// Bytes of the whole model under an assignment (see above).
+int64_t assignment_bytes(const Model& model, const SchemeAssignment& assignment);
+
+// Holds fake-quantized weights in the model and the originals aside; the destructor puts the
+// originals back. Switching between the two views swaps vectors (no copies), so a window can be
+// run at full precision and quantized back to back.
+class WeightSwap {
+ public:
+  explicit WeightSwap(Model& model);
+  ~WeightSwap();
+  WeightSwap(const WeightSwap&) = delete;
+  WeightSwap& operator=(const WeightSwap&) = delete;
+
+  // Makes exactly `assignment` active (components set earlier and absent now are restored;
+  // components already at the same scheme are not recomputed). Validates first (Error).
+  void apply(const SchemeAssignment& assignment);
+  // The full-precision view (true) or the quantized one (false, the default). apply() needs the
+  // quantized view.
+  void show_original(bool original);
+  void restore_all();
+  // Components whose values differ from the loaded ones (in the quantized view).
+  std::vector<std::string> changed() const;
+
+ private:
+  struct Slot {
+    Param* param = nullptr;
+    QuantScheme scheme;
+    std::vector<float> aside;  // the originals (quantized view) or the quantized (original view)
+  };
+  Model& model_;
+  std::map<std::string, Slot> slots_;
+  bool showing_original_ = false;
+};
+
+struct QuantEvalResult {
+  double ppl = 0;        // quantized
+  double ppl_fp = 0;     // full precision, same windows
+  double mean_nll = 0, mean_nll_fp = 0;
+  int64_t tokens = 0;    // scored tokens (ctx - 1 per window)
+  int64_t windows = 0;
+  int64_t ctx = 0;
+  LogitResults logits;   // KL(P_fp || P_q) stats over every position, top-1, ...
+  int64_t bytes = 0;     // whole model under the assignment
+  int64_t params = 0;
+  double bits_per_weight = 0;
+  std::vector<std::string> changed;  // components whose weights changed
+};
+
+// Runs every window at full precision and quantized and compares them. The perplexities are
+// accumulated exactly as eval/perplexity.h's perplexity() does (same per-token NLL, same order),
+// so a quantized model evaluated here has bit-for-bit the perplexity `kllens ppl` gives it.
+// The model's weights are unchanged afterwards.
+QuantEvalResult evaluate_quantized(Model& model, const SchemeAssignment& assignment,
+                                   const std::vector<std::vector<int32_t>>& windows,
+                                   bool show_progress = true);
+
+}  // namespace kllens
