@@ -8,6 +8,18 @@
 
 namespace kllens::cli {
 
+namespace {
+// The model would reject these too, but only this check can name the file and tensor at fault.
+void check_vocab(const std::vector<std::vector<int32_t>>& batch, int64_t vocab,
+                 const std::string& path, const std::string& tensor) {
+  for (size_t b = 0; b < batch.size(); ++b)
+    for (size_t t = 0; t < batch[b].size(); ++t)
+      if (batch[b][t] >= vocab)
+        fail("{}: tensor '{}' holds token id {} at [{}, {}], outside the model's vocabulary [0, {})",
+             path, tensor, batch[b][t], b, t, vocab);
+}
+}  // namespace
+
 void add_forward(CLI::App& app) {
   struct Opts {
     std::string model, ids, tensor = "input_ids", out;
@@ -27,6 +39,7 @@ void add_forward(CLI::App& app) {
     const auto batch = read_id_batch(o->ids, o->tensor);
     auto model = open_model(o->model);
     const int64_t V = model->info().vocab;
+    check_vocab(batch, V, o->ids, o->tensor);
     const auto T = static_cast<int64_t>(batch[0].size());
     std::vector<float> all;
     all.reserve(batch.size() * static_cast<size_t>(T * V));
@@ -60,6 +73,7 @@ void add_generate(CLI::App& app) {
     const auto batch = read_id_batch(o->ids, o->tensor);
     auto model = open_model(o->model);
     const int64_t V = model->info().vocab;
+    check_vocab(batch, V, o->ids, o->tensor);
     nlohmann::json sequences = nlohmann::json::array();
     for (const auto& prompt : batch) {
       auto state = model->new_decode_state();

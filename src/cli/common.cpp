@@ -39,7 +39,9 @@ std::vector<std::vector<int32_t>> read_id_batch(const std::string& path, const s
     std::vector<int32_t> seq;
     for (int64_t t = 0; t < T; ++t) {
       const int64_t v = ids[static_cast<size_t>(b * T + t)];
-      if (v < 0 || v > INT32_MAX) fail("{}: token id {} out of range", path, v);
+      if (v < 0 || v > INT32_MAX)
+        fail("{}: tensor '{}' holds token id {} at [{}, {}], which is not a valid token id", path,
+             tensor, v, b, t);
       seq.push_back(static_cast<int32_t>(v));
     }
     out.push_back(std::move(seq));

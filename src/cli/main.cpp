@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <exception>
+#include <string>
 
 #include "cli/common.h"
 #include "core/error.h"
@@ -32,7 +33,23 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForAllHelp& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
+    std::string message = e.what();
+    // With no command recognised, CLI11 reports only "A subcommand is required" and drops what it
+    // could not match; name that word instead, since it is the actual mistake.
+    if (app.get_subcommands().empty()) {
+      std::string commands;
+      const CLI::App& const_app = app;  // the const overload lists every subcommand
+      for (const auto* sub : const_app.get_subcommands([](const CLI::App*) { return true; }))
+        commands += (commands.empty() ? "" : ", ") + sub->get_name();
+      const auto extra = app.remaining();
+      if (extra.empty())
+        message = "a command is required (one of: " + commands + ")";
+      else if (!extra[0].empty() && extra[0][0] == '-')
+        message = "unknown option '" + extra[0] + "'";
+      else
+        message = "unknown command '" + extra[0] + "' (one of: " + commands + ")";
+    }
+    std::fprintf(stderr, "error: %s\n", message.c_str());
     std::fprintf(stderr, "run with --help for usage\n");
     return 2;
   } catch (const kllens::Error& e) {

@@ -1,5 +1,6 @@
 #include "eval/text.h"
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -8,6 +9,7 @@
 namespace kllens {
 
 std::string read_text_file(const std::string& path) {
+  if (std::filesystem::is_directory(path)) fail("{}: is a directory, not a text file", path);
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("{}: cannot open text file", path);
   std::ostringstream ss;

@@ -1,5 +1,7 @@
 #include "io/hf_config.h"
 
+#include <cmath>
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 
@@ -47,9 +49,16 @@ std::string HfConfig::model_type() const {
 int64_t HfConfig::get_int(const std::string& key) const {
   if (!has(key)) invalid(key, "is missing");
   const auto& v = json_[key];
+  if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))
+    invalid(key, "is too large, got " + v.dump());
   if (v.is_number_integer()) return v.get<int64_t>();
-  if (v.is_number_float() && v.get<double>() == static_cast<double>(static_cast<int64_t>(v.get<double>())))
-    return static_cast<int64_t>(v.get<double>());
+  // 4.0 is accepted as 4 (some configs are written by float arithmetic). The range check comes
+  // first: casting a double outside int64_t's range is undefined behaviour.
+  if (v.is_number_float()) {
+    const double d = v.get<double>();
+    if (!(d >= -9.2e18 && d <= 9.2e18)) invalid(key, "is too large, got " + v.dump());
+    if (d == std::trunc(d)) return static_cast<int64_t>(d);
+  }
   invalid(key, "must be an integer, got " + v.dump());
 }
 
@@ -107,7 +116,9 @@ std::vector<int64_t> HfConfig::get_int_list(const std::string& key) const {
   if (!v.is_array()) invalid(key, "must be a list of integers, got " + v.dump());
   std::vector<int64_t> out;
   for (const auto& e : v) {
-    if (!e.is_number_integer()) invalid(key, "must be a list of integers, got " + v.dump());
+    if (!e.is_number_integer() ||
+        (e.is_number_unsigned() && e.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)))
+      invalid(key, "must be a list of integers, got " + v.dump());
     out.push_back(e.get<int64_t>());
   }
   return out;

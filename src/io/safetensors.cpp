@@ -6,6 +6,7 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <tuple>
 
 #include "core/error.h"
 
@@ -49,8 +50,14 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
 
   const size_t data_begin = 8 + header_len;
   const size_t data_size = size - data_begin;
-  std::vector<std::pair<uint64_t, std::string>> ranges;  // (begin, name), for overlap checks
-  std::map<std::string, uint64_t> ends;
+  struct Range {
+    uint64_t begin, end;
+    std::string name;
+    bool operator<(const Range& o) const {
+      return std::tie(begin, end, name) < std::tie(o.begin, o.end, o.name);
+    }
+  };
+  std::vector<Range> ranges;  // non-empty tensors, for the overlap check
   for (const auto& [name, entry] : header.items()) {
     if (name == "__metadata__") {
       if (entry.is_object())
@@ -74,7 +81,9 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
       if (!d.is_number_unsigned() && !(d.is_number_integer() && d.get<int64_t>() >= 0))
         fail("{}: tensor '{}': shape must hold non-negative integers", path, name);
       const uint64_t dim = d.get<uint64_t>();
-      if (dim > 0 && numel > std::numeric_limits<uint64_t>::max() / 16 / dim)
+      // Each dimension must fit int64_t (TensorView::shape) even when another one is 0.
+      if (dim > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) ||
+          (dim > 0 && numel > std::numeric_limits<uint64_t>::max() / 16 / dim))
         fail("{}: tensor '{}': shape {} is too large", path, name, entry["shape"].dump());
       numel *= dim;
       view.shape.push_back(static_cast<int64_t>(dim));
@@ -93,16 +102,18 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
     view.data = file_.data() + data_begin + begin;
     view.nbytes = end - begin;
     view.file = &file_.path();
-    ranges.emplace_back(begin, name);
-    ends[name] = end;
+    if (end > begin) ranges.push_back({begin, end, name});  // empty tensors occupy no bytes
     tensors_.emplace(name, std::move(view));
   }
+  // Sorted by start, a range overlaps an earlier one iff it starts before the furthest end seen
+  // so far (comparing neighbours only would miss a long range covering several later ones).
   std::sort(ranges.begin(), ranges.end());
-  for (size_t i = 1; i < ranges.size(); ++i) {
-    const auto& prev = ranges[i - 1];
-    if (ends[prev.second] > ranges[i].first && ends[prev.second] > prev.first)
-      fail("{}: tensors '{}' and '{}' overlap (bytes {}..{} and {}..)", path, prev.second,
-           ranges[i].second, prev.first, ends[prev.second], ranges[i].first);
+  const Range* furthest = nullptr;
+  for (const auto& r : ranges) {
+    if (furthest && r.begin < furthest->end)
+      fail("{}: tensors '{}' and '{}' overlap (bytes {}..{} and {}..{} of the data section)", path,
+           furthest->name, r.name, furthest->begin, furthest->end, r.begin, r.end);
+    if (!furthest || r.end > furthest->end) furthest = &r;
   }
 }
 
@@ -125,6 +136,7 @@ TensorStore TensorStore::open_folder(const std::string& folder) {
   const fs::path index_path = fs::path(folder) / "model.safetensors.index.json";
   const fs::path single_path = fs::path(folder) / "model.safetensors";
   std::vector<std::string> shard_files;
+  std::map<std::string, std::string> claimed;  // tensor -> shard, as the index states it
   if (fs::exists(index_path)) {
     std::ifstream in(index_path);
     json index;
@@ -139,9 +151,10 @@ TensorStore TensorStore::open_folder(const std::string& folder) {
     for (const auto& [name, file] : index["weight_map"].items()) {
       if (!file.is_string()) fail("{}: weight_map['{}'] is not a file name", index_path.string(), name);
       const std::string f = file.get<std::string>();
-      if (f.find('/') != std::string::npos || f == ".." )
+      if (f.empty() || f.find('/') != std::string::npos || f == "." || f == "..")
         fail("{}: shard name '{}' must be a file in the folder", index_path.string(), f);
       unique.insert(f);
+      claimed.emplace(name, f);
     }
     shard_files.assign(unique.begin(), unique.end());
   } else if (fs::exists(single_path)) {
@@ -157,6 +170,11 @@ TensorStore TensorStore::open_folder(const std::string& folder) {
       store.index_[name] = &view;
     }
   }
+  // A stale index (tensor moved or dropped when the shards were rewritten) would otherwise
+  // surface later as a confusing "missing tensor"; name the shard the index points at instead.
+  for (const auto& [name, shard] : claimed)
+    if (!store.index_.count(name))
+      fail("{}: the index puts tensor '{}' in {}, which has no such tensor", folder, name, shard);
   return store;
 }
 
