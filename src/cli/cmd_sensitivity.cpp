@@ -30,7 +30,11 @@ CalibrationSet load_calibration(const std::string& model_path, const std::string
   CalibrationSet c;
   const std::string text = read_text_file(text_path);
   const auto ids = tokenize_with_model_folder(model_path, text);
-  c.windows = make_windows(ids, ctx, windows);
+  try {
+    c.windows = make_windows(ids, ctx, windows);
+  } catch (const Error& e) {
+    throw Error(fmt::format("{}: {}", text_path, e.what()), e.exit_code());
+  }
   int64_t tokens = 0;
   for (const auto& w : c.windows) tokens += static_cast<int64_t>(w.size());
   c.description = {{"file", text_path},
@@ -63,6 +67,27 @@ void add_sensitivity(CLI::App& app) {
       "sensitivity",
       "quantize one component at a time and measure how far the next-token distributions move "
       "(KL both ways, logit MSE and SQNR, top-1 agreement, dNLL, each with its standard error)");
+  cmd->footer(R"(
+Every component (2+D *.weight tensor, optionally filtered by --components) is fake-quantized
+alone in each scheme; the model runs on the calibration windows (the ppl protocol: the text
+tokenized whole, cut into --ctx-token windows) and its logits are compared with the
+full-precision ones at every position. Entries are journaled to OUT.journal as they finish; a
+killed sweep continues with --resume (same model, text, windows, schemes and --components;
+anything else is refused). The journal is removed once OUT is written.
+
+SENS.json:
+  {"format": "kllens-sensitivity", "version": 1,
+   "model": {"path", "arch", "layers", "params"},
+   "calibration": {"file", "sha256", "ctx", "windows", "tokens"},
+   "schemes": [...],
+   "sweep": {"prefix_reuse", "cache_bytes", "cache_stride", "fp_ppl", "seconds",
+             "entries_resumed", "components"},
+   "entries": [{"component", "layer", "role", "shape", "params", "scheme", "bytes", "seconds",
+                "metrics": {"kl", "rkl", "mse", "sqnr_db", "top1", "dnll":
+                            each {"mean", "stderr"}}}]}
+  kl = KL(fp || q), rkl = KL(q || fp) in nats per position; mse = logit MSE; sqnr_db = logit
+  SQNR; top1 = argmax agreement; dnll = mean NLL change of the next token = ln(ppl_q / ppl_fp).
+  --csv writes the entries as one row each with the same metric names.)");
   cmd->add_option("MODEL", o->model, "Hugging Face model folder (with tokenizer.json)")->required();
   cmd->add_option("--calib", o->calib, "calibration text")->required();
   cmd->add_option("--ctx", o->ctx, "window length in tokens")->capture_default_str()->check(CLI::Range(2, 1 << 20));
