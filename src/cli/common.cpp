@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "core/error.h"
+#include "export/gguf_import.h"
 #include "io/safetensors.h"
 #include "kernels/ops.h"
 #include "tokenizer/tokenizer.h"
@@ -17,7 +18,12 @@ void ThreadsOption::add(CLI::App* app) {
 
 void ThreadsOption::apply() const { set_num_threads(threads); }
 
-std::unique_ptr<Model> open_model(const std::string& path) { return load_model(path); }
+std::unique_ptr<Model> open_model(const std::string& path) {
+  // A GGUF file written by `kllens quantize` is read back with its weights dequantized to
+  // float32 (the packed kernels that would run it without dequantizing are not written yet).
+  if (path.size() > 5 && path.compare(path.size() - 5, 5, ".gguf") == 0) return load_gguf_model(path);
+  return load_model(path);
+}
 
 std::vector<std::vector<int32_t>> read_id_batch(const std::string& path, const std::string& tensor) {
   SafetensorsFile file(path);

@@ -58,5 +58,6 @@ void add_plan(CLI::App& app);
 void add_eval(CLI::App& app);
 void add_frontier(CLI::App& app);
 void add_analyze(CLI::App& app);
+void add_quantize(CLI::App& app);
 
 }  // namespace kllens::cli

@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   kllens::cli::add_eval(app);
   kllens::cli::add_frontier(app);
   kllens::cli::add_analyze(app);
+  kllens::cli::add_quantize(app);
   kllens::cli::add_synth(app);
   kllens::cli::add_bench(app);
   try {

@@ -1,0 +1,153 @@
+// quantize: write a model with a plan (or one scheme everywhere) as one GGUF file.
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <optional>
+#include <sstream>
+
+#include "cli/common.h"
+#include "core/error.h"
+#include "export/gguf_export.h"
+#include "plan/plan_io.h"
+
+namespace kllens::cli {
+
+namespace {
+
+std::string ne_str(const std::vector<int64_t>& ne) {
+  std::string s;
+  for (size_t i = 0; i < ne.size(); ++i) s += (i ? " x " : "") + std::to_string(ne[i]);
+  return s;
+}
+
+// The components of a plan written by `kllens plan` (fully validated by read_plan_json), or of a
+// hand-written file holding only {"components": {name: scheme}}.
+std::map<std::string, std::string> read_components(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("{}: cannot open", path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(ss.str());
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: invalid JSON: {}", path, e.what());
+  }
+  if (j.is_object() && j.contains("format")) return plan_from_json(j, path).components;
+  if (!j.is_object() || !j.contains("components") || !j["components"].is_object())
+    fail("{}: neither a kllens plan nor an object with \"components\": {{name: scheme}}", path);
+  std::map<std::string, std::string> out;
+  for (const auto& [name, scheme] : j["components"].items()) {
+    if (!scheme.is_string()) fail("{}: the scheme of {} is not a string", path, name);
+    try {
+      QuantScheme::parse(scheme.get<std::string>());
+    } catch (const Error& e) {
+      fail("{}: component {}: {}", path, name, e.what());
+    }
+    out[name] = scheme.get<std::string>();
+  }
+  return out;
+}
+
+}  // namespace
+
+void add_quantize(CLI::App& app) {
+  struct Opts {
+    std::string model, plan, uniform, out, tokenizer;
+    bool json = false;
+    ThreadsOption threads;
+  };
+  auto o = std::make_shared<Opts>();
+  auto* cmd = app.add_subcommand(
+      "quantize",
+      "write the model with a plan's schemes (or one scheme for every component) as one GGUF "
+      "file: llama.cpp's layout for mamba / mamba2, kllens' own keys for other families");
+  cmd->add_option("MODEL", o->model, "Hugging Face model folder")->required();
+  auto* plan_opt = cmd->add_option("--plan", o->plan, "PLAN.json from `kllens plan`, or a file holding only {\"components\": {name: scheme}}");
+  auto* uni_opt = cmd->add_option(
+      "--uniform", o->uniform,
+      "one scheme for every component except conv1d (which keeps the checkpoint's dtype)");
+  plan_opt->excludes(uni_opt);
+  cmd->add_option("--out", o->out, "the GGUF file to write")->required();
+  cmd->add_option("--tokenizer", o->tokenizer,
+                  "tokenizer.json for the vocabulary keys (default: MODEL/tokenizer.json)");
+  cmd->add_flag("--json", o->json,
+                "print {\"out\", \"architecture\", \"layout\", \"file_bytes\", \"tensors\", "
+                "\"fallbacks\", \"notes\", ...}");
+  o->threads.add(cmd);
+  cmd->callback([o, plan_opt, uni_opt] {
+    o->threads.apply();
+    if (!plan_opt->count() && !uni_opt->count())
+      throw UsageError("quantize needs --plan PLAN.json or --uniform SCHEME");
+    std::optional<std::map<std::string, std::string>> plan;
+    std::optional<QuantScheme> uniform;
+    if (plan_opt->count()) plan = read_components(o->plan);
+    if (uni_opt->count()) uniform = QuantScheme::parse(o->uniform);
+    auto model = open_model(o->model);
+
+    SchemeAssignment assignment;
+    if (plan) {
+      for (const auto& [name, s] : *plan) assignment[name] = QuantScheme::parse(s);
+    } else {
+      // Rows the scheme cannot hold are kept in the assignment on purpose: the exporter stores
+      // them F16 and reports it, as llama-quantize does for unusual shapes.
+      for (const Param* p : model->weights().components())
+        if (p->role != Role::kConv1d) assignment[p->name] = *uniform;
+    }
+    GgufExportOptions options;
+    options.tokenizer_json = o->tokenizer;
+    const GgufExportResult r = export_gguf(*model, assignment, o->out, options);
+
+    if (o->json) {
+      nlohmann::json tensors = nlohmann::json::array(), fallbacks = nlohmann::json::array();
+      for (const auto& t : r.tensors)
+        tensors.push_back({{"name", t.name},
+                           {"hf_name", t.hf_name},
+                           {"ne", t.ne},
+                           {"type", gguf::type_name(t.type)},
+                           {"scheme", t.scheme.empty() ? nlohmann::json() : nlohmann::json(t.scheme)},
+                           {"bytes", t.bytes}});
+      for (const auto& f : r.fallbacks)
+        fallbacks.push_back({{"tensor", f.tensor},
+                             {"requested", f.requested},
+                             {"stored", f.stored},
+                             {"exact", f.exact},
+                             {"reason", f.reason}});
+      print_json({{"out", r.path},
+                  {"architecture", r.architecture},
+                  {"layout", r.llama_cpp_layout ? "llama.cpp" : "kllens"},
+                  {"file_type", r.file_type},
+                  {"file_bytes", r.file_bytes},
+                  {"vocab_tokens", r.vocab_tokens},
+                  {"source", plan ? nlohmann::json{{"plan", o->plan}}
+                                  : nlohmann::json{{"uniform", uniform->to_string()}}},
+                  {"tensors", tensors},
+                  {"fallbacks", fallbacks},
+                  {"notes", r.notes}});
+      return;
+    }
+
+    size_t width = 6;
+    for (const auto& t : r.tensors) width = std::max(width, t.name.size());
+    std::cout << fmt::format("{:<{}}  {:<16}  {:<6}  {:<18}  {:>12}\n", "tensor", width, "ne",
+                             "type", "scheme", "bytes");
+    for (const auto& t : r.tensors)
+      std::cout << fmt::format("{:<{}}  {:<16}  {:<6}  {:<18}  {:>12}\n", t.name, width,
+                               ne_str(t.ne), gguf::type_name(t.type),
+                               t.scheme.empty() ? "-" : t.scheme, t.bytes);
+    if (!r.fallbacks.empty()) {
+      std::cout << fmt::format("\n{} fallback(s):\n", r.fallbacks.size());
+      for (const auto& f : r.fallbacks)
+        std::cout << fmt::format("  {}: {} -> {} ({}): {}\n", f.tensor, f.requested, f.stored,
+                                 f.exact ? "same values" : "different values", f.reason);
+    }
+    for (const auto& n : r.notes) std::cout << "note: " << n << "\n";
+    std::cout << fmt::format("\nwrote {}: {:.2f} MB, {} tensors, architecture {} ({} layout), "
+                             "file type {}\n",
+                             r.path, static_cast<double>(r.file_bytes) / 1e6, r.tensors.size(),
+                             r.architecture, r.llama_cpp_layout ? "llama.cpp" : "kllens",
+                             r.file_type);
+  });
+}
+
+}  // namespace kllens::cli

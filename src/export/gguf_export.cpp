@@ -1,0 +1,460 @@
+#include "export/gguf_export.h"
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <sstream>
+
+#include "core/dtype.h"
+#include "core/error.h"
+#include "export/gguf_vocab.h"
+#include "export/llama_names.h"
+#include "models/model.h"
+#include "quant/quantize.h"
+
+namespace kllens {
+
+using gguf::GgmlType;
+
+// ---------------------------------------------------------------------------------------------
+// Encoding one matrix
+
+__attribute__((optimize("fp-contract=off"))) void quantize_block_q4_1(const float* x,
+                                                                      uint8_t* block) {
+  // ggml's C evaluates (x - min) * id + 0.5f unfused; contraction is off for the same reason as
+  // in quant/quantize.cpp's q4_0.
+  float min = x[0], max = x[0];
+  for (int j = 1; j < 32; ++j) {
+    if (x[j] < min) min = x[j];
+    if (x[j] > max) max = x[j];
+  }
+  const float d = (max - min) / 15.0f;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  const uint16_t dh = f32_to_f16(d), mh = f32_to_f16(min);
+  std::memcpy(block, &dh, 2);
+  std::memcpy(block + 2, &mh, 2);
+  for (int j = 0; j < 16; ++j) {
+    const float x0 = (x[j] - min) * id;
+    const float x1 = (x[16 + j] - min) * id;
+    const int q0 = std::min(15, static_cast<int>(static_cast<int8_t>(x0 + 0.5f)));
+    const int q1 = std::min(15, static_cast<int>(static_cast<int8_t>(x1 + 0.5f)));
+    block[4 + j] = static_cast<uint8_t>(q0 | (q1 << 4));
+  }
+}
+
+uint32_t llama_file_type(GgmlType type) {
+  switch (type) {
+    case GgmlType::kF32: return 0;
+    case GgmlType::kF16: return 1;
+    case GgmlType::kQ4_0: return 2;
+    case GgmlType::kQ4_1: return 3;
+    case GgmlType::kQ8_0: return 7;
+    case GgmlType::kBF16: return 32;
+    default: fail("no llama file type for ggml type {}", gguf::type_name(type));
+  }
+}
+
+namespace {
+
+
+std::vector<uint8_t> f32_bytes(const float* w, int64_t n) {
+  std::vector<uint8_t> out(static_cast<size_t>(n) * 4);
+  std::memcpy(out.data(), w, out.size());
+  return out;
+}
+
+std::vector<uint8_t> keep_bytes(QuantFormat format, const float* w, int64_t rows, int64_t cols) {
+  QuantScheme s;
+  s.format = format;
+  s.bits = format == QuantFormat::kF32 ? 32 : 16;
+  return quantize(s, w, rows, cols).data;
+}
+
+// The ggml type nearest to an intB scheme.
+GgmlType nearest_block_type(const QuantScheme& s) {
+  if (s.bits <= 4) return s.symmetric ? GgmlType::kQ4_0 : GgmlType::kQ4_1;
+  return GgmlType::kQ8_0;
+}
+
+// Packs the codes and scales of an intB QTensor into ggml blocks without changing a value, or
+// returns nullopt when the blocks cannot express them (groups not whole multiples of 32, scales
+// or Q4_1 minimums that are not float16 values, codes out of the block's range).
+std::optional<std::vector<uint8_t>> repack_exact(const QTensor& q, GgmlType type) {
+  const int64_t g = q.group_size();
+  if (g % 32 != 0 || q.cols % 32 != 0) return std::nullopt;
+  const int64_t gpr = q.groups_per_row(), bpr = q.cols / 32;
+  const int64_t block_bytes = gguf::type_traits(type).type_size;
+  std::vector<uint8_t> out(static_cast<size_t>(q.rows * bpr * block_bytes));
+  for (int64_t r = 0; r < q.rows; ++r) {
+    for (int64_t b = 0; b < bpr; ++b) {
+      const int64_t group = b * 32 / g;
+      const float scale = q.scale(r, group);
+      const uint16_t dh = f32_to_f16(scale);
+      if (f16_to_f32(dh) != scale) return std::nullopt;
+      const int zero = q.scheme.symmetric ? 0 : q.zero_points[static_cast<size_t>(r * gpr + group)];
+      uint8_t* blk = out.data() + (r * bpr + b) * block_bytes;
+      std::memcpy(blk, &dh, 2);
+      if (type == GgmlType::kQ8_0) {
+        for (int j = 0; j < 32; ++j) {
+          const int v = q.code(r, b * 32 + j) - zero;
+          if (v < -128 || v > 127) return std::nullopt;
+          blk[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(v));
+        }
+      } else if (type == GgmlType::kQ4_0) {
+        for (int j = 0; j < 16; ++j) {
+          const int lo = q.code(r, b * 32 + j) + 8, hi = q.code(r, b * 32 + j + 16) + 8;
+          if (lo < 0 || lo > 15 || hi < 0 || hi > 15) return std::nullopt;
+          blk[2 + j] = static_cast<uint8_t>(lo | (hi << 4));
+        }
+      } else {  // Q4_1: x = d * q + m with m = -z * scale
+        const float m = -static_cast<float>(zero) * scale;
+        const uint16_t mh = f32_to_f16(m);
+        if (f16_to_f32(mh) != m) return std::nullopt;
+        std::memcpy(blk + 2, &mh, 2);
+        for (int j = 0; j < 16; ++j) {
+          const int lo = q.code(r, b * 32 + j), hi = q.code(r, b * 32 + j + 16);
+          if (lo < 0 || lo > 15 || hi < 0 || hi > 15) return std::nullopt;
+          blk[4 + j] = static_cast<uint8_t>(lo | (hi << 4));
+        }
+      }
+    }
+  }
+  // The argument above says ggml decodes these blocks to exactly the scheme's values; check it
+  // rather than trust it (a mismatch falls back to re-quantization).
+  std::vector<float> want(static_cast<size_t>(q.rows * q.cols)), got(want.size());
+  dequantize(q, want.data());
+  gguf::to_f32(type, reinterpret_cast<const std::byte*>(out.data()), q.rows * q.cols, got.data());
+  for (size_t i = 0; i < want.size(); ++i)
+    if (want[i] != got[i]) return std::nullopt;
+  return out;
+}
+
+std::vector<uint8_t> requantize(GgmlType type, const float* w, int64_t rows, int64_t cols) {
+  if (type == GgmlType::kQ8_0) return quantize(QuantScheme::parse("q8_0"), w, rows, cols).data;
+  if (type == GgmlType::kQ4_0) return quantize(QuantScheme::parse("q4_0"), w, rows, cols).data;
+  std::vector<uint8_t> out(static_cast<size_t>(rows * cols / 32 * 20));
+  for (int64_t b = 0; b < rows * cols / 32; ++b) {
+    for (int64_t j = 0; j < 32; ++j)
+      if (!std::isfinite(w[b * 32 + j]))
+        fail("cannot quantize a [{}, {}] matrix to q4_1: row {} holds a non-finite weight", rows,
+             cols, b * 32 / cols);
+    quantize_block_q4_1(w + b * 32, out.data() + b * 20);
+  }
+  return out;
+}
+
+}  // namespace
+
+GgufEncoded encode_for_gguf(const QuantScheme& s, const float* w, int64_t rows, int64_t cols,
+                            int64_t ne0) {
+  KLLENS_CHECK(ne0 > 0 && cols % ne0 == 0, "ne0 {} must divide cols {}", ne0, cols);
+  GgufEncoded e;
+  switch (s.format) {
+    case QuantFormat::kBF16: e.type = GgmlType::kBF16; break;
+    case QuantFormat::kF16: e.type = GgmlType::kF16; break;
+    case QuantFormat::kF32: e.type = GgmlType::kF32; break;
+    case QuantFormat::kQ8_0: e.type = GgmlType::kQ8_0; break;
+    case QuantFormat::kQ4_0: e.type = GgmlType::kQ4_0; break;
+    case QuantFormat::kInt: e.type = nearest_block_type(s); break;
+  }
+  if (s.is_keep()) {
+    e.data = keep_bytes(s.format, w, rows, cols);
+    return e;
+  }
+  if (ne0 % 32 != 0) {
+    e.type = GgmlType::kF16;
+    e.fallback = true;
+    e.exact = false;
+    e.reason = fmt::format("row length {} is not a multiple of 32, so no block type can hold it: "
+                           "stored as f16 from the float weights (llama-quantize's fallback for "
+                           "unusual shapes)",
+                           ne0);
+    e.data = keep_bytes(QuantFormat::kF16, w, rows, cols);
+    return e;
+  }
+  if (s.is_block()) {
+    e.data = quantize(s, w, rows, cols).data;
+    return e;
+  }
+  e.fallback = true;
+  const QTensor q = quantize(s, w, rows, cols);
+  if (auto packed = repack_exact(q, e.type)) {
+    e.data = std::move(*packed);
+    e.reason = fmt::format("{} has no ggml type; its codes and scales are repacked into {} blocks "
+                           "with identical values",
+                           s.to_string(), gguf::type_name(e.type));
+    return e;
+  }
+  e.exact = false;
+  e.data = requantize(e.type, w, rows, cols);
+  std::string why;
+  if (q.group_size() % 32 != 0)
+    why = fmt::format("its groups of {} do not line up with blocks of 32", q.group_size());
+  else if (!s.scale_f16)
+    why = "its float32 scales are not float16 values";
+  else if (e.type == GgmlType::kQ4_1)
+    why = "its zero points times scales are not float16 values";
+  else
+    why = "its codes do not fit the block's range";
+  e.reason = fmt::format("{} has no ggml type and {}: re-quantized from the float weights with "
+                         "ggml's {} quantizer (values differ from the scheme's)",
+                         s.to_string(), why, gguf::type_name(e.type));
+  return e;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Layouts
+
+namespace {
+
+std::vector<int64_t> reversed(std::vector<int64_t> v) { return {v.rbegin(), v.rend()}; }
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("{}: cannot open", path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+QuantScheme source_scheme(const Param& p) {
+  switch (p.source_dtype) {
+    case DType::kBF16: return QuantScheme::parse("bf16");
+    case DType::kF16: return QuantScheme::parse("f16");
+    default: return QuantScheme::parse("f32");
+  }
+}
+
+struct Hparams {
+  int64_t d_model = 0, d_inner = 0, d_state = 0, d_conv = 0, dt_rank = 0, n_group = 0,
+          n_layer = 0, n_vocab = 0;
+  float eps = 1e-5f;
+};
+
+// Why llama.cpp cannot hold this Mamba checkpoint ("" when it can), with the hyperparameters
+// read off the tensor shapes (the config's defaults differ between transformers versions; the
+// shapes do not).
+std::string llama_compat(const Model& model, const nlohmann::json& config, bool mamba2, Hparams* h) {
+  const Weights& w = model.weights();
+  for (const auto& p : w.all())
+    if (!llama_tensor(p->name, mamba2))
+      return fmt::format("llama.cpp's {} has no tensor for {}", mamba2 ? "mamba2" : "mamba", p->name);
+  h->n_layer = model.info().n_layers;
+  const Param* embed = w.find("backbone.embeddings.weight");
+  if (!embed) embed = w.find("backbone.embedding.weight");
+  if (!embed || h->n_layer < 1) return "the checkpoint has no embedding or no layers";
+  h->n_vocab = embed->shape[0];
+  h->d_model = embed->shape[1];
+  const std::string p0 = "backbone.layers.0.mixer.";
+  const Param* conv = w.find(p0 + "conv1d.weight");
+  const Param* a = w.find(p0 + "A_log");
+  if (!conv || !a) return "layer 0 has no conv1d or A_log";
+  h->d_conv = conv->shape.back();
+  for (int64_t l = 0; l < h->n_layer; ++l)
+    if (!w.find("backbone.layers." + std::to_string(l) + ".mixer.conv1d.bias"))
+      return fmt::format("llama.cpp's {} requires a conv1d bias (use_conv_bias = false here)",
+                         mamba2 ? "mamba2" : "mamba");
+  if (!mamba2) {
+    h->d_inner = a->shape[0];
+    h->d_state = a->shape[1];
+    h->dt_rank = w.get(p0 + "dt_proj.weight").shape[1];
+  } else {
+    const Param& norm = w.get(p0 + "norm.weight");
+    h->d_inner = norm.shape[0];
+    h->dt_rank = a->shape[0];  // n_head: llama.cpp's ssm.time_step_rank for Mamba-2
+    h->n_group = config.value("n_groups", int64_t{8});
+    const int64_t conv_dim = conv->shape[0];
+    if (h->n_group <= 0 || (conv_dim - h->d_inner) % (2 * h->n_group) != 0 ||
+        h->d_inner % h->n_group != 0)
+      return fmt::format("n_groups = {} does not divide the conv width {} - d_inner {}",
+                         h->n_group, conv_dim, h->d_inner);
+    h->d_state = (conv_dim - h->d_inner) / (2 * h->n_group);
+  }
+  if (h->d_inner != 2 * h->d_model)
+    return fmt::format("llama.cpp supports only d_inner = 2 * d_model (here {} and {})", h->d_inner,
+                       h->d_model);
+  h->eps = static_cast<float>(config.value("layer_norm_epsilon", 1e-5));
+  return "";
+}
+
+}  // namespace
+
+GgufExportResult export_gguf(const Model& model, const SchemeAssignment& assignment,
+                             const std::string& out_path, const GgufExportOptions& options) {
+  const Weights& weights = model.weights();
+  for (const auto& [name, scheme] : assignment) {
+    const Param* p = weights.find(name);
+    if (!p)
+      fail("the plan names {}, which this model ({}, {} layers) does not have", name,
+           model.info().arch, model.info().n_layers);
+    if (!p->is_component())
+      fail("the plan names {}, which is not a quantizable component (a 2+-D *.weight)", name);
+  }
+
+  const std::string folder = model.info().folder;
+  const std::string config_path = (std::filesystem::path(folder) / "config.json").string();
+  const std::string config_text = read_text(config_path);
+  nlohmann::json config;
+  try {
+    config = nlohmann::json::parse(config_text);
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: invalid JSON: {}", config_path, e.what());
+  }
+
+  GgufExportResult res;
+  res.path = out_path;
+  const std::string& arch = model.info().arch;
+  Hparams hp;
+  if (arch == "mamba" || arch == "mamba2") {
+    const std::string why = llama_compat(model, config, arch == "mamba2", &hp);
+    if (why.empty()) {
+      res.llama_cpp_layout = true;
+    } else {
+      res.notes.push_back(fmt::format("written with kllens' own keys (kllens.{}), which llama.cpp "
+                                      "cannot load: {}",
+                                      arch, why));
+    }
+  }
+  const bool llama = res.llama_cpp_layout;
+  const bool mamba2 = arch == "mamba2";
+  res.architecture = llama ? arch : "kllens." + arch;
+
+  gguf::Writer w;
+  w.set("general.architecture", res.architecture);
+  std::filesystem::path folder_path(folder);
+  if (folder_path.filename().empty()) folder_path = folder_path.parent_path();  // "dir/"
+  w.set("general.name", folder_path.filename().string());
+  if (llama) {
+    const std::string& a = arch;
+    w.set(a + ".context_length", uint32_t{1u << 20});  // no limit; what the converter writes
+    w.set(a + ".embedding_length", static_cast<uint32_t>(hp.d_model));
+    w.set(a + ".block_count", static_cast<uint32_t>(hp.n_layer));
+    w.set(a + ".feed_forward_length", uint32_t{0});
+    w.set(a + ".attention.head_count", uint32_t{0});
+    w.set(a + ".ssm.conv_kernel", static_cast<uint32_t>(hp.d_conv));
+    w.set(a + ".ssm.inner_size", static_cast<uint32_t>(hp.d_inner));
+    w.set(a + ".ssm.state_size", static_cast<uint32_t>(hp.d_state));
+    w.set(a + ".ssm.time_step_rank", static_cast<uint32_t>(hp.dt_rank));
+    if (mamba2) w.set(a + ".ssm.group_count", static_cast<uint32_t>(hp.n_group));
+    w.set(a + ".attention.layer_norm_rms_epsilon", hp.eps);
+    if (mamba2 && hp.n_group > 1)
+      res.notes.push_back(fmt::format(
+          "n_groups = {}: llama.cpp normalizes y * silu(z) per group of {} channels (as "
+          "mamba_ssm does), while transformers' Mamba2 (and kllens) normalize over all {} "
+          "channels, so llama.cpp's logits will differ from kllens'",
+          hp.n_group, hp.d_inner / hp.n_group, hp.d_inner));
+    if (mamba2 && config.contains("time_step_limit")) {
+      const auto& lim = config["time_step_limit"];
+      const bool default_limit = lim.is_array() && lim.size() == 2 && lim[0].is_number() &&
+                                 lim[0].get<double>() == 0.0 && !lim[1].is_number();
+      if (!default_limit)
+        res.notes.push_back("time_step_limit is not (0, inf): llama.cpp does not clamp dt");
+    }
+  }
+
+  // Tensors, in the checkpoint table's order.
+  std::map<GgmlType, int64_t> component_params;
+  bool any_quantized = false;
+  for (const auto& pp : weights.all()) {
+    const Param& p = *pp;
+    GgufTensorRecord rec;
+    rec.hf_name = p.name;
+    std::vector<float> values = p.value;
+    std::vector<int64_t> shape = p.shape;
+    LlamaTransform transform = LlamaTransform::kNone;
+    if (llama) {
+      const LlamaTensor t = *llama_tensor(p.name, mamba2);
+      rec.name = t.name;
+      transform = t.transform;
+    } else {
+      rec.name = p.name;
+    }
+    switch (transform) {
+      case LlamaTransform::kNone: break;
+      case LlamaTransform::kNegExp:
+        for (float& v : values) v = -std::exp(v);
+        if (mamba2) shape = {shape[0], 1};
+        break;
+      case LlamaTransform::kSqueezeConv: shape = {shape[0], shape.back()}; break;
+      case LlamaTransform::kColumn: shape = {shape[0], 1}; break;
+      case LlamaTransform::kGroupNorm: shape = {hp.n_group, shape[0] / hp.n_group}; break;
+    }
+    rec.ne = reversed(shape);
+
+    if (!p.is_component()) {
+      rec.type = GgmlType::kF32;
+      w.add_tensor(rec.name, rec.ne, rec.type, f32_bytes(values.data(), p.numel()));
+    } else {
+      auto it = assignment.find(p.name);
+      const bool assigned = it != assignment.end();
+      const QuantScheme scheme = assigned ? it->second : source_scheme(p);
+      rec.scheme = scheme.to_string();
+      w.set("kllens.scheme." + rec.name, rec.scheme);
+      const int64_t rows = p.rows(), cols = p.cols();
+      if (llama && p.role == Role::kConv1d) {
+        // llama.cpp's CPU ssm_conv reads F32 only: store the scheme's values in F32.
+        if (assigned && scheme.format != QuantFormat::kF32) {
+          if (scheme.supports(cols)) fake_quantize(scheme, values.data(), rows, cols);
+          res.fallbacks.push_back({rec.name, rec.scheme, "f32", scheme.supports(cols),
+                                   scheme.supports(cols)
+                                       ? "llama.cpp's ssm_conv needs f32: the scheme's "
+                                         "fake-quantized values are stored as f32"
+                                       : "llama.cpp's ssm_conv needs f32 and the scheme cannot "
+                                         "hold this row length: the float weights are stored"});
+        }
+        rec.type = GgmlType::kF32;
+        w.add_tensor(rec.name, rec.ne, rec.type, f32_bytes(values.data(), p.numel()));
+      } else {
+        GgufEncoded e = encode_for_gguf(scheme, values.data(), rows, cols, rec.ne[0]);
+        if (e.fallback)
+          res.fallbacks.push_back({rec.name, rec.scheme, std::string(gguf::type_name(e.type)),
+                                   e.exact, e.reason});
+        rec.type = e.type;
+        w.add_tensor(rec.name, rec.ne, rec.type, std::move(e.data));
+      }
+      if (p.role != Role::kConv1d) component_params[rec.type] += p.numel();
+      if (rec.type == GgmlType::kQ8_0 || rec.type == GgmlType::kQ4_0 || rec.type == GgmlType::kQ4_1)
+        any_quantized = true;
+    }
+    rec.bytes = gguf::tensor_bytes(rec.type, rec.ne);
+    res.tensors.push_back(std::move(rec));
+  }
+
+  GgmlType dominant = GgmlType::kF32;
+  int64_t most = -1;
+  for (const auto& [type, n] : component_params)
+    if (n > most) {
+      most = n;
+      dominant = type;
+    }
+  res.file_type = llama_file_type(dominant);
+  w.set("general.file_type", res.file_type);
+  if (any_quantized) w.set("general.quantization_version", uint32_t{2});
+
+  std::string tok_path = options.tokenizer_json;
+  if (tok_path.empty()) {
+    const auto candidate = std::filesystem::path(folder) / "tokenizer.json";
+    if (std::filesystem::exists(candidate)) tok_path = candidate.string();
+  }
+  if (!tok_path.empty()) {
+    const GgufVocab vocab = read_gguf_vocab(tok_path, model.info().vocab, config);
+    add_vocab_keys(w, vocab);
+    res.vocab_tokens = static_cast<int64_t>(vocab.tokens.size());
+    for (const auto& n : vocab.notes) res.notes.push_back("tokenizer: " + n);
+  } else {
+    res.notes.push_back(fmt::format("{} has no tokenizer.json: the file has no tokenizer keys, "
+                                    "which llama.cpp needs to load it",
+                                    folder));
+  }
+
+  w.set("kllens.format_version", uint32_t{1});
+  w.set("kllens.hf_config", config_text);
+  w.write(out_path);
+  res.file_bytes = std::filesystem::file_size(out_path);
+  return res;
+}
+
+}  // namespace kllens

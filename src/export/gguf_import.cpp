@@ -1,0 +1,105 @@
+#include "export/gguf_import.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include "core/error.h"
+#include "export/llama_names.h"
+#include "io/gguf.h"
+#include "io/hf_config.h"
+#include "io/safetensors.h"
+#include "models/model.h"
+
+namespace kllens {
+
+namespace {
+
+// Removes the temporary model folder however loading ends.
+struct TempDir {
+  std::filesystem::path path;
+  TempDir() {
+    static std::atomic<int> counter{0};
+    path = std::filesystem::temp_directory_path() /
+           ("kllens-gguf-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
+    std::filesystem::remove_all(path);
+    std::filesystem::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Model> load_gguf_model(const std::string& path) {
+  const gguf::File file(path);
+  const gguf::Value* cfg = file.find("kllens.hf_config");
+  if (!cfg || !cfg->get_if<std::string>())
+    fail("{}: no kllens.hf_config string: only GGUF files written by `kllens quantize` can be "
+         "loaded",
+         path);
+  const std::string& config_text = *cfg->get_if<std::string>();
+  nlohmann::json config_json;
+  try {
+    config_json = nlohmann::json::parse(config_text);
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: kllens.hf_config is not valid JSON: {}", path, e.what());
+  }
+  const HfConfig config = HfConfig::from_json(config_json, path + " (kllens.hf_config)");
+  const std::string arch = file.get_as<std::string>("general.architecture");
+  const std::string type = config.model_type();
+  const bool llama_layout = arch == type;
+  if (!llama_layout && arch != "kllens." + type)
+    fail("{}: general.architecture '{}' does not match the stored config's model_type '{}'", path,
+         arch, type);
+  const bool mamba2 = type == "mamba2";
+
+  std::map<std::string, OwnedTensor> tensors;
+  for (const TensorSpec& spec : tensor_specs(config)) {
+    std::string name = spec.name;
+    LlamaTransform transform = LlamaTransform::kNone;
+    if (llama_layout) {
+      const auto t = llama_tensor(spec.name, mamba2);
+      if (!t) fail("{}: the {} layout has no tensor for {}", path, arch, spec.name);
+      name = t->name;
+      transform = t->transform;
+    }
+    const gguf::TensorInfo* info = file.find_tensor(name);
+    if (!info) {
+      if (spec.optional) continue;
+      fail("{}: tensor '{}' (for {}) is missing", path, name, spec.name);
+    }
+    int64_t numel = 1;
+    for (int64_t d : spec.shape) numel *= d;
+    if (info->numel() != numel)
+      fail("{}: tensor '{}' has {} elements but {} needs {}", path, name, info->numel(), spec.name,
+           numel);
+    std::vector<float> values(static_cast<size_t>(numel));
+    try {
+      gguf::to_f32(info->type, info->data, numel, values.data());
+    } catch (const Error& e) {
+      fail("{}: tensor '{}': {}", path, name, e.what());
+    }
+    if (transform == LlamaTransform::kNegExp)
+      for (float& v : values) v = std::log(-v);  // ssm_a = -exp(A_log)
+    tensors[spec.name] = make_f32_tensor(spec.shape, values);
+  }
+
+  TempDir dir;
+  {
+    std::ofstream out(dir.path / "config.json", std::ios::binary);
+    out << config_text;
+    if (!out) fail("{}: cannot write", (dir.path / "config.json").string());
+  }
+  write_safetensors((dir.path / "model.safetensors").string(), tensors);
+  tensors.clear();
+  return load_model(dir.path.string());
+}
+
+}  // namespace kllens

@@ -1,0 +1,36 @@
+// llama.cpp's tokenizer keys from a Hugging Face tokenizer.json (BPE, byte-level), as its
+// converter's _set_vocab_gpt2 writes them: tokenizer.ggml.model = "gpt2", tokens by id, token
+// types (1 normal, 3 control = special added token, 4 user-defined = other added token,
+// 5 unused = "[PAD<i>]" filler up to the embedding's row count), merges as "a b" strings, and the
+// special ids.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "io/gguf.h"
+
+namespace kllens {
+
+struct GgufVocab {
+  std::vector<std::string> tokens;
+  std::vector<int32_t> token_types;
+  std::vector<std::string> merges;
+  std::optional<uint32_t> bos, eos, pad, unk;
+  bool add_bos = false;
+  std::string pre;                 // tokenizer.ggml.pre; empty: not written
+  std::vector<std::string> notes;  // what llama.cpp will do differently
+};
+
+// n_vocab: rows of the embedding (the token list is padded to it, as llama.cpp requires
+// tokens.size() == token_embd ne[1]). config: the model's config.json, for bos/eos/pad ids.
+// Throws Error for a tokenizer.json that is not byte-level BPE or has more ids than n_vocab.
+GgufVocab read_gguf_vocab(const std::string& tokenizer_json, int64_t n_vocab,
+                          const nlohmann::json& config);
+
+void add_vocab_keys(gguf::Writer& writer, const GgufVocab& vocab);
+
+}  // namespace kllens

@@ -1,0 +1,113 @@
+// `kllens quantize`: the command end to end on the demo Mamba model, and its bad-input paths.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "io/gguf.h"
+#include "plan/plan_io.h"
+#include "test_util.h"
+
+namespace kllens {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+class QuantizeCliTest : public ::testing::Test {
+ protected:
+  void SetUp() override { dir_ = test::fresh_temp_dir("quantize-cli"); }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string path(const std::string& name) { return (dir_ / name).string(); }
+  static void expect_error(const test::CliResult& r, int code, const std::string& part) {
+    EXPECT_FALSE(r.signaled);
+    EXPECT_EQ(r.exit_code, code) << r.err;
+    EXPECT_EQ(r.err.rfind("error: ", 0), 0u) << r.err;
+    EXPECT_NE(r.err.find(part), std::string::npos) << r.err;
+  }
+  fs::path dir_;
+  const std::string model_ = test::repo_path("data/models/demo-mamba");
+};
+
+TEST_F(QuantizeCliTest, UniformJson) {
+  const auto r = test::run_cli({"quantize", model_, "--uniform", "q8_0", "--out", path("u.gguf"),
+                                "--json", "--threads", "1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json j = json::parse(r.out);
+  EXPECT_EQ(j["layout"], "llama.cpp");
+  EXPECT_EQ(j["architecture"], "mamba");
+  EXPECT_EQ(j["file_bytes"].get<uint64_t>(), fs::file_size(path("u.gguf")));
+  gguf::File f(path("u.gguf"));
+  EXPECT_EQ(j["tensors"].size(), f.tensors().size());
+  for (const auto& t : j["tensors"])
+    EXPECT_EQ(t["type"], std::string(gguf::type_name(f.tensor(t["name"]).type)));
+  // dt_proj rows (dt_rank elements) cannot be q8_0: one fallback per layer, to f16.
+  const int64_t layers = json::parse(test::read_file(model_ + "/config.json"))["num_hidden_layers"];
+  int dt = 0;
+  for (const auto& fb : j["fallbacks"])
+    if (fb["tensor"].get<std::string>().find("ssm_dt.weight") != std::string::npos) {
+      EXPECT_EQ(fb["stored"], "f16");
+      ++dt;
+    }
+  EXPECT_EQ(dt, layers);
+  EXPECT_EQ(f.tensor("blk.0.ssm_conv1d.weight").type, gguf::GgmlType::kF32);
+}
+
+TEST_F(QuantizeCliTest, PlanFilesAndTable) {
+  // A plan as `kllens plan` writes it...
+  Plan plan;
+  plan.method = "greedy";
+  plan.metric = "kl";
+  plan.components["backbone.layers.0.mixer.in_proj.weight"] = "q4_0";
+  plan.components["backbone.layers.1.mixer.out_proj.weight"] = "int4:g32";
+  write_plan_json(path("plan.json"), plan);
+  auto r = test::run_cli({"quantize", model_, "--plan", path("plan.json"), "--out", path("p.gguf")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("blk.0.ssm_in.weight"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("fallback"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("wrote " + path("p.gguf")), std::string::npos) << r.out;
+  gguf::File f(path("p.gguf"));
+  EXPECT_EQ(f.tensor("blk.0.ssm_in.weight").type, gguf::GgmlType::kQ4_0);
+  EXPECT_EQ(f.tensor("blk.1.ssm_out.weight").type, gguf::GgmlType::kQ4_0);
+  EXPECT_EQ(f.tensor("blk.1.ssm_in.weight").type, gguf::GgmlType::kBF16);
+
+  // ...and a hand-written one holding only the components.
+  test::write_file(path("hand.json"),
+                   R"({"components": {"backbone.layers.2.mixer.x_proj.weight": "q8_0"}})");
+  r = test::run_cli({"quantize", model_, "--plan", path("hand.json"), "--out", path("h.gguf")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(gguf::File(path("h.gguf")).tensor("blk.2.ssm_x.weight").type, gguf::GgmlType::kQ8_0);
+}
+
+TEST_F(QuantizeCliTest, BadInput) {
+  expect_error(test::run_cli({"quantize", model_, "--out", path("x.gguf")}), 2, "--plan");
+  expect_error(test::run_cli({"quantize", model_, "--uniform", "q8_0", "--plan", path("p.json"),
+                              "--out", path("x.gguf")}),
+               2, "excludes");
+  expect_error(test::run_cli({"quantize", model_, "--uniform", "int9", "--out", path("x.gguf")}),
+               2, "int9");
+  expect_error(test::run_cli({"quantize", model_, "--uniform", "q8_0"}), 2, "--out");
+  expect_error(test::run_cli({"quantize", path("no-model"), "--uniform", "q8_0", "--out",
+                              path("x.gguf")}),
+               1, "no-model");
+  test::write_file(path("bad.json"),
+                   R"({"components": {"backbone.layers.99.mixer.in_proj.weight": "q8_0"}})");
+  expect_error(test::run_cli({"quantize", model_, "--plan", path("bad.json"), "--out", path("x.gguf")}),
+               1, "layers.99");
+  test::write_file(path("bad2.json"), R"({"components": {"lm_head.weight": "int99"}})");
+  expect_error(test::run_cli({"quantize", model_, "--plan", path("bad2.json"), "--out", path("x.gguf")}),
+               1, "int99");
+  test::write_file(path("bad3.json"), "[1, 2");
+  expect_error(test::run_cli({"quantize", model_, "--plan", path("bad3.json"), "--out", path("x.gguf")}),
+               1, "invalid JSON");
+  expect_error(test::run_cli({"quantize", model_, "--uniform", "q8_0", "--out",
+                              path("missing-dir/x.gguf")}),
+               1, "missing-dir");
+  EXPECT_FALSE(fs::exists(path("x.gguf")));
+  const auto help = test::run_cli({"quantize", "--help"});
+  EXPECT_EQ(help.exit_code, 0);
+  EXPECT_NE(help.out.find("--uniform"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace kllens
