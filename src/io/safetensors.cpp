@@ -1,5 +1,8 @@
 #include "io/safetensors.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -24,6 +27,15 @@ std::vector<float> TensorView::to_f32() const {
   std::vector<float> out(static_cast<size_t>(numel()));
   convert_to_f32(dtype, data, out.size(), out.data());
   return out;
+}
+
+void TensorView::release_pages() const {
+  if (!data || nbytes == 0) return;
+  const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  // Only whole pages inside the tensor: a page shared with a neighbour stays.
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + page - 1) / page * page;
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + nbytes) / page * page;
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
 
 std::string shape_str(std::span<const int64_t> shape) {

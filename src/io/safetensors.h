@@ -28,6 +28,9 @@ struct TensorView {
   int64_t numel() const;
   // Converts a floating tensor to float32 (throws Error for non-floating dtypes).
   std::vector<float> to_f32() const;
+  // Drops this tensor's mapped pages from the resident set once it has been converted, so
+  // loading never holds the file's pages and the float32 copies of the whole model at once.
+  void release_pages() const;
 };
 
 std::string shape_str(std::span<const int64_t> shape);

@@ -77,6 +77,7 @@ Weights Weights::load(const TensorStore& store, const std::vector<TensorSpec>& s
     p->shape = spec.shape;
     p->source_dtype = view->dtype;
     p->value = view->to_f32();
+    view->release_pages();
     w.params_.push_back(std::move(p));
   }
   for (const auto& name : store.names())
