@@ -12,7 +12,7 @@
 namespace kllens::cli {
 
 void ThreadsOption::add(CLI::App* app) {
-  app->add_option("--threads", threads, "worker threads (default: all cores)")
+  app->add_option("--threads", threads, "worker threads (default: OMP_NUM_THREADS if set, else all cores)")
       ->check(CLI::Range(0, 1024));
 }
 

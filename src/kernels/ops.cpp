@@ -5,6 +5,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <thread>
 
 namespace kllens {
@@ -14,7 +15,10 @@ int g_threads = 0;
 }
 
 void set_num_threads(int n) {
-  if (n <= 0) n = static_cast<int>(std::thread::hardware_concurrency());
+  // 0 = the OpenMP default: OMP_NUM_THREADS when set (scripts/test runs tests single-threaded
+  // side by side), else every core.
+  if (n <= 0) n = std::getenv("OMP_NUM_THREADS") ? omp_get_max_threads()
+                                                  : static_cast<int>(std::thread::hardware_concurrency());
   if (n <= 0) n = 1;
   g_threads = n;
   omp_set_num_threads(n);
