@@ -196,12 +196,7 @@ class LlamaModel : public Model {
 
  private:
   void embed(std::span<const int32_t> ids, ForwardState& s) const {
-    const int64_t H = cfg_.hidden;
-    s.rows = static_cast<int64_t>(ids.size());
-    s.hidden.resize(static_cast<size_t>(s.rows * H));
-    for (int64_t t = 0; t < s.rows; ++t)
-      std::copy_n(embed_->data() + ids[t] * H, H, s.hidden.data() + t * H);
-    s.next_layer = 0;
+    embed_tokens(*embed_, ids, s);
   }
 
   void head(const float* hidden, int64_t T, float* logits) const {

@@ -131,6 +131,15 @@ int64_t Weights::total_params() const {
   return n;
 }
 
+void embed_tokens(const Param& table, std::span<const int32_t> ids, ForwardState& state) {
+  const int64_t D = table.cols();
+  state.rows = static_cast<int64_t>(ids.size());
+  state.hidden.resize(static_cast<size_t>(state.rows * D));
+  for (int64_t t = 0; t < state.rows; ++t)
+    std::copy_n(table.data() + ids[t] * D, D, state.hidden.data() + t * D);
+  state.next_layer = 0;
+}
+
 std::vector<float> Model::forward(std::span<const int32_t> ids) const {
   auto state = start(ids);
   for (int l = 0; l < static_cast<int>(info_.n_layers); ++l) run_layer(l, *state);

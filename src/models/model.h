@@ -131,6 +131,10 @@ class DecodeState {
   int64_t position = 0;  // tokens consumed so far
 };
 
+// state.hidden {ids, d} = rows of the embedding table {vocab, d}; rows = ids; next_layer = 0.
+// Ids must already be checked against the vocabulary (Model::check_ids).
+void embed_tokens(const Param& table, std::span<const int32_t> ids, ForwardState& state);
+
 class Model {
  public:
   virtual ~Model() = default;
