@@ -153,7 +153,7 @@ void add_analyze(CLI::App& app) {
     const fs::path dir(o->out);
     const std::string sens_path = (dir / "sensitivity.json").string();
 
-    auto model = open_model(o->model);
+    auto model = open_float_model(o->model, "analyze");
     const auto calib = load_calibration(o->model, o->calib, o->ctx, o->windows);
     if (calib.windows.empty()) fail("{}: too short for one window of {} tokens", o->calib, o->ctx);
     const auto evalset = load_calibration(o->model, o->eval, o->eval_ctx, o->eval_windows);

@@ -1,12 +1,16 @@
 // synth: random-weight checkpoints of real configurations. bench: speed and memory.
 #include <chrono>
+#include <optional>
 #include <iostream>
 
 #include "cli/common.h"
 #include "core/error.h"
 #include "eval/bench.h"
+#include "eval/packed_model.h"
+#include "plan/plan_io.h"
 #include "kernels/ops.h"
 #include "models/synth.h"
+#include "quant/qmatmul.h"
 
 namespace kllens::cli {
 
@@ -36,31 +40,75 @@ void add_synth(CLI::App& app) {
 
 void add_bench(CLI::App& app) {
   struct Opts {
-    std::string model;
+    std::string model, plan, uniform;
     BenchOptions bench;
-    bool json = false;
+    bool json = false, no_bandwidth = false;
     ThreadsOption threads;
   };
   auto o = std::make_shared<Opts>();
-  auto* cmd = app.add_subcommand("bench", "prefill/decode tokens per second, decode latency, peak memory");
-  cmd->add_option("MODEL", o->model, "model folder")->required();
+  auto* cmd = app.add_subcommand(
+      "bench",
+      "prefill/decode tokens per second, decode latency, memory, and the bandwidth arithmetic "
+      "(weight bytes per decoded token / measured read bandwidth)");
+  cmd->add_option("MODEL", o->model,
+                  "Hugging Face model folder, or a GGUF file from `kllens quantize` (runs on its "
+                  "packed weights)")
+      ->required();
+  auto* plan_opt = cmd->add_option("--plan", o->plan,
+                                   "pack a folder's model with this plan in memory first (no file)");
+  auto* uni_opt = cmd->add_option("--uniform", o->uniform,
+                                  "pack every component except conv1d with one scheme in memory first");
+  plan_opt->excludes(uni_opt);
+  cmd->add_flag("--no-bandwidth", o->no_bandwidth,
+                "skip the read-bandwidth measurement (512 MiB, about a second)");
   cmd->add_option("--prompt", o->bench.prompt, "prefill tokens")->capture_default_str()->check(CLI::Range(0, 1 << 20));
   cmd->add_option("--gen", o->bench.gen, "decode steps")->capture_default_str()->check(CLI::Range(0, 1 << 20));
   cmd->add_option("--runs", o->bench.runs, "repetitions (median and spread reported)")->capture_default_str()->check(CLI::Range(1, 1000));
   cmd->add_flag("--json", o->json, "machine-readable output");
   o->threads.add(cmd);
-  cmd->callback([o] {
+  cmd->callback([o, plan_opt, uni_opt] {
     o->threads.apply();
+    if ((plan_opt->count() || uni_opt->count()) && is_gguf_path(o->model))
+      throw UsageError("--plan/--uniform pack a float model; a GGUF file is already packed");
+    std::optional<Plan> plan;
+    std::optional<QuantScheme> uniform;
+    if (plan_opt->count()) plan = read_plan_json(o->plan);
+    if (uni_opt->count()) uniform = QuantScheme::parse(o->uniform);
     const auto t0 = std::chrono::steady_clock::now();
     auto model = open_model(o->model);
+    std::string packing = is_gguf_path(o->model) ? "GGUF file" : "float32 (as loaded)";
+    if (plan || uniform) {
+      SchemeAssignment assignment;
+      if (plan) {
+        for (const auto& [name, sch] : plan->components) assignment[name] = QuantScheme::parse(sch);
+        packing = "plan " + o->plan;
+      } else {
+        assignment = uniform_assignment(*model, *uniform, false);
+        packing = "uniform " + uniform->to_string();
+      }
+      const PackResult pr = pack_model(*model, assignment);
+      packing += fmt::format(" ({} matrices packed, {} fake-quantized)", pr.packed, pr.fake_quantized);
+    }
     const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const size_t rss_loaded = current_rss_bytes();
+    const int64_t weight_bytes = resident_weight_bytes(model->weights());
+    const int64_t token_bytes = decode_bytes_per_token(*model);
     const auto r = run_bench(*model, o->bench);
     const size_t peak = peak_rss_bytes();
     const size_t disk = path_bytes(o->model);
+    // After the peak RSS is read: the measurement's buffer is not the model's memory.
+    const double bandwidth = o->no_bandwidth ? 0.0 : measure_read_bandwidth(num_threads());
+    const double ceiling = bandwidth > 0 ? bandwidth * 1e9 / static_cast<double>(token_bytes) : 0.0;
+    const double achieved_gbs = r.decode.median * static_cast<double>(token_bytes) / 1e9;
     if (o->json) {
       print_json({{"model", o->model}, {"arch", model->info().arch}, {"threads", num_threads()},
-                  {"bytes_on_disk", disk}, {"load_seconds", load_s}, {"rss_after_load", rss_loaded},
+                  {"weights", packing}, {"isa", std::string(isa_name(qmatmul_isa()))},
+                  {"bytes_on_disk", disk}, {"weight_bytes_in_memory", weight_bytes},
+                  {"decode_bytes_per_token", token_bytes},
+                  {"read_bandwidth_gbs", bandwidth > 0 ? nlohmann::json(bandwidth) : nlohmann::json()},
+                  {"decode_ceiling_tps", ceiling > 0 ? nlohmann::json(ceiling) : nlohmann::json()},
+                  {"decode_gbs", achieved_gbs},
+                  {"load_seconds", load_s}, {"rss_after_load", rss_loaded},
                   {"peak_rss", peak}, {"prompt", o->bench.prompt}, {"gen", o->bench.gen},
                   {"runs", o->bench.runs},
                   {"prefill_tps", {{"median", r.prefill.median}, {"min", r.prefill.min}, {"max", r.prefill.max}, {"runs", r.prefill_tps}}},
@@ -69,7 +117,9 @@ void add_bench(CLI::App& app) {
                   {"decode_state_bytes", {{"after_first", r.decode_state_bytes_start}, {"after_last", r.decode_state_bytes_end}}}});
       return;
     }
-    std::cout << fmt::format("model          {} ({}), {} threads\n", o->model, model->info().arch, num_threads());
+    std::cout << fmt::format("model          {} ({}), {} threads, {} kernels\n", o->model,
+                             model->info().arch, num_threads(), isa_name(qmatmul_isa()));
+    std::cout << fmt::format("weights        {}: {:.1f} MB in memory\n", packing, weight_bytes / 1e6);
     std::cout << fmt::format("on disk        {:.1f} MB; load {:.2f} s; RSS after load {:.1f} MB; peak RSS {:.1f} MB\n",
                              disk / 1e6, load_s, rss_loaded / 1e6, peak / 1e6);
     if (o->bench.prompt > 0)
@@ -79,6 +129,12 @@ void add_bench(CLI::App& app) {
       std::cout << fmt::format("decode         {:.1f} tok/s median ({:.1f}..{:.1f}) over {} runs of {} tokens\n",
                                r.decode.median, r.decode.min, r.decode.max, o->bench.runs, o->bench.gen);
       std::cout << fmt::format("token latency  median {:.2f} ms, p90 {:.2f} ms\n", r.latency.median, r.latency_p90_ms);
+      if (bandwidth > 0)
+        std::cout << fmt::format(
+            "bandwidth      {:.1f} MB of weights per token x {:.1f} tok/s = {:.1f} GB/s, {:.0f}% of "
+            "the {:.1f} GB/s measured read bandwidth (ceiling {:.1f} tok/s)\n",
+            token_bytes / 1e6, r.decode.median, achieved_gbs, 100.0 * achieved_gbs / bandwidth,
+            bandwidth, ceiling);
       std::cout << fmt::format("decode state   {:.2f} MB after 1 token, {:.2f} MB after {}\n",
                                r.decode_state_bytes_start / 1e6, r.decode_state_bytes_end / 1e6, o->bench.gen);
     }

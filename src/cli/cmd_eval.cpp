@@ -1,5 +1,6 @@
 // eval: a plan (or one scheme everywhere) applied by fake quantization, compared with the
 // full-precision model on a text.
+#include <filesystem>
 #include <iostream>
 #include <optional>
 
@@ -12,7 +13,7 @@ namespace kllens::cli {
 
 void add_eval(CLI::App& app) {
   struct Opts {
-    std::string model, plan, uniform, text;
+    std::string model, plan, uniform, text, reference;
     int64_t ctx = 512, windows = 0;
     bool uniform_all = false, json = false;
     ThreadsOption threads;
@@ -22,7 +23,13 @@ void add_eval(CLI::App& app) {
       "eval",
       "apply a plan (or one scheme to every component) by fake quantization and compare with the "
       "full-precision model: perplexity, KL(P_fp || P_q), top-1 agreement, size");
-  cmd->add_option("MODEL", o->model, "Hugging Face model folder (with tokenizer.json)")->required();
+  cmd->add_option("MODEL", o->model,
+                  "Hugging Face model folder (with tokenizer.json), or a GGUF file from `kllens "
+                  "quantize` (then --reference names its float model)")
+      ->required();
+  cmd->add_option("--reference", o->reference,
+                  "with a GGUF MODEL: the Hugging Face folder it was made from, the full-precision "
+                  "side of the comparison (the file runs on its packed weights)");
   auto* plan_opt = cmd->add_option("--plan", o->plan, "PLAN.json written by `kllens plan`");
   auto* uni_opt = cmd->add_option("--uniform", o->uniform,
                                   "one scheme for every component except conv1d (which stays bf16)");
@@ -41,6 +48,17 @@ void add_eval(CLI::App& app) {
     std::optional<QuantScheme> uniform;
     if (plan_opt->count()) plan = read_plan_json(o->plan);
     if (uni_opt->count()) uniform = QuantScheme::parse(o->uniform);
+    const bool gguf = is_gguf_path(o->model);
+    if (gguf && (plan || uniform))
+      throw CLI::ValidationError("--plan/--uniform", "MODEL is a GGUF file, already quantized: "
+                                                     "compare it with --reference FOLDER instead");
+    if (gguf && o->reference.empty())
+      throw CLI::ValidationError("--reference", "a GGUF MODEL is compared with its float model: "
+                                                "give --reference FOLDER");
+    if (!gguf && !o->reference.empty())
+      throw CLI::ValidationError("--reference", "only with a GGUF MODEL");
+    std::unique_ptr<Model> reference;
+    if (gguf) reference = open_model(o->reference);
     auto model = open_model(o->model);
 
     SchemeAssignment assignment;
@@ -64,11 +82,20 @@ void add_eval(CLI::App& app) {
                                     unsupported.size(), uniform->to_string(), list));
       }
       source = {{"uniform", uniform->to_string()}, {"include_conv1d", o->uniform_all}};
+    } else if (gguf) {
+      source = {{"gguf", o->model}, {"reference", o->reference}};
     } else {
       source = {{"full_precision", true}};
     }
     const auto calib = load_calibration(o->model, o->text, o->ctx, o->windows);
-    const QuantEvalResult r = evaluate_quantized(*model, assignment, calib.windows, !o->json);
+    QuantEvalResult r;
+    if (gguf) {
+      r = evaluate_models(*reference, *model, calib.windows, !o->json);
+      r.bytes = static_cast<int64_t>(std::filesystem::file_size(o->model));
+      r.bits_per_weight = 8.0 * static_cast<double>(r.bytes) / static_cast<double>(r.params);
+    } else {
+      r = evaluate_quantized(*model, assignment, calib.windows, !o->json);
+    }
     const LogitResults& l = r.logits;
 
     if (o->json) {
@@ -108,7 +135,8 @@ void add_eval(CLI::App& app) {
         "text       {}: {} windows of {} tokens, {} scored\n"
         "size       {:.2f} MB = {:.4f} bits per weight ({:.1f}% of bf16)\n",
         o->model, model->info().arch, model->info().n_layers, r.params,
-        plan ? fmt::format("plan {} ({}, {}): {} of {} named components changed", o->plan,
+        gguf ? fmt::format("GGUF file on its packed weights, compared with {}", o->reference)
+        : plan ? fmt::format("plan {} ({}, {}): {} of {} named components changed", o->plan,
                            plan->method, plan->metric, r.changed.size(), plan->components.size())
         : uniform ? fmt::format("uniform {}: {} components changed", uniform->to_string(), r.changed.size())
                   : std::string("full precision"),

@@ -129,7 +129,7 @@ void add_frontier(CLI::App& app) {
       throw UsageError("--greedy-text and --fixed-base apply with --greedy only");
 
     const SensitivityReport sens = read_sensitivity_json(o->sens);
-    auto model = open_model(o->model);
+    auto model = open_float_model(o->model, "frontier");
     const auto text = load_calibration(o->model, o->text, o->ctx, o->windows);
     if (text.windows.empty())
       fail("{}: too short for one window of {} tokens", o->text, o->ctx);

@@ -30,7 +30,7 @@ void add_inspect(CLI::App& app) {
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand("inspect", "architecture, layers, components, parameter counts and sizes");
-  cmd->add_option("MODEL", o->model, "Hugging Face model folder")->required();
+  cmd->add_option("MODEL", o->model, "Hugging Face model folder, or a GGUF file from `kllens quantize`")->required();
   cmd->add_flag("--json", o->json, "machine-readable output");
   cmd->callback([o] {
     auto model = open_model(o->model);
@@ -49,7 +49,8 @@ void add_inspect(CLI::App& app) {
       comps.push_back({{"name", p->name}, {"role", role_name(p->role)}, {"layer", p->layer},
                        {"shape", p->shape}, {"params", p->numel()}, {"tied_head", p->tied_head},
                        {"bytes_bf16", bytes_as(*p, bf16)}, {"bytes_int8_g32", bytes_as(*p, int8)},
-                       {"bytes_int4_g32", bytes_as(*p, int4)}});
+                       {"bytes_int4_g32", bytes_as(*p, int4)},
+                       {"stored", p->packed ? p->packed->scheme.to_string() : "f32"}});
     }
     const int64_t total = model->weights().total_params();
     if (o->json) {
@@ -71,17 +72,17 @@ void add_inspect(CLI::App& app) {
     std::cout << fmt::format("parameters   {} ({} in {} components)\n\n", total, comp_params, comps.size());
     for (size_t l = 0; l < info.layer_kinds.size(); ++l)
       std::cout << fmt::format("  layer {:>3}  {}\n", l, info.layer_kinds[l]);
-    std::cout << fmt::format("\n{:<52} {:<12} {:<18} {:>12} {:>10} {:>10} {:>10}\n", "component", "role",
-                             "shape", "params", "bf16", "int8:g32", "int4:g32");
+    std::cout << fmt::format("\n{:<52} {:<12} {:<18} {:>12} {:>10} {:>10} {:>10} {:>8}\n", "component", "role",
+                             "shape", "params", "bf16", "int8:g32", "int4:g32", "in memory");
     for (const auto& c : comps) {
       std::string role = c["role"].get<std::string>();
       if (c["tied_head"].get<bool>()) role += "+head";
-      std::cout << fmt::format("{:<52} {:<12} {:<18} {:>12} {:>10} {:>10} {:>10}\n",
+      std::cout << fmt::format("{:<52} {:<12} {:<18} {:>12} {:>10} {:>10} {:>10} {:>8}\n",
                                c["name"].get<std::string>(), role,
                                shape_str(c["shape"].get<std::vector<int64_t>>()),
                                c["params"].get<int64_t>(), human(c["bytes_bf16"].get<double>()),
                                human(c["bytes_int8_g32"].get<double>()),
-                               human(c["bytes_int4_g32"].get<double>()));
+                               human(c["bytes_int4_g32"].get<double>()), c["stored"].get<std::string>());
     }
     std::cout << fmt::format("\nmodel size (components at the scheme, other tensors bf16):\n"
                              "  BF16            {:>12}  ({:.2f} bits/param)\n"

@@ -184,7 +184,7 @@ void add_plan(CLI::App& app) {
           rep.exact ? "exact: no rounding" : fmt::format("rounded; optimal among plans up to {} bytes below the budget", rep.slack_bytes),
           problem.metric, rep.lower_bound, cost);
     } else if (greedy) {
-      auto model = open_model(o->model);
+      auto model = open_float_model(o->model, "plan");
       if (model->weights().total_params() != problem.total_params)
         fail("{} has {} parameters, but the sensitivity file was measured on a model with {}",
              o->model, model->weights().total_params(), problem.total_params);

@@ -83,6 +83,8 @@ void add_quantize(CLI::App& app) {
     std::optional<QuantScheme> uniform;
     if (plan_opt->count()) plan = read_components(o->plan);
     if (uni_opt->count()) uniform = QuantScheme::parse(o->uniform);
+    if (is_gguf_path(o->model))
+      fail("{}: quantize reads a Hugging Face model folder; this is already a GGUF file", o->model);
     auto model = open_model(o->model);
 
     SchemeAssignment assignment;

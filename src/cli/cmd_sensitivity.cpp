@@ -111,7 +111,7 @@ SENS.json:
     options.cache_budget_bytes = o->cache_mb << 20;
     options.journal_path = o->out + ".journal";
     options.resume = o->resume;
-    auto model = open_model(o->model);
+    auto model = open_float_model(o->model, "sensitivity");
     const auto calib = load_calibration(o->model, o->calib, o->ctx, o->windows);
     SensitivityReport report;
     report.model = model_description(o->model, *model);

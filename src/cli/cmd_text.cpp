@@ -18,12 +18,15 @@ void add_tokenize(CLI::App& app) {
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand("tokenize", "token ids of a text file with a tokenizer.json");
-  cmd->add_option("TOKENIZER_JSON", o->tokenizer, "Hugging Face tokenizer.json")->required();
+  cmd->add_option("TOKENIZER", o->tokenizer,
+                  "Hugging Face tokenizer.json, a model folder holding one, or a GGUF file from "
+                  "`kllens quantize` (its embedded tokenizer.json)")
+      ->required();
   cmd->add_option("--text", o->text, "text file (UTF-8)")->required();
   cmd->add_option("--out", o->out, "output safetensors file (int32 tensor 'ids')")->required();
   cmd->add_flag("--add-special-tokens", o->special, "apply the tokenizer's post-processor (e.g. BOS)");
   cmd->callback([o] {
-    const auto tok = Tokenizer::load(o->tokenizer);
+    const auto tok = load_tokenizer(o->tokenizer);
     const auto ids = tok.encode(read_text_file(o->text), o->special);
     write_safetensors(o->out, {{"ids", make_i32_tensor({static_cast<int64_t>(ids.size())}, ids)}});
     std::cerr << "wrote " << ids.size() << " ids to " << o->out << "\n";

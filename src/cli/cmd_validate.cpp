@@ -130,7 +130,7 @@ void add_validate_metrics(CLI::App& app) {
     options.cache_budget_bytes = o->cache_mb << 20;
     options.show_progress = !o->json;
 
-    auto model = open_model(o->model);
+    auto model = open_float_model(o->model, "validate-metrics");
     // Count what will be ranked before two sweeps' worth of work.
     int64_t planned = 0;
     for (const Param* p : sweep_components(*model, options))

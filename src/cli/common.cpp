@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "export/gguf_import.h"
+#include "io/gguf.h"
 #include "io/safetensors.h"
 #include "kernels/ops.h"
 #include "tokenizer/tokenizer.h"
@@ -18,10 +19,23 @@ void ThreadsOption::add(CLI::App* app) {
 
 void ThreadsOption::apply() const { set_num_threads(threads); }
 
+bool is_gguf_path(const std::string& path) {
+  return path.size() > 5 && path.compare(path.size() - 5, 5, ".gguf") == 0;
+}
+
 std::unique_ptr<Model> open_model(const std::string& path) {
-  // A GGUF file written by `kllens quantize` is read back with its weights dequantized to
-  // float32 (the packed kernels that would run it without dequantizing are not written yet).
-  if (path.size() > 5 && path.compare(path.size() - 5, 5, ".gguf") == 0) return load_gguf_model(path);
+  // A GGUF file written by `kllens quantize` runs on the packed kernels: its quantized and
+  // 16-bit matrices stay in their stored types (export/gguf_import.h).
+  if (is_gguf_path(path)) return load_gguf_model(path);
+  return load_model(path);
+}
+
+std::unique_ptr<Model> open_float_model(const std::string& path, std::string_view command) {
+  if (is_gguf_path(path))
+    fail("{}: `kllens {}` quantizes components itself and needs the float model: give the Hugging "
+         "Face folder the file was made from (a GGUF file runs with forward, generate, ppl, eval "
+         "--reference, bench and inspect)",
+         path, command);
   return load_model(path);
 }
 
@@ -55,12 +69,29 @@ std::vector<std::vector<int32_t>> read_id_batch(const std::string& path, const s
   return out;
 }
 
+Tokenizer load_tokenizer(const std::string& source) {
+  if (is_gguf_path(source)) {
+    const gguf::File file(source);
+    const gguf::Value* tok = file.find("kllens.tokenizer_json");
+    if (!tok || !tok->get_if<std::string>())
+      fail("{}: the file holds no tokenizer.json (kllens.tokenizer_json; written by `kllens "
+           "quantize` when the model folder has one), needed to tokenize the text",
+           source);
+    return Tokenizer::from_json_text(*tok->get_if<std::string>(), source + " (kllens.tokenizer_json)");
+  }
+  std::error_code ec;
+  if (std::filesystem::is_directory(source, ec)) {
+    const auto path = std::filesystem::path(source) / "tokenizer.json";
+    if (!std::filesystem::exists(path))
+      fail("{}: no tokenizer.json in the model folder (needed to tokenize the text)", source);
+    return Tokenizer::load(path.string());
+  }
+  return Tokenizer::load(source);
+}
+
 std::vector<int32_t> tokenize_with_model_folder(const std::string& model_folder,
                                                 const std::string& text) {
-  const auto path = std::filesystem::path(model_folder) / "tokenizer.json";
-  if (!std::filesystem::exists(path))
-    fail("{}: no tokenizer.json in the model folder (needed to tokenize the text)", model_folder);
-  return Tokenizer::load(path.string()).encode(text);
+  return load_tokenizer(model_folder).encode(text);
 }
 
 void print_json(const nlohmann::json& j) { std::cout << j.dump(2) << std::endl; }

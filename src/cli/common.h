@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "models/model.h"
+#include "tokenizer/tokenizer.h"
 
 namespace kllens::cli {
 
@@ -19,12 +20,21 @@ struct ThreadsOption {
   void apply() const;
 };
 
+// MODEL arguments: a Hugging Face folder or a GGUF file written by `kllens quantize`.
+bool is_gguf_path(const std::string& path);
 std::unique_ptr<Model> open_model(const std::string& path);
+// For commands that quantize components themselves (sensitivity, plan, frontier, ...): a GGUF
+// path is refused with a clear message.
+std::unique_ptr<Model> open_float_model(const std::string& path, std::string_view command);
 
 // Reads token ids (I32 or I64, shape [seq] or [batch, seq]) from a safetensors file.
 std::vector<std::vector<int32_t>> read_id_batch(const std::string& path, const std::string& tensor);
 
-// Tokenizes text with MODEL/tokenizer.json (no special tokens added).
+// A tokenizer.json file, a model folder's tokenizer.json, or the one a GGUF file carries.
+Tokenizer load_tokenizer(const std::string& source);
+
+// Tokenizes text with MODEL/tokenizer.json, or the tokenizer.json a GGUF file carries (no
+// special tokens added).
 std::vector<int32_t> tokenize_with_model_folder(const std::string& model_folder,
                                                 const std::string& text);
 
@@ -52,6 +62,7 @@ void add_ppl(CLI::App& app);
 void add_articles(CLI::App& app);
 void add_synth(CLI::App& app);
 void add_bench(CLI::App& app);
+void add_deploy_table(CLI::App& app);
 void add_sensitivity(CLI::App& app);
 void add_validate_metrics(CLI::App& app);
 void add_plan(CLI::App& app);

@@ -27,6 +27,7 @@ int main(int argc, char** argv) {
   kllens::cli::add_quantize(app);
   kllens::cli::add_synth(app);
   kllens::cli::add_bench(app);
+  kllens::cli::add_deploy_table(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

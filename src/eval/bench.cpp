@@ -89,4 +89,41 @@ size_t path_bytes(const std::string& path) {
   return total;
 }
 
+int64_t decode_bytes_per_token(const Model& model) {
+  int64_t bytes = 0;
+  for (const auto& p : model.weights().all()) {
+    const int64_t b = p->packed ? p->packed->storage_bytes()
+                                : static_cast<int64_t>(p->value.size() * sizeof(float));
+    // An untied embedding table is read one row per token; everything else whole.
+    if (p->role == Role::kEmbed && !p->tied_head && p->rows() > 0)
+      bytes += b / p->rows();
+    else
+      bytes += b;
+  }
+  return bytes;
+}
+
+double measure_read_bandwidth(int threads, int64_t buffer_bytes) {
+  // Larger than the last-level cache (260 MB on the machines this was written on) so the passes
+  // stream from memory; each thread sums its own contiguous share, as decode's row split does.
+  const int64_t n = std::max<int64_t>(buffer_bytes / 8, 1 << 20);
+  std::vector<uint64_t> buf(static_cast<size_t>(n));
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t i = 0; i < n; ++i) buf[static_cast<size_t>(i)] = static_cast<uint64_t>(i);
+  std::vector<double> rates;
+  uint64_t sink = 0;
+  for (int pass = 0; pass < 5; ++pass) {
+    const auto t0 = std::chrono::steady_clock::now();
+    uint64_t total = 0;
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(+ : total)
+    for (int64_t i = 0; i < n; ++i) total += buf[static_cast<size_t>(i)];
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    sink += total;
+    rates.push_back(static_cast<double>(n) * 8.0 / s / 1e9);
+  }
+  volatile uint64_t keep = sink;
+  (void)keep;
+  return spread_of(rates).median;
+}
+
 }  // namespace kllens

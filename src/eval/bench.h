@@ -37,6 +37,13 @@ struct BenchResult {
 
 BenchResult run_bench(const Model& model, const BenchOptions& options);
 
+// Weight bytes one decode step reads: every matrix whole (packed or float32), an untied embedding
+// table one row. The bandwidth arithmetic of `bench`: tokens/s <= bandwidth / these bytes.
+int64_t decode_bytes_per_token(const Model& model);
+// Median read bandwidth (GB/s) of 5 passes summing a buffer of buffer_bytes with `threads`
+// OpenMP threads.
+double measure_read_bandwidth(int threads, int64_t buffer_bytes = int64_t{512} << 20);
+
 size_t peak_rss_bytes();     // VmHWM of this process
 size_t current_rss_bytes();  // VmRSS
 size_t path_bytes(const std::string& path);  // a file, or the sum of a folder's files

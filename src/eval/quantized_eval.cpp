@@ -59,7 +59,13 @@ int64_t assignment_bytes(const Model& model, const SchemeAssignment& assignment)
   return bytes;
 }
 
-WeightSwap::WeightSwap(Model& model) : model_(model) {}
+WeightSwap::WeightSwap(Model& model) : model_(model) {
+  for (const auto& p : model.weights().all())
+    if (p->is_packed())
+      fail("this model is already quantized ({} is stored as {}): quantizing components needs "
+           "the float model (give the Hugging Face folder, not a GGUF file)",
+           p->name, p->packed->scheme.to_string());
+}
 
 WeightSwap::~WeightSwap() { restore_all(); }
 
@@ -112,35 +118,29 @@ std::vector<std::string> WeightSwap::changed() const {
   return out;
 }
 
-QuantEvalResult evaluate_quantized(Model& model, const SchemeAssignment& assignment,
-                                   const std::vector<std::vector<int32_t>>& windows,
-                                   bool show_progress) {
+namespace {
+
+// Runs every window through `reference` and `test` (each returns logits {T, vocab}) and
+// accumulates the comparison and both perplexities exactly as perplexity() does.
+template <typename RefFn, typename TestFn>
+void compare_windows(const std::vector<std::vector<int32_t>>& windows, int64_t V, RefFn&& reference,
+                     TestFn&& test, bool show_progress, QuantEvalResult& r) {
   if (windows.empty()) fail("evaluation needs at least one window");
-  QuantEvalResult r;
-  r.params = model.weights().total_params();
-  r.bytes = assignment_bytes(model, assignment);
-  r.bits_per_weight = 8.0 * static_cast<double>(r.bytes) / static_cast<double>(r.params);
-  const int64_t V = model.info().vocab;
-  WeightSwap swap(model);
-  swap.apply(assignment);
-  r.changed = swap.changed();
   LogitComparison cmp;
   double nll_q = 0, nll_fp = 0;
   std::optional<Progress> progress;
   if (show_progress) progress.emplace("eval", static_cast<int64_t>(windows.size()));
   for (const auto& w : windows) {
-    swap.show_original(true);
-    const auto fp = model.forward(w);
-    swap.show_original(false);
-    const auto q = model.forward(w);
+    const auto fp = reference(w);
+    const auto q = test(w);
     for (size_t t = 0; t < w.size(); ++t) {
       const float* ref = fp.data() + t * static_cast<size_t>(V);
-      const float* test = q.data() + t * static_cast<size_t>(V);
+      const float* out = q.data() + t * static_cast<size_t>(V);
       const bool has_target = t + 1 < w.size();
-      cmp.add(ref, test, static_cast<int>(V), has_target ? w[t + 1] : -1);
+      cmp.add(ref, out, static_cast<int>(V), has_target ? w[t + 1] : -1);
       if (has_target) {
         // The accumulation of perplexity(): same function, same order.
-        nll_q += token_nll(test, V, w[t + 1]);
+        nll_q += token_nll(out, V, w[t + 1]);
         nll_fp += token_nll(ref, V, w[t + 1]);
         ++r.tokens;
       }
@@ -149,13 +149,59 @@ QuantEvalResult evaluate_quantized(Model& model, const SchemeAssignment& assignm
     if (progress) progress->advance();
   }
   if (progress) progress->finish();
-  swap.restore_all();
   r.ctx = static_cast<int64_t>(windows[0].size());
   r.mean_nll = r.tokens ? nll_q / static_cast<double>(r.tokens) : 0;
   r.mean_nll_fp = r.tokens ? nll_fp / static_cast<double>(r.tokens) : 0;
   r.ppl = std::exp(r.mean_nll);
   r.ppl_fp = std::exp(r.mean_nll_fp);
   r.logits = cmp.results();
+}
+
+}  // namespace
+
+QuantEvalResult evaluate_quantized(Model& model, const SchemeAssignment& assignment,
+                                   const std::vector<std::vector<int32_t>>& windows,
+                                   bool show_progress) {
+  if (windows.empty()) fail("evaluation needs at least one window");
+  QuantEvalResult r;
+  r.params = model.weights().total_params();
+  r.bytes = assignment_bytes(model, assignment);
+  r.bits_per_weight = 8.0 * static_cast<double>(r.bytes) / static_cast<double>(r.params);
+  WeightSwap swap(model);
+  swap.apply(assignment);
+  r.changed = swap.changed();
+  compare_windows(
+      windows, model.info().vocab,
+      [&](const std::vector<int32_t>& w) {
+        swap.show_original(true);
+        return model.forward(w);
+      },
+      [&](const std::vector<int32_t>& w) {
+        swap.show_original(false);
+        return model.forward(w);
+      },
+      show_progress, r);
+  swap.restore_all();
+  return r;
+}
+
+QuantEvalResult evaluate_models(const Model& reference, const Model& quantized,
+                                const std::vector<std::vector<int32_t>>& windows,
+                                bool show_progress) {
+  if (reference.info().vocab != quantized.info().vocab ||
+      reference.weights().total_params() != quantized.weights().total_params())
+    fail("the reference model ({}, {} parameters, vocabulary {}) is not the model the quantized "
+         "one was made from ({}, {} parameters, vocabulary {})",
+         reference.info().arch, reference.weights().total_params(), reference.info().vocab,
+         quantized.info().arch, quantized.weights().total_params(), quantized.info().vocab);
+  QuantEvalResult r;
+  r.params = quantized.weights().total_params();
+  r.bytes = resident_weight_bytes(quantized.weights());
+  r.bits_per_weight = 8.0 * static_cast<double>(r.bytes) / static_cast<double>(r.params);
+  compare_windows(
+      windows, reference.info().vocab,
+      [&](const std::vector<int32_t>& w) { return reference.forward(w); },
+      [&](const std::vector<int32_t>& w) { return quantized.forward(w); }, show_progress, r);
   return r;
 }
 

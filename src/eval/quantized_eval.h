@@ -93,4 +93,11 @@ QuantEvalResult evaluate_quantized(Model& model, const SchemeAssignment& assignm
                                    const std::vector<std::vector<int32_t>>& windows,
                                    bool show_progress = true);
 
+// The same comparison between two models: a float reference and a quantized model that runs on
+// its packed weights (a GGUF file, or pack_model). bytes = the quantized model's resident weight
+// bytes (callers with a file replace it by the file's size).
+QuantEvalResult evaluate_models(const Model& reference, const Model& quantized,
+                                const std::vector<std::vector<int32_t>>& windows,
+                                bool show_progress = true);
+
 }  // namespace kllens

@@ -444,6 +444,13 @@ GgufExportResult export_gguf(const Model& model, const SchemeAssignment& assignm
     add_vocab_keys(w, vocab);
     res.vocab_tokens = static_cast<int64_t>(vocab.tokens.size());
     for (const auto& n : vocab.notes) res.notes.push_back("tokenizer: " + n);
+    // The tokenizer.json itself too, so kllens can tokenize text for the file exactly as for
+    // the folder (llama.cpp ignores keys it does not know).
+    std::ifstream in(tok_path, std::ios::binary);
+    std::stringstream text;
+    text << in.rdbuf();
+    if (!in) fail("{}: cannot read", tok_path);
+    w.set("kllens.tokenizer_json", text.str());
   } else {
     res.notes.push_back(fmt::format("{} has no tokenizer.json: the file has no tokenizer keys, "
                                     "which llama.cpp needs to load it",

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 
 #include "core/error.h"
 #include "export/llama_names.h"
@@ -35,6 +36,18 @@ struct TempDir {
   }
 };
 
+// The ggml types the packed kernels run as they are. Q4_1 (asymmetric 4-bit, from intB:asym
+// schemes) has no packed kernel yet and is dequantized to float32 at load.
+std::optional<QuantScheme> runtime_scheme(gguf::GgmlType type) {
+  switch (type) {
+    case gguf::GgmlType::kQ8_0: return QuantScheme::parse("q8_0");
+    case gguf::GgmlType::kQ4_0: return QuantScheme::parse("q4_0");
+    case gguf::GgmlType::kBF16: return QuantScheme::parse("bf16");
+    case gguf::GgmlType::kF16: return QuantScheme::parse("f16");
+    default: return std::nullopt;
+  }
+}
+
 }  // namespace
 
 std::unique_ptr<Model> load_gguf_model(const std::string& path) {
@@ -61,6 +74,7 @@ std::unique_ptr<Model> load_gguf_model(const std::string& path) {
   const bool mamba2 = type == "mamba2";
 
   std::map<std::string, OwnedTensor> tensors;
+  PackedTensorScope::Map packed;
   for (const TensorSpec& spec : tensor_specs(config)) {
     std::string name = spec.name;
     LlamaTransform transform = LlamaTransform::kNone;
@@ -80,6 +94,22 @@ std::unique_ptr<Model> load_gguf_model(const std::string& path) {
     if (info->numel() != numel)
       fail("{}: tensor '{}' has {} elements but {} needs {}", path, name, info->numel(), spec.name,
            numel);
+    if (const auto scheme = runtime_scheme(info->type);
+        scheme && transform == LlamaTransform::kNone && packable_role(spec.role) &&
+        spec.shape.size() >= 2) {
+      auto q = std::make_shared<QTensor>();
+      q->scheme = *scheme;
+      q->rows = spec.shape[0];
+      q->cols = numel / spec.shape[0];
+      if (!scheme->supports(q->cols) ||
+          static_cast<uint64_t>(scheme->storage_bytes(q->rows, q->cols)) != info->nbytes)
+        fail("{}: tensor '{}' ({} bytes of {}) does not hold a [{}, {}] matrix", path, name,
+             info->nbytes, gguf::type_name(info->type), q->rows, q->cols);
+      const auto* bytes = reinterpret_cast<const uint8_t*>(info->data);
+      q->data.assign(bytes, bytes + info->nbytes);
+      packed[spec.name] = std::move(q);  // supplied to Weights::load by the scope below
+      continue;
+    }
     std::vector<float> values(static_cast<size_t>(numel));
     try {
       gguf::to_f32(info->type, info->data, numel, values.data());
@@ -99,6 +129,7 @@ std::unique_ptr<Model> load_gguf_model(const std::string& path) {
   }
   write_safetensors((dir.path / "model.safetensors").string(), tensors);
   tensors.clear();
+  PackedTensorScope scope(std::move(packed));
   return load_model(dir.path.string());
 }
 

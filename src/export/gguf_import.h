@@ -2,11 +2,15 @@
 //
 // The file's kllens.hf_config gives the family and the tensor table; every table tensor is read
 // from the file (under its llama.cpp name, with the converter's transforms undone: A_log =
-// log(-ssm_a), conv1d and Mamba-2's A / D / norm back to their HF shapes) and DEQUANTIZED TO
-// FLOAT32 AT LOAD: the model then runs on the values the quantized blocks decode to, with the
-// float kernels (no quantized matmuls yet). The model is built through load_model() from a
-// temporary folder (config.json + one F32 safetensors file) that is removed before returning, so
-// the Model's info().folder names a folder that no longer exists and its parameters report
+// log(-ssm_a), conv1d and Mamba-2's A / D / norm back to their HF shapes).
+//
+// Matrices the forward pass only multiplies with or looks rows up in (models' packable_role) stay
+// in their stored type when it is Q8_0, Q4_0, BF16 or F16: they are copied out of the file as
+// QTensors and run on the packed kernels (quant/qmatmul.h), so memory holds the quantized model.
+// Everything else (conv1d, norms, SSM parameters, Q4_1 and F32 tensors) is converted to float32.
+// The model is built through load_model() from a temporary folder (config.json + one F32
+// safetensors file with the float32 tensors) that is removed before returning, so the Model's
+// info().folder names a folder that no longer exists and its float parameters report
 // source_dtype F32. Files without kllens.hf_config (e.g. from llama.cpp's converter) are refused.
 #pragma once
 

@@ -39,10 +39,10 @@ SwiGluMlp SwiGluMlp::bind(const Weights& weights, const std::string& prefix, int
 void SwiGluMlp::forward(float* out, const float* x, int64_t T) const {
   // HF LlamaMLP.forward: down_proj(act_fn(gate_proj(x)) * up_proj(x))   {T, ffn} -> {T, hidden}
   std::vector<float> g(static_cast<size_t>(T * ffn)), u(static_cast<size_t>(T * ffn));
-  ops::matmul_nt(g.data(), x, gate->data(), gate_bias ? gate_bias->data() : nullptr, T, ffn, hidden);
-  ops::matmul_nt(u.data(), x, up->data(), up_bias ? up_bias->data() : nullptr, T, ffn, hidden);
+  linear(g.data(), x, *gate, gate_bias ? gate_bias->data() : nullptr, T, ffn, hidden);
+  linear(u.data(), x, *up, up_bias ? up_bias->data() : nullptr, T, ffn, hidden);
   for (size_t i = 0; i < g.size(); ++i) g[i] = ops::silu(g[i]) * u[i];
-  ops::matmul_nt(out, g.data(), down->data(), down_bias ? down_bias->data() : nullptr, T, hidden, ffn);
+  linear(out, g.data(), *down, down_bias ? down_bias->data() : nullptr, T, hidden, ffn);
 }
 
 namespace {

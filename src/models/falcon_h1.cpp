@@ -415,9 +415,9 @@ class FalconH1Model : public Model {
     s.rows = static_cast<int64_t>(ids.size());
     s.hidden.resize(static_cast<size_t>(s.rows * H));
     for (int64_t t = 0; t < s.rows; ++t) {
-      const float* e = embed_->data() + ids[t] * H;
       float* h = s.hidden.data() + t * H;
-      for (int64_t d = 0; d < H; ++d) h[d] = e[d] * mult;
+      embedding_row(*embed_, ids[t], h);
+      for (int64_t d = 0; d < H; ++d) h[d] *= mult;
     }
     s.next_layer = 0;
   }
@@ -426,7 +426,7 @@ class FalconH1Model : public Model {
   void head(const float* hidden, int64_t T, float* logits) const {
     std::vector<float> normed(static_cast<size_t>(T * cfg_.hidden));
     ops::rmsnorm(normed.data(), hidden, norm_f_->data(), T, cfg_.hidden, cfg_.eps);
-    ops::matmul_nt(logits, normed.data(), head_->data(), nullptr, T, cfg_.vocab, cfg_.hidden);
+    linear(logits, normed.data(), *head_, nullptr, T, cfg_.vocab, cfg_.hidden);
     const auto mult = static_cast<float>(cfg_.lm_head_mult);
     for (int64_t k = 0; k < T * cfg_.vocab; ++k) logits[k] *= mult;
   }
@@ -440,13 +440,13 @@ class FalconH1Model : public Model {
     const int64_t H = cfg_.hidden, Dh = cfg_.head_dim;
     const int64_t QD = cfg_.attn_heads * Dh, KD = cfg_.kv_heads * Dh;
     std::vector<float> q(static_cast<size_t>(T * QD));
-    ops::matmul_nt(q.data(), x, L.q->data(), L.q_bias ? L.q_bias->data() : nullptr, T, QD, H);
+    linear(q.data(), x, *L.q, L.q_bias ? L.q_bias->data() : nullptr, T, QD, H);
     const size_t old = keys.size();
     keys.resize(old + static_cast<size_t>(T * KD));
     values.resize(old + static_cast<size_t>(T * KD));
     float* k = keys.data() + old;
-    ops::matmul_nt(k, x, L.k->data(), L.k_bias ? L.k_bias->data() : nullptr, T, KD, H);
-    ops::matmul_nt(values.data() + old, x, L.v->data(), L.v_bias ? L.v_bias->data() : nullptr, T,
+    linear(k, x, *L.k, L.k_bias ? L.k_bias->data() : nullptr, T, KD, H);
+    linear(values.data() + old, x, *L.v, L.v_bias ? L.v_bias->data() : nullptr, T,
                    KD, H);
     const auto key_mult = static_cast<float>(cfg_.key_mult);
     for (int64_t i = 0; i < T * KD; ++i) k[i] *= key_mult;
@@ -462,7 +462,7 @@ class FalconH1Model : public Model {
     std::vector<float> ctx(static_cast<size_t>(T * QD));
     ops::attention(ctx.data(), q.data(), keys.data(), values.data(), q_pos, k_pos.data(), shape,
                    0, 0, 1.0f / std::sqrt(static_cast<float>(Dh)));
-    ops::matmul_nt(out, ctx.data(), L.o->data(), L.o_bias ? L.o_bias->data() : nullptr, T, H, QD);
+    linear(out, ctx.data(), *L.o, L.o_bias ? L.o_bias->data() : nullptr, T, H, QD);
   }
 
   // One HF FalconH1DecoderLayer over T rows (see the top of the file).
@@ -484,13 +484,13 @@ class FalconH1Model : public Model {
     // SwiGLU MLP: down(up(m) * silu(gate(m) * gate_multiplier)) * down_multiplier
     ops::rmsnorm(normed.data(), hidden, L.pre_ff_norm->data(), T, H, cfg_.eps);
     std::vector<float> gate(static_cast<size_t>(T * F)), up(static_cast<size_t>(T * F));
-    ops::matmul_nt(gate.data(), normed.data(), L.gate->data(),
+    linear(gate.data(), normed.data(), *L.gate,
                    L.gate_bias ? L.gate_bias->data() : nullptr, T, F, H);
-    ops::matmul_nt(up.data(), normed.data(), L.up->data(), L.up_bias ? L.up_bias->data() : nullptr,
+    linear(up.data(), normed.data(), *L.up, L.up_bias ? L.up_bias->data() : nullptr,
                    T, F, H);
     const auto gate_mult = static_cast<float>(cfg_.mlp_mults[0]);
     for (size_t i = 0; i < gate.size(); ++i) up[i] *= ops::silu(gate[i] * gate_mult);
-    ops::matmul_nt(attn_out.data(), up.data(), L.down->data(),
+    linear(attn_out.data(), up.data(), *L.down,
                    L.down_bias ? L.down_bias->data() : nullptr, T, H, F);
     const auto down_mult = static_cast<float>(cfg_.mlp_mults[1]);
     for (size_t i = 0; i < n; ++i) hidden[i] += attn_out[i] * down_mult;

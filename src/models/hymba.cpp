@@ -428,7 +428,7 @@ class HymbaModel : public Model {
     s->hidden.resize(static_cast<size_t>(s->rows * H));
     if (M > 0) std::copy_n(meta_->data(), M * H, s->hidden.data());
     for (size_t t = 0; t < ids.size(); ++t)
-      std::copy_n(embed_->data() + ids[t] * H, H, s->hidden.data() + (M + static_cast<int64_t>(t)) * H);
+      embedding_row(*embed_, ids[t], s->hidden.data() + (M + static_cast<int64_t>(t)) * H);
     s->k.resize(static_cast<size_t>(cfg_.layers));
     s->v.resize(static_cast<size_t>(cfg_.layers));
     s->next_layer = 0;
@@ -502,7 +502,8 @@ class HymbaModel : public Model {
     KLLENS_CHECK(d != nullptr, "decode_step was given a decode state of another model");
     check_ids(std::span<const int32_t>(&token, 1));
     const int64_t H = cfg_.hidden;
-    std::vector<float> hidden(embed_->data() + token * H, embed_->data() + (token + 1) * H);
+    std::vector<float> hidden(static_cast<size_t>(H));
+    embedding_row(*embed_, token, hidden.data());
     const int64_t pos = cfg_.meta + d->position;
     for (int l = 0; l < cfg_.layers; ++l)
       layer(l, hidden.data(), 1, &pos, d->conv[static_cast<size_t>(l)].data(),
@@ -520,7 +521,7 @@ class HymbaModel : public Model {
   void head(const float* hidden, int64_t T, float* logits) const {
     std::vector<float> normed(static_cast<size_t>(T * cfg_.hidden));
     ops::rmsnorm(normed.data(), hidden, norm_f_->data(), T, cfg_.hidden, cfg_.eps);
-    ops::matmul_nt(logits, normed.data(), head_->data(), nullptr, T, cfg_.vocab, cfg_.hidden);
+    linear(logits, normed.data(), *head_, nullptr, T, cfg_.vocab, cfg_.hidden);
   }
 
   // One decoder layer on hidden {T, H} at positions pos {T}; conv/ssm states carried in and out.
@@ -541,7 +542,7 @@ class HymbaModel : public Model {
     std::vector<float> u(static_cast<size_t>(T * H));
     ops::rmsnorm(u.data(), hidden, L.norm->data(), T, H, cfg_.eps);
     std::vector<float> proj(static_cast<size_t>(T * P));
-    ops::matmul_nt(proj.data(), u.data(), L.in_proj->data(), data_or_null(L.in_proj_bias), T, P, H);
+    linear(proj.data(), u.data(), *L.in_proj, data_or_null(L.in_proj_bias), T, P, H);
     float* q = proj.data();                                      // {T, Hq, Dk}, row stride P
     const float* x = proj.data() + H + (own_kv ? Kw + Vw : 0);  // {T, I} pre-conv SSM input
     const float* z = proj.data() + P - I;                        // {T, I} gate
@@ -614,7 +615,7 @@ class HymbaModel : public Model {
     ops::rmsnorm(y.data(), y.data(), L.pre_avg2->data(), T, I, cfg_.eps);
     for (int64_t i = 0; i < T * I; ++i) y[i] = (attn[i] + y[i]) / 2.0f;
     std::vector<float> out(static_cast<size_t>(T * H));
-    ops::matmul_nt(out.data(), y.data(), L.out_proj->data(), data_or_null(L.out_proj_bias), T, H, I);
+    linear(out.data(), y.data(), *L.out_proj, data_or_null(L.out_proj_bias), T, H, I);
     for (int64_t i = 0; i < T * H; ++i) hidden[i] += out[i];
 
     // MLP (HymbaSparseMoeBlock with one expert → HymbaMLP, L1750–1825)

@@ -405,7 +405,7 @@ class JambaModel : public Model {
   void head(const float* hidden, int64_t T, float* logits) const {
     std::vector<float> normed(static_cast<size_t>(T * cfg_.hidden));
     ops::rmsnorm(normed.data(), hidden, norm_f_->data(), T, cfg_.hidden, cfg_.eps);
-    ops::matmul_nt(logits, normed.data(), head_->data(), nullptr, T, cfg_.vocab, cfg_.hidden);
+    linear(logits, normed.data(), *head_, nullptr, T, cfg_.vocab, cfg_.hidden);
   }
 
   // One decoder layer on hidden {T, H}: h += mixer(input_layernorm(h)); h += ff(pre_ff_layernorm(h)).
@@ -436,11 +436,11 @@ class JambaModel : public Model {
     const int64_t H = cfg_.hidden, I = cfg_.inner;
     // xz {T, 2I} = in_proj(x): hidden_states = columns [0, I), gate = columns [I, 2I)
     std::vector<float> xz(static_cast<size_t>(T * 2 * I));
-    ops::matmul_nt(xz.data(), x, L.in_proj->data(), data_or_null(L.in_proj_bias), T, 2 * I, H);
+    linear(xz.data(), x, *L.in_proj, data_or_null(L.in_proj_bias), T, 2 * I, H);
     // conv → silu → x_proj → dt/B/C RMSNorm → softplus(dt_proj(dt) + bias) → scan → * silu(gate)
     std::vector<float> y(static_cast<size_t>(T * I));
     L.ssm.forward(y.data(), xz.data(), 2 * I, xz.data() + I, 2 * I, T, conv_state, ssm_state);
-    ops::matmul_nt(out, y.data(), L.out_proj->data(), data_or_null(L.out_proj_bias), T, H, I);
+    linear(out, y.data(), *L.out_proj, data_or_null(L.out_proj_bias), T, H, I);
   }
 
   // JambaAttention: q, k, v projections (no bias), no positional encoding, causal softmax
@@ -451,9 +451,9 @@ class JambaModel : public Model {
     const int64_t Q = Hq * D, KV = Hkv * D;
     std::vector<float> q(static_cast<size_t>(T * Q)), k(static_cast<size_t>(T * KV)),
         v(static_cast<size_t>(T * KV));
-    ops::matmul_nt(q.data(), x, L.q->data(), nullptr, T, Q, H);
-    ops::matmul_nt(k.data(), x, L.k->data(), nullptr, T, KV, H);
-    ops::matmul_nt(v.data(), x, L.v->data(), nullptr, T, KV, H);
+    linear(q.data(), x, *L.q, nullptr, T, Q, H);
+    linear(k.data(), x, *L.k, nullptr, T, KV, H);
+    linear(v.data(), x, *L.v, nullptr, T, KV, H);
     std::vector<float> attn(static_cast<size_t>(T * Q));
     ops::AttentionShape shape;
     shape.T = T;
@@ -472,7 +472,7 @@ class JambaModel : public Model {
       shape.S = T;
       ops::attention(attn.data(), q.data(), k.data(), v.data(), pos, pos, shape, 0, 0, scale);
     }
-    ops::matmul_nt(out, attn.data(), L.o->data(), nullptr, T, H, Q);
+    linear(out, attn.data(), *L.o, nullptr, T, H, Q);
   }
 
   // JambaSparseMoeBlock: router logits {T, E}; p = softmax over all experts (float32);
@@ -482,7 +482,7 @@ class JambaModel : public Model {
   void moe(const JambaLayer& L, float* out, const float* x, int64_t T) const {
     const int64_t H = cfg_.hidden, E = cfg_.n_experts, K = cfg_.top_k;
     std::vector<float> probs(static_cast<size_t>(T * E));
-    ops::matmul_nt(probs.data(), x, L.router->data(), nullptr, T, E, H);
+    linear(probs.data(), x, *L.router, nullptr, T, E, H);
     // weight {T, E}: the routing weight of expert e for token t where selected[t, e].
     std::vector<float> weight(static_cast<size_t>(T * E), 0.0f);
     std::vector<uint8_t> selected(static_cast<size_t>(T * E), 0);

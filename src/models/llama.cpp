@@ -202,7 +202,7 @@ class LlamaModel : public Model {
   void head(const float* hidden, int64_t T, float* logits) const {
     std::vector<float> normed(static_cast<size_t>(T * cfg_.hidden));
     ops::rmsnorm(normed.data(), hidden, norm_f_->data(), T, cfg_.hidden, cfg_.eps);
-    ops::matmul_nt(logits, normed.data(), head_->data(), nullptr, T, cfg_.vocab, cfg_.hidden);
+    linear(logits, normed.data(), *head_, nullptr, T, cfg_.vocab, cfg_.hidden);
   }
 
   // hidden {T, H} at positions pos {T}: h += o_proj(attn(norm(h))); h += mlp(norm(h)).
@@ -216,9 +216,9 @@ class LlamaModel : public Model {
     // LlamaAttention.forward: q {T, Hq, D}, k, v {T, Hkv, D}
     std::vector<float> q(static_cast<size_t>(T * Q)), k(static_cast<size_t>(T * KV)),
         v(static_cast<size_t>(T * KV));
-    ops::matmul_nt(q.data(), normed.data(), L.q->data(), data_or_null(L.q_bias), T, Q, H);
-    ops::matmul_nt(k.data(), normed.data(), L.k->data(), data_or_null(L.k_bias), T, KV, H);
-    ops::matmul_nt(v.data(), normed.data(), L.v->data(), data_or_null(L.v_bias), T, KV, H);
+    linear(q.data(), normed.data(), *L.q, data_or_null(L.q_bias), T, Q, H);
+    linear(k.data(), normed.data(), *L.k, data_or_null(L.k_bias), T, KV, H);
+    linear(v.data(), normed.data(), *L.v, data_or_null(L.v_bias), T, KV, H);
     // apply_rotary_pos_emb (rotate_half) on q and k
     ops::apply_rope(q.data(), Q, T, Hq, D, pos, inv_freq_.data(), D);
     ops::apply_rope(k.data(), KV, T, Hkv, D, pos, inv_freq_.data(), D);
@@ -242,7 +242,7 @@ class LlamaModel : public Model {
       ops::attention(attn.data(), q.data(), k.data(), v.data(), pos, pos, shape, 0, 0, scale);
     }
     std::vector<float> out(static_cast<size_t>(T * H));
-    ops::matmul_nt(out.data(), attn.data(), L.o->data(), data_or_null(L.o_bias), T, H, Q);
+    linear(out.data(), attn.data(), *L.o, data_or_null(L.o_bias), T, H, Q);
     for (int64_t i = 0; i < T * H; ++i) hidden[i] += out[i];
     // LlamaMLP on the post-attention norm
     ops::rmsnorm(normed.data(), hidden, L.mlp_norm->data(), T, H, cfg_.eps);

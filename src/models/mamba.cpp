@@ -189,7 +189,7 @@ class MambaModel : public Model {
   void head(const float* hidden, int64_t T, float* logits) const {
     std::vector<float> normed(static_cast<size_t>(T * cfg_.hidden));
     ops::rmsnorm(normed.data(), hidden, norm_f_->data(), T, cfg_.hidden, cfg_.eps);
-    ops::matmul_nt(logits, normed.data(), head_->data(), nullptr, T, cfg_.vocab, cfg_.hidden);
+    linear(logits, normed.data(), *head_, nullptr, T, cfg_.vocab, cfg_.hidden);
   }
 
   // hidden {T, H} += mixer(rmsnorm(hidden)); conv/ssm states are carried in and out.
@@ -200,13 +200,13 @@ class MambaModel : public Model {
     ops::rmsnorm(normed.data(), hidden, L.norm->data(), T, H, cfg_.eps);
     // xz {T, 2I} = in_proj(u): x = columns [0, I), gate z = columns [I, 2I)
     std::vector<float> xz(static_cast<size_t>(T * 2 * I));
-    ops::matmul_nt(xz.data(), normed.data(), L.in_proj->data(),
+    linear(xz.data(), normed.data(), *L.in_proj,
                    L.in_proj_bias ? L.in_proj_bias->data() : nullptr, T, 2 * I, H);
     std::vector<float> y(static_cast<size_t>(T * I));
     L.ssm.forward(y.data(), xz.data(), 2 * I, xz.data() + I, 2 * I, T, conv_state, ssm_state);
     // hidden += out_proj(y)
     std::vector<float> out(static_cast<size_t>(T * H));
-    ops::matmul_nt(out.data(), y.data(), L.out_proj->data(),
+    linear(out.data(), y.data(), *L.out_proj,
                    L.out_proj_bias ? L.out_proj_bias->data() : nullptr, T, H, I);
     for (int64_t k = 0; k < T * H; ++k) hidden[k] += out[k];
   }

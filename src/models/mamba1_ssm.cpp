@@ -23,7 +23,7 @@ void Mamba1Ssm::forward(float* y, const float* x_in, int64_t ldx, const float* z
                      conv_state, T, I, conv_kernel, true);
   // proj {T, R + 2N} = x_proj(x) = [dt_r | B | C]
   std::vector<float> proj(static_cast<size_t>(T * P));
-  ops::matmul_nt(proj.data(), x.data(), x_proj->data(), nullptr, T, P, I);
+  linear(proj.data(), x.data(), *x_proj, nullptr, T, P, I);
   std::vector<float> dt_r(static_cast<size_t>(T * R));
   for (int64_t t = 0; t < T; ++t) std::copy_n(proj.data() + t * P, R, dt_r.data() + t * R);
   if (dt_norm) ops::rmsnorm(dt_r.data(), dt_r.data(), dt_norm->data(), T, R, norm_eps);
@@ -36,7 +36,7 @@ void Mamba1Ssm::forward(float* y, const float* x_in, int64_t ldx, const float* z
   }
   // dt {T, I} = softplus(dt_proj(dt_r) + bias)
   std::vector<float> dt(static_cast<size_t>(T * I));
-  ops::matmul_nt(dt.data(), dt_r.data(), dt_proj->data(), dt_bias ? dt_bias->data() : nullptr, T,
+  linear(dt.data(), dt_r.data(), *dt_proj, dt_bias ? dt_bias->data() : nullptr, T,
                  I, R);
   for (auto& v : dt) v = ops::softplus_fast(v);
   ops::selective_scan(y, ssm_state, x.data(), dt.data(), A.data(), proj.data() + R,

@@ -213,7 +213,7 @@ class Mamba2Model : public Model {
   void head(const float* hidden, int64_t T, float* logits) const {
     std::vector<float> normed(static_cast<size_t>(T * cfg_.hidden));
     ops::rmsnorm(normed.data(), hidden, norm_f_->data(), T, cfg_.hidden, cfg_.eps);
-    ops::matmul_nt(logits, normed.data(), head_->data(), nullptr, T, cfg_.vocab, cfg_.hidden);
+    linear(logits, normed.data(), *head_, nullptr, T, cfg_.vocab, cfg_.hidden);
   }
 
   // HF Mamba2Block: hidden {T, H} += mixer(rmsnorm(hidden)); states carried in and out.

@@ -98,7 +98,7 @@ void Mamba2Mixer::forward(float* out, const float* u, int64_t T, float* conv_sta
   }
   // zxbcdt {T, I + CD + H} = in_proj(u) [* mup_vector]:  z = [0, I), xBC = [I, I + CD), dt = [I + CD, W)
   std::vector<float> proj(static_cast<size_t>(T * W));
-  ops::matmul_nt(proj.data(), u, in_proj->data(), in_proj_bias ? in_proj_bias->data() : nullptr, T,
+  linear(proj.data(), u, *in_proj, in_proj_bias ? in_proj_bias->data() : nullptr, T,
                  W, hidden);
   if (!proj_scale.empty())
     for (int64_t t = 0; t < T; ++t)
@@ -142,7 +142,7 @@ void Mamba2Mixer::forward(float* out, const float* u, int64_t T, float* conv_sta
       break;
   }
   // out {T, hidden} = out_proj(y)
-  ops::matmul_nt(out, y.data(), out_proj->data(), out_proj_bias ? out_proj_bias->data() : nullptr,
+  linear(out, y.data(), *out_proj, out_proj_bias ? out_proj_bias->data() : nullptr,
                  T, hidden, I);
 }
 

@@ -5,6 +5,8 @@
 
 #include "core/error.h"
 #include "io/safetensors.h"
+#include "kernels/ops.h"
+#include "quant/qmatmul.h"
 
 namespace kllens {
 
@@ -48,13 +50,41 @@ bool Param::is_component() const {
          name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
+namespace {
+thread_local const PackedTensorScope::Map* g_packed_scope = nullptr;
+}
+
+PackedTensorScope::PackedTensorScope(Map tensors)
+    : tensors_(std::move(tensors)), previous_(g_packed_scope) {
+  g_packed_scope = &tensors_;
+}
+
+PackedTensorScope::~PackedTensorScope() { g_packed_scope = previous_; }
+
+const PackedTensorScope::Map* PackedTensorScope::current() { return g_packed_scope; }
+
 Weights Weights::load(const TensorStore& store, const std::vector<TensorSpec>& specs,
                       const std::string& folder) {
   Weights w;
   std::set<std::string> named;
+  const PackedTensorScope::Map* packed = PackedTensorScope::current();
+  auto packed_for = [&](const TensorSpec& spec) -> std::shared_ptr<const QTensor> {
+    if (!packed) return nullptr;
+    const auto it = packed->find(spec.name);
+    return it == packed->end() ? nullptr : it->second;
+  };
   // Validate everything first, so a bad file fails before any conversion work.
   for (const auto& spec : specs) {
     named.insert(spec.name);
+    if (const auto q = packed_for(spec)) {
+      int64_t numel = 1;
+      for (int64_t d : spec.shape) numel *= d;
+      if (!packable_role(spec.role) || spec.shape.empty() || q->rows != spec.shape[0] ||
+          q->rows * q->cols != numel)
+        fail("{}: packed tensor '{}' ({}, [{}, {}]) does not fit {} {}", folder, spec.name,
+             q->scheme.to_string(), q->rows, q->cols, role_name(spec.role), shape_str(spec.shape));
+      continue;
+    }
     const TensorView* view = store.find(spec.name);
     if (!view) {
       if (spec.optional) continue;
@@ -68,6 +98,17 @@ Weights Weights::load(const TensorStore& store, const std::vector<TensorSpec>& s
            spec.name, dtype_name(view->dtype));
   }
   for (const auto& spec : specs) {
+    if (auto q = packed_for(spec)) {
+      auto p = std::make_unique<Param>();
+      p->name = spec.name;
+      p->role = spec.role;
+      p->layer = spec.layer;
+      p->shape = spec.shape;
+      p->source_dtype = DType::kF32;
+      p->packed = std::move(q);
+      w.params_.push_back(std::move(p));
+      continue;
+    }
     const TensorView* view = store.find(spec.name);
     if (!view) continue;
     auto p = std::make_unique<Param>();
@@ -131,12 +172,48 @@ int64_t Weights::total_params() const {
   return n;
 }
 
+bool packable_role(Role role) {
+  switch (role) {
+    case Role::kEmbed: case Role::kHead: case Role::kInProj: case Role::kXProj:
+    case Role::kDtProj: case Role::kOutProj: case Role::kQ: case Role::kK: case Role::kV:
+    case Role::kO: case Role::kGate: case Role::kUp: case Role::kDown: case Role::kRouter:
+      return true;
+    default:
+      return false;
+  }
+}
+
+void linear(float* y, const float* x, const Param& w, const float* bias, int64_t T, int64_t N,
+            int64_t K) {
+  KLLENS_CHECK(w.rows() == N && w.cols() == K, "{} is [{}, {}], used as [{}, {}]", w.name,
+               w.rows(), w.cols(), N, K);
+  if (w.packed)
+    qmatmul_nt(y, x, *w.packed, bias, T);
+  else
+    ops::matmul_nt(y, x, w.value.data(), bias, T, N, K);
+}
+
+void embedding_row(const Param& table, int64_t row, float* out) {
+  const int64_t D = table.cols();
+  if (table.packed)
+    dequantize_row(*table.packed, row, out);
+  else
+    std::copy_n(table.value.data() + row * D, D, out);
+}
+
+int64_t resident_weight_bytes(const Weights& weights) {
+  int64_t bytes = 0;
+  for (const auto& p : weights.all())
+    bytes += p->packed ? p->packed->storage_bytes()
+                       : static_cast<int64_t>(p->value.size() * sizeof(float));
+  return bytes;
+}
+
 void embed_tokens(const Param& table, std::span<const int32_t> ids, ForwardState& state) {
   const int64_t D = table.cols();
   state.rows = static_cast<int64_t>(ids.size());
   state.hidden.resize(static_cast<size_t>(state.rows * D));
-  for (int64_t t = 0; t < state.rows; ++t)
-    std::copy_n(table.data() + ids[t] * D, D, state.hidden.data() + t * D);
+  for (int64_t t = 0; t < state.rows; ++t) embedding_row(table, ids[t], state.hidden.data() + t * D);
   state.next_layer = 0;
 }
 

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
@@ -15,6 +16,8 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "core/error.h"
+#include "quant/quantize.h"
 
 namespace kllens {
 
@@ -67,14 +70,45 @@ struct Param {
   DType source_dtype = DType::kF32;
   bool tied_head = false;          // the embedding is also the lm_head
   std::vector<float> value;        // float32 (4 bytes per parameter; the mapped file is released)
+  // Set for a matrix kept in its stored form (a quantized GGUF tensor, or a model packed by
+  // pack_model): then `value` is empty and the forward pass reads it through linear() and, for
+  // the embedding, embedding_row(). Only roles that are used that way are ever packed
+  // (packable_role).
+  std::shared_ptr<const QTensor> packed;
 
   int64_t numel() const;
-  const float* data() const { return value.data(); }
-  float* data() { return value.data(); }
+  bool is_packed() const { return packed != nullptr; }
+  const float* data() const {
+    KLLENS_CHECK(!packed, "{} is packed ({}): read it through linear()", name,
+                 packed->scheme.to_string());
+    return value.data();
+  }
+  float* data() {
+    KLLENS_CHECK(!packed, "{} is packed ({}): read it through linear()", name,
+                 packed->scheme.to_string());
+    return value.data();
+  }
   // A quantizable component: a *.weight tensor with 2+ dimensions (Linear, conv1d, embedding, head).
   bool is_component() const;
   int64_t rows() const { return shape.empty() ? 0 : shape[0]; }
   int64_t cols() const { return shape.empty() ? 0 : numel() / shape[0]; }
+};
+
+// Matrices supplied already packed (a GGUF file's quantized tensors). While a scope is alive on
+// this thread, Weights::load takes the tensors it names from it instead of the store, checking
+// the shape and that the role is packable. Used by export/gguf_import.cpp.
+class PackedTensorScope {
+ public:
+  using Map = std::map<std::string, std::shared_ptr<const QTensor>>;
+  explicit PackedTensorScope(Map tensors);
+  ~PackedTensorScope();
+  PackedTensorScope(const PackedTensorScope&) = delete;
+  PackedTensorScope& operator=(const PackedTensorScope&) = delete;
+  static const Map* current();
+
+ private:
+  Map tensors_;
+  const Map* previous_;
 };
 
 class Weights {
@@ -130,6 +164,21 @@ class DecodeState {
   virtual size_t bytes() const = 0;
   int64_t position = 0;  // tokens consumed so far
 };
+
+// Roles whose matrices the forward pass only multiplies with (linear) or looks rows up in
+// (embedding): these may be kept packed. conv1d, norms, the SSM parameters and Hymba's meta tokens
+// are read element-wise and are always float32 in memory.
+bool packable_role(Role role);
+
+// y {T, N} = x {T, K} · Wᵀ (+ bias {N}) for a float32 or packed weight {N, K} (quant/qmatmul.h).
+void linear(float* y, const float* x, const Param& w, const float* bias, int64_t T, int64_t N,
+            int64_t K);
+
+// Row `row` of an embedding table (float32 or packed) into out {cols}.
+void embedding_row(const Param& table, int64_t row, float* out);
+
+// Bytes the weights occupy in memory (float32 values + packed tensors).
+int64_t resident_weight_bytes(const Weights& weights);
 
 // state.hidden {ids, d} = rows of the embedding table {vocab, d}; rows = ids; next_layer = 0.
 // Ids must already be checked against the vocabulary (Model::check_ids).

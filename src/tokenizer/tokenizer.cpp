@@ -240,11 +240,14 @@ Tokenizer Tokenizer::load(const std::string& path) {
   std::stringstream buffer;
   buffer << in.rdbuf();
   if (in.bad()) fail("{}: cannot read tokenizer file", path);
+  return from_json_text(buffer.str(), path);
+}
 
+Tokenizer Tokenizer::from_json_text(const std::string& text, const std::string& path) {
   auto impl = std::make_shared<Impl>();
   impl->path = path;
   try {
-    json j = json::parse(buffer.str());
+    json j = json::parse(text);
     if (!j.is_object()) fail("{}: not a tokenizer.json (top level is not an object)", path);
     if (!j.contains("model") || !j["model"].is_object())
       fail("{}: not a tokenizer.json (no \"model\" object)", path);

@@ -25,6 +25,8 @@ class Tokenizer {
  public:
   // Reads a tokenizer.json. Throws kllens::Error on a missing, malformed or unsupported file.
   static Tokenizer load(const std::string& tokenizer_json_path);
+  // The same from the text of a tokenizer.json; `origin` names it in error messages.
+  static Tokenizer from_json_text(const std::string& text, const std::string& origin);
 
   // HF `encode(text, add_special_tokens)`.ids. `text` must be valid UTF-8 (else Error).
   // add_special_tokens applies the post-processor (e.g. Llama's BOS).

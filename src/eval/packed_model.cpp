@@ -1,0 +1,30 @@
+#include "eval/packed_model.h"
+
+#include <memory>
+
+#include "models/model.h"
+#include "quant/quantize.h"
+
+namespace kllens {
+
+PackResult pack_model(Model& model, const SchemeAssignment& assignment) {
+  validate_assignment(model, assignment);
+  PackResult res;
+  res.weight_bytes_before = resident_weight_bytes(model.weights());
+  for (const auto& [name, scheme] : assignment) {
+    Param& p = model.weights().get(name);
+    if (p.is_packed() || scheme.format == QuantFormat::kF32) continue;
+    if (packable_role(p.role)) {
+      p.packed = std::make_shared<const QTensor>(quantize(scheme, p.value.data(), p.rows(), p.cols()));
+      p.value = {};
+      ++res.packed;
+    } else {
+      fake_quantize(scheme, p.value.data(), p.rows(), p.cols());
+      ++res.fake_quantized;
+    }
+  }
+  res.weight_bytes_after = resident_weight_bytes(model.weights());
+  return res;
+}
+
+}  // namespace kllens

@@ -1,0 +1,368 @@
+#include "quant/qmatmul.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "core/dtype.h"
+#include "core/error.h"
+#include "kernels/ops.h"
+#include "quant/qmatmul_kernels.h"
+
+namespace kllens {
+
+std::string_view isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::kScalar: return "scalar";
+    case Isa::kAvx2: return "avx2";
+    case Isa::kAvx512: return "avx512-vnni";
+  }
+  return "scalar";
+}
+
+Isa best_supported_isa() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
+      __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma"))
+    return Isa::kAvx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+      __builtin_cpu_supports("f16c"))
+    return Isa::kAvx2;
+  return Isa::kScalar;
+}
+
+namespace {
+
+Isa initial_isa() {
+  Isa isa = best_supported_isa();
+  if (const char* env = std::getenv("KLLENS_ISA")) {
+    const std::string v = env;
+    Isa want = isa;
+    if (v == "scalar") want = Isa::kScalar;
+    else if (v == "avx2") want = Isa::kAvx2;
+    else if (v == "avx512" || v == "avx512-vnni") want = Isa::kAvx512;
+    isa = std::min(isa, want);
+  }
+  return isa;
+}
+
+Isa g_isa = initial_isa();
+
+using qk::CodeLayout;
+using qk::HalfRows;
+using qk::IntRows;
+
+bool int_layout(const QTensor& w, IntRows* out) {
+  const QuantScheme& s = w.scheme;
+  if (w.cols % 32 != 0 || w.cols == 0) return false;
+  IntRows r;
+  r.rows = w.rows;
+  r.cols = w.cols;
+  r.data = w.data.data();
+  if (s.format == QuantFormat::kQ8_0) {
+    r.layout = CodeLayout::kQ8_0;
+  } else if (s.format == QuantFormat::kQ4_0) {
+    r.layout = CodeLayout::kQ4_0;
+  } else if (s.is_int() && (s.bits == 8 || s.bits == 4)) {
+    const int64_t group = w.group_size();
+    if (group % 32 != 0) return false;
+    r.layout = s.bits == 8 ? CodeLayout::kU8 : CodeLayout::kU4EvenOdd;
+    r.scales_f16 = s.scale_f16 ? w.scales_f16.data() : nullptr;
+    r.scales_f32 = s.scale_f16 ? nullptr : w.scales_f32.data();
+    r.zeros = s.symmetric ? nullptr : w.zero_points.data();
+    r.default_zero = s.symmetric ? (1 << (s.bits - 1)) : 0;
+    r.blocks_per_group = group / 32;
+    r.groups_per_row = w.groups_per_row();
+  } else {
+    return false;
+  }
+  if (out) *out = r;
+  return true;
+}
+
+bool half_layout(const QTensor& w, HalfRows* out) {
+  if (w.scheme.format != QuantFormat::kBF16 && w.scheme.format != QuantFormat::kF16) return false;
+  out->bf16 = w.scheme.format == QuantFormat::kBF16;
+  out->rows = w.rows;
+  out->cols = w.cols;
+  out->data = reinterpret_cast<const uint16_t*>(w.data.data());
+  return true;
+}
+
+// Rows of W per thread chunk: a multiple of 16, at least 64 rows of work per thread.
+int threads_for(int64_t rows, int64_t cols) {
+  if (omp_in_parallel()) return 1;
+  const int t = num_threads();
+  if (t <= 1 || rows * cols < (int64_t{1} << 16) || rows < 32) return 1;
+  return t;
+}
+
+template <typename RowFn>
+void parallel_rows(int64_t rows, int64_t cols, RowFn&& fn) {
+  const int threads = threads_for(rows, cols);
+  if (threads == 1) {
+    fn(int64_t{0}, rows);
+    return;
+  }
+  const int64_t chunk = ((rows + threads - 1) / threads + 15) / 16 * 16;
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int i = 0; i < threads; ++i) fn(std::min(rows, i * chunk), std::min(rows, (i + 1) * chunk));
+}
+
+void int_rows(const IntRows& w, const ActivationQ8& a, float* y, int64_t r0, int64_t r1) {
+  switch (g_isa) {
+    case Isa::kAvx512: qk::int_rows_avx512(w, a, y, r0, r1); return;
+    case Isa::kAvx2: qk::int_rows_avx2(w, a, y, r0, r1); return;
+    case Isa::kScalar: qk::int_rows_scalar(w, a, y, r0, r1); return;
+  }
+}
+
+void half_rows(const HalfRows& w, const float* x, float* y, int64_t r0, int64_t r1) {
+  switch (g_isa) {
+    case Isa::kAvx512: qk::half_rows_avx512(w, x, y, r0, r1); return;
+    case Isa::kAvx2: qk::half_rows_avx2(w, x, y, r0, r1); return;
+    case Isa::kScalar: qk::half_rows_scalar(w, x, y, r0, r1); return;
+  }
+}
+
+void add_bias(float* y, const float* bias, int64_t T, int64_t N) {
+  if (!bias) return;
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t n = 0; n < N; ++n) y[t * N + n] += bias[n];
+}
+
+// One token: the integer, 16-bit or generic row path.
+void matvec(float* y, const float* x, const QTensor& w) {
+  const int64_t N = w.rows, K = w.cols;
+  IntRows ir;
+  HalfRows hr;
+  if (int_layout(w, &ir)) {
+    // The calling thread's buffer; the worker threads read it through this reference (a lambda
+    // naming the thread_local itself would see each worker's own, empty one).
+    thread_local ActivationQ8 buffer;
+    const ActivationQ8& act = buffer;
+    quantize_activation_q8(x, K, ir.layout == CodeLayout::kU4EvenOdd, &buffer);
+    parallel_rows(N, K, [&](int64_t r0, int64_t r1) { int_rows(ir, act, y, r0, r1); });
+  } else if (half_layout(w, &hr)) {
+    parallel_rows(N, K, [&](int64_t r0, int64_t r1) { half_rows(hr, x, y, r0, r1); });
+  } else {
+    parallel_rows(N, K, [&](int64_t r0, int64_t r1) {
+      std::vector<float> row(static_cast<size_t>(K));
+      for (int64_t r = r0; r < r1; ++r) {
+        dequantize_row(w, r, row.data());
+        float acc = 0;
+        for (int64_t k = 0; k < K; ++k) acc += row[k] * x[k];
+        y[r] = acc;
+      }
+    });
+  }
+}
+
+// Many tokens: dequantize panels of rows to float32 and multiply with BLAS. A panel is at most
+// ~1 MiB of floats so it stays in this core's L2 while BLAS streams the activations past it.
+void matmul_panels(float* y, const float* x, const QTensor& w, int64_t T) {
+  const int64_t N = w.rows, K = w.cols;
+  const int64_t panel = std::clamp<int64_t>((int64_t{1} << 18) / std::max<int64_t>(K, 1) / 16 * 16,
+                                            16, 512);
+  const int threads = omp_in_parallel() ? 1 : num_threads();
+  const int64_t panels = (N + panel - 1) / panel;
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<float> wbuf(static_cast<size_t>(panel * K));
+    std::vector<float> ybuf(static_cast<size_t>(panel * T));
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t p = 0; p < panels; ++p) {
+      const int64_t n0 = p * panel, n = std::min(panel, N - n0);
+      for (int64_t r = 0; r < n; ++r) dequantize_row(w, n0 + r, wbuf.data() + r * K);
+      ops::matmul_nt(ybuf.data(), x, wbuf.data(), nullptr, T, n, K);  // 1 thread inside
+      for (int64_t t = 0; t < T; ++t) std::memcpy(y + t * N + n0, ybuf.data() + t * n, n * sizeof(float));
+    }
+  }
+}
+
+}  // namespace
+
+Isa qmatmul_isa() { return g_isa; }
+
+Isa set_qmatmul_isa(Isa isa) {
+  g_isa = std::min(isa, best_supported_isa());
+  return g_isa;
+}
+
+bool uses_int8_activations(const QTensor& w) { return int_layout(w, nullptr); }
+
+void quantize_activation_q8(const float* x, int64_t K, bool even_odd, ActivationQ8* out) {
+  KLLENS_CHECK(K % 32 == 0, "activation length {} is not a multiple of 32", K);
+  const int64_t nb = K / 32;
+  out->q.resize(static_cast<size_t>(K));
+  out->d.resize(static_cast<size_t>(nb));
+  out->sum.resize(static_cast<size_t>(nb));
+  out->neg_lane_sum.resize(static_cast<size_t>(K / 4));
+  out->even_odd = even_odd;
+  for (int64_t b = 0; b < nb; ++b) {
+    const float* xb = x + 32 * b;
+    float amax = 0;
+    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(xb[j]));
+    const float d = amax / 127.0f;
+    const float inv = d > 0 ? 1.0f / d : 0.0f;
+    int8_t* qb = out->q.data() + 32 * b;
+    int32_t sum = 0;
+    for (int j = 0; j < 32; ++j) {
+      // Element j goes to slot j (natural order) or, even_odd, evens to 0..15, odds to 16..31.
+      const int slot = even_odd ? (j % 2) * 16 + j / 2 : j;
+      const int v = static_cast<int>(round_half_away(xb[j] * inv));
+      qb[slot] = static_cast<int8_t>(v);
+      sum += v;
+    }
+    out->d[b] = d;
+    out->sum[b] = sum;
+    for (int l = 0; l < 8; ++l)
+      out->neg_lane_sum[8 * b + l] = -(qb[4 * l] + qb[4 * l + 1] + qb[4 * l + 2] + qb[4 * l + 3]);
+  }
+}
+
+void qmatmul_nt(float* y, const float* x, const QTensor& w, const float* bias, int64_t T) {
+  const int64_t N = w.rows, K = w.cols;
+  if (T <= 0 || N <= 0) return;
+  if (w.scheme.format == QuantFormat::kF32) {
+    ops::matmul_nt(y, x, reinterpret_cast<const float*>(w.data.data()), bias, T, N, K);
+    return;
+  }
+  if (T == 1) {
+    matvec(y, x, w);
+  } else {
+    matmul_panels(y, x, w, T);
+  }
+  add_bias(y, bias, T, N);
+}
+
+int64_t qtensor_read_bytes(const QTensor& w) { return w.storage_bytes(); }
+
+namespace qk {
+
+void block_scale_offset(const IntRows& w, int64_t r, int64_t b, float* s, float* o) {
+  switch (w.layout) {
+    case CodeLayout::kQ8_0: {
+      uint16_t d;
+      std::memcpy(&d, w.data + (r * w.blocks_per_row() + b) * sizeof(BlockQ8_0), 2);
+      *s = f16_to_f32(d);
+      *o = -128.0f * *s;
+      return;
+    }
+    case CodeLayout::kQ4_0: {
+      uint16_t d;
+      std::memcpy(&d, w.data + (r * w.blocks_per_row() + b) * sizeof(BlockQ4_0), 2);
+      *s = f16_to_f32(d);
+      *o = -8.0f * *s;
+      return;
+    }
+    case CodeLayout::kU8:
+    case CodeLayout::kU4EvenOdd: {
+      const int64_t g = r * w.groups_per_row + b / w.blocks_per_group;
+      *s = w.scales_f16 ? f16_to_f32(w.scales_f16[g]) : w.scales_f32[g];
+      const int z = w.zeros ? w.zeros[g] : w.default_zero;
+      *o = -static_cast<float>(z) * *s;
+      return;
+    }
+  }
+}
+
+void block_codes(const IntRows& w, int64_t r, int64_t b, uint8_t* u) {
+  switch (w.layout) {
+    case CodeLayout::kQ8_0: {
+      const uint8_t* qs = w.data + (r * w.blocks_per_row() + b) * sizeof(BlockQ8_0) + 2;
+      for (int j = 0; j < 32; ++j) u[j] = static_cast<uint8_t>(qs[j] ^ 0x80);
+      return;
+    }
+    case CodeLayout::kQ4_0:
+    case CodeLayout::kU4EvenOdd: {
+      const uint8_t* qs = w.layout == CodeLayout::kQ4_0
+                              ? w.data + (r * w.blocks_per_row() + b) * sizeof(BlockQ4_0) + 2
+                              : w.data + (r * w.cols + 32 * b) / 2;
+      for (int j = 0; j < 16; ++j) {
+        u[j] = qs[j] & 0x0F;
+        u[j + 16] = qs[j] >> 4;
+      }
+      return;
+    }
+    case CodeLayout::kU8:
+      std::memcpy(u, w.data + r * w.cols + 32 * b, 32);
+      return;
+  }
+}
+
+void int_rows_scalar(const IntRows& w, const ActivationQ8& a, float* y, int64_t r0, int64_t r1) {
+  const int64_t nb = w.blocks_per_row();
+  uint8_t u[32];
+  for (int64_t r = r0; r < r1; ++r) {
+    float acc = 0;
+    for (int64_t b = 0; b < nb; ++b) {
+      block_codes(w, r, b, u);
+      const int8_t* q = a.q.data() + 32 * b;
+      int32_t dot = 0;
+      for (int j = 0; j < 32; ++j) dot += static_cast<int32_t>(u[j]) * q[j];
+      float s, o;
+      block_scale_offset(w, r, b, &s, &o);
+      acc += a.d[b] * (s * static_cast<float>(dot) + o * static_cast<float>(a.sum[b]));
+    }
+    y[r] = acc;
+  }
+}
+
+void half_rows_scalar(const HalfRows& w, const float* x, float* y, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint16_t* row = w.data + r * w.cols;
+    float acc = 0;
+    for (int64_t k = 0; k < w.cols; ++k)
+      acc += (w.bf16 ? bf16_to_f32(row[k]) : f16_to_f32(row[k])) * x[k];
+    y[r] = acc;
+  }
+}
+
+}  // namespace qk
+
+namespace ref {
+
+void qmatmul_nt(float* y, const float* x, const QTensor& w, const float* bias, int64_t T) {
+  const int64_t N = w.rows, K = w.cols;
+  std::vector<float> row(static_cast<size_t>(K));
+  for (int64_t n = 0; n < N; ++n) {
+    dequantize_row(w, n, row.data());
+    for (int64_t t = 0; t < T; ++t) {
+      double acc = bias ? bias[n] : 0.0;
+      for (int64_t k = 0; k < K; ++k) acc += static_cast<double>(row[k]) * x[t * K + k];
+      y[t * N + n] = static_cast<float>(acc);
+    }
+  }
+}
+
+void qmatvec_int8(float* y, const float* x, const QTensor& w, const float* bias) {
+  IntRows ir;
+  KLLENS_CHECK(int_layout(w, &ir), "{} does not run on int8 activations", w.scheme.to_string());
+  ActivationQ8 act;
+  quantize_activation_q8(x, w.cols, ir.layout == CodeLayout::kU4EvenOdd, &act);
+  uint8_t u[32];
+  for (int64_t r = 0; r < w.rows; ++r) {
+    double acc = bias ? bias[r] : 0.0;
+    for (int64_t b = 0; b < ir.blocks_per_row(); ++b) {
+      qk::block_codes(ir, r, b, u);
+      int64_t dot = 0;
+      for (int j = 0; j < 32; ++j) dot += static_cast<int64_t>(u[j]) * act.q[32 * b + j];
+      float s, o;
+      qk::block_scale_offset(ir, r, b, &s, &o);
+      acc += static_cast<double>(act.d[b]) *
+             (static_cast<double>(s) * static_cast<double>(dot) +
+              static_cast<double>(o) * static_cast<double>(act.sum[b]));
+    }
+    y[r] = static_cast<float>(acc);
+  }
+}
+
+}  // namespace ref
+
+}  // namespace kllens

@@ -1,0 +1,148 @@
+// AVX2 (+FMA, F16C) row kernels, for x86-64 CPUs without AVX-512 VNNI. Integer block dots use
+// pmaddubsw (u8 × s8 → s16 pairs, saturating) then pmaddwd: 4-bit codes (≤ 15) cannot saturate;
+// 8-bit codes are shifted to signed (u - 128) and multiplied with ggml's sign trick, |w| ≤ 128
+// times |q| ≤ 127, so a pair sum stays within 2 · 128 · 127 = 32512 < 32767.
+#pragma GCC target("avx2,fma,f16c")
+#include <immintrin.h>
+
+#include <bit>
+#include <cstring>
+
+#include "quant/qmatmul_kernels.h"
+
+namespace kllens::qk {
+
+namespace {
+
+inline float hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline float f16(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return _cvtsh_ss(h);
+}
+
+inline __m256i nibbles(const uint8_t* qs) {
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  const __m128i m = _mm_set1_epi8(0x0F);
+  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
+}
+
+// Σ over the block of u·q as 8 int32 lanes. Signed8: w holds signed codes (u - 128).
+template <bool Signed8>
+inline __m256i block_dot(__m256i w, __m256i q) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  if constexpr (Signed8) {
+    const __m256i ax = _mm256_sign_epi8(w, w);
+    const __m256i sy = _mm256_sign_epi8(q, w);
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), ones);
+  } else {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(w, q), ones);
+  }
+}
+
+// Software prefetch distance along the weight stream (see qmatmul_avx512.cpp).
+constexpr int64_t kPrefetchAhead = 4096;
+
+template <CodeLayout L>
+inline int64_t block_offset(const IntRows& w, int64_t r, int64_t nb, int64_t b) {
+  if constexpr (L == CodeLayout::kQ8_0) return (r * nb + b) * 34;
+  else if constexpr (L == CodeLayout::kQ4_0) return (r * nb + b) * 18;
+  else if constexpr (L == CodeLayout::kU8) return r * w.cols + 32 * b;
+  else return (r * w.cols + 32 * b) / 2;
+}
+
+template <CodeLayout L>
+float row_dot(const IntRows& w, const ActivationQ8& a, int64_t r) {
+  constexpr bool kSigned8 = L == CodeLayout::kQ8_0 || L == CodeLayout::kU8;
+  const int64_t nb = w.blocks_per_row();
+  const uint8_t* row_start = w.data + block_offset<L>(w, r, nb, 0);
+  const uint8_t* row_end = w.data + block_offset<L>(w, r + 1, nb, 0);
+  for (const uint8_t* p = row_start + kPrefetchAhead; p < row_end + kPrefetchAhead; p += 64)
+    _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0);
+  __m256 acc = _mm256_setzero_ps();
+  float corr = 0;
+  const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
+  for (int64_t b = 0; b < nb; ++b) {
+    __m256i v;  // signed codes (8-bit layouts) or unsigned nibbles
+    float s, o;
+    if constexpr (L == CodeLayout::kQ8_0) {
+      const uint8_t* blk = w.data + (r * nb + b) * 34;
+      v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
+      s = f16(blk);
+      o = -128.0f * s;
+    } else if constexpr (L == CodeLayout::kQ4_0) {
+      const uint8_t* blk = w.data + (r * nb + b) * 18;
+      v = nibbles(blk + 2);
+      s = f16(blk);
+      o = -8.0f * s;
+    } else {
+      if constexpr (L == CodeLayout::kU8)
+        v = _mm256_xor_si256(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.data + r * w.cols + 32 * b)), flip);
+      else
+        v = nibbles(w.data + (r * w.cols + 32 * b) / 2);
+      const int64_t g = r * w.groups_per_row + b / w.blocks_per_group;
+      s = w.scales_f16 ? _cvtsh_ss(w.scales_f16[g]) : w.scales_f32[g];
+      o = -static_cast<float>(w.zeros ? w.zeros[g] : w.default_zero) * s;
+    }
+    // Signed codes are u - 128, so Σu·q = Σ(u-128)·q + 128 Σq: fold the 128 into the offset.
+    if constexpr (kSigned8) o += 128.0f * s;
+    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q.data() + 32 * b));
+    const float da = a.d[b];
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_dot<kSigned8>(v, q)), _mm256_set1_ps(s * da), acc);
+    corr += o * da * static_cast<float>(a.sum[b]);
+  }
+  return hsum256(acc) + corr;
+}
+
+template <CodeLayout L>
+void rows(const IntRows& w, const ActivationQ8& a, float* y, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) y[r] = row_dot<L>(w, a, r);
+}
+
+}  // namespace
+
+void int_rows_avx2(const IntRows& w, const ActivationQ8& a, float* y, int64_t r0, int64_t r1) {
+  switch (w.layout) {
+    case CodeLayout::kQ8_0: rows<CodeLayout::kQ8_0>(w, a, y, r0, r1); return;
+    case CodeLayout::kQ4_0: rows<CodeLayout::kQ4_0>(w, a, y, r0, r1); return;
+    case CodeLayout::kU8: rows<CodeLayout::kU8>(w, a, y, r0, r1); return;
+    case CodeLayout::kU4EvenOdd: rows<CodeLayout::kU4EvenOdd>(w, a, y, r0, r1); return;
+  }
+}
+
+void half_rows_avx2(const HalfRows& w, const float* x, float* y, int64_t r0, int64_t r1) {
+  const int64_t K = w.cols;
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint16_t* row = w.data + r * K;
+    const char* ahead = reinterpret_cast<const char*>(row) + kPrefetchAhead;
+    for (int64_t off = 0; off < 2 * K; off += 64) _mm_prefetch(ahead + off, _MM_HINT_T0);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int64_t k = 0;
+    for (; k + 16 <= K; k += 16) {
+      const __m128i h0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + k));
+      const __m128i h1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + k + 8));
+      __m256 w0, w1;
+      if (w.bf16) {
+        w0 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h0), 16));
+        w1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h1), 16));
+      } else {
+        w0 = _mm256_cvtph_ps(h0);
+        w1 = _mm256_cvtph_ps(h1);
+      }
+      acc0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + k), acc0);
+      acc1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + k + 8), acc1);
+    }
+    float acc = hsum256(_mm256_add_ps(acc0, acc1));
+    for (; k < K; ++k) acc += (w.bf16 ? std::bit_cast<float>(uint32_t{row[k]} << 16) : _cvtsh_ss(row[k])) * x[k];
+    y[r] = acc;
+  }
+}
+
+}  // namespace kllens::qk

@@ -1,0 +1,186 @@
+// AVX-512 (F, BW, VL, VNNI) row kernels. Compiled for these extensions by the pragma below, so
+// the rest of the library may run on CPUs without them; qmatmul.cpp only calls in here when the
+// CPU has them. 256-bit VNNI (vpdpbusd on one 32-element block) is used rather than 512-bit: a
+// block's scale is a scalar, and decode is bound by memory, not by these instructions.
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")
+#include <immintrin.h>
+
+#include <bit>
+#include <cstring>
+
+#include "quant/qmatmul_kernels.h"
+
+namespace kllens::qk {
+
+namespace {
+
+inline float hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline float f16(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return _cvtsh_ss(h);
+}
+
+inline __m256i nibbles(const uint8_t* qs) {
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  const __m128i m = _mm_set1_epi8(0x0F);
+  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
+}
+
+constexpr int64_t kPrefetchAhead = 4096;
+
+// Byte offset of block b of row r in w.data.
+template <CodeLayout L>
+inline int64_t block_offset(const IntRows& w, int64_t r, int64_t nb, int64_t b) {
+  if constexpr (L == CodeLayout::kQ8_0) return (r * nb + b) * 34;
+  else if constexpr (L == CodeLayout::kQ4_0) return (r * nb + b) * 18;
+  else if constexpr (L == CodeLayout::kU8) return r * w.cols + 32 * b;
+  else return (r * w.cols + 32 * b) / 2;
+}
+
+// Codes of block b of row r (32 unsigned values in activation order) and its scale.
+template <CodeLayout L>
+inline __m256i load_block(const IntRows& w, int64_t r, int64_t nb, int64_t b, float* s) {
+  if constexpr (L == CodeLayout::kQ8_0) {
+    const uint8_t* blk = w.data + (r * nb + b) * 34;
+    *s = f16(blk);
+    return _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2)),
+                            _mm256_set1_epi8(static_cast<char>(0x80)));
+  } else if constexpr (L == CodeLayout::kQ4_0) {
+    const uint8_t* blk = w.data + (r * nb + b) * 18;
+    *s = f16(blk);
+    return nibbles(blk + 2);
+  } else {
+    const int64_t g = r * w.groups_per_row + b / w.blocks_per_group;
+    *s = w.scales_f16 ? _cvtsh_ss(w.scales_f16[g]) : w.scales_f32[g];
+    if constexpr (L == CodeLayout::kU8)
+      return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.data + r * w.cols + 32 * b));
+    else
+      return nibbles(w.data + (r * w.cols + 32 * b) / 2);
+  }
+}
+
+inline int zero_shift(CodeLayout layout, int default_zero) {
+  if (layout == CodeLayout::kQ8_0) return 7;
+  if (layout == CodeLayout::kQ4_0) return 3;
+  return default_zero == 128 ? 7 : 3;
+}
+
+// One row with a power-of-two zero point shared by every block (q8_0, q4_0, symmetric int8 and
+// int4): each block's Σ (u - z) q is exact in int32, starting vpdpbusd from -z Σ_lane q, and is
+// scaled by s · d_a into one of four float accumulators (independent chains hide the latency).
+template <CodeLayout L>
+float row_dot_sym(const IntRows& w, const ActivationQ8& a, int64_t r, int shift) {
+  const int64_t nb = w.blocks_per_row();
+  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  const __m128i sh = _mm_cvtsi32_si128(shift);
+  int64_t b = 0;
+  // The weight stream: prefetch well ahead of the row being read (the hardware prefetcher alone
+  // left decode at about half of the machine's read bandwidth).
+  const uint8_t* row_start = w.data + block_offset<L>(w, r, nb, 0);
+  const uint8_t* row_end = w.data + block_offset<L>(w, r + 1, nb, 0);
+  for (const uint8_t* p = row_start + kPrefetchAhead; p < row_end + kPrefetchAhead; p += 64)
+    _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0);
+  auto step = [&](int64_t blk, int k) {
+    float s;
+    const __m256i u = load_block<L>(w, r, nb, blk, &s);
+    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q.data() + 32 * blk));
+    const __m256i init = _mm256_sll_epi32(
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.neg_lane_sum.data() + 8 * blk)), sh);
+    const __m256i dot = _mm256_dpbusd_epi32(init, u, q);
+    acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(s * a.d[blk]), acc[k]);
+  };
+  for (; b + 4 <= nb; b += 4) {
+    step(b, 0);
+    step(b + 1, 1);
+    step(b + 2, 2);
+    step(b + 3, 3);
+  }
+  for (; b < nb; ++b) step(b, 0);
+  return hsum256(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+}
+
+// Per-group zero points (asymmetric intB): acc += cvt(Σ u q) s d_a, corr += -z s d_a Σq.
+template <CodeLayout L>
+float row_dot_asym(const IntRows& w, const ActivationQ8& a, int64_t r) {
+  const int64_t nb = w.blocks_per_row();
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  float corr0 = 0, corr1 = 0;
+  for (int64_t b = 0; b < nb; ++b) {
+    float s;
+    const __m256i u = load_block<L>(w, r, nb, b, &s);
+    const int64_t g = r * w.groups_per_row + b / w.blocks_per_group;
+    const float o = -static_cast<float>(w.zeros[g]) * s;
+    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q.data() + 32 * b));
+    const __m256i dot = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, q);
+    const float da = a.d[b];
+    if (b & 1) {
+      acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(s * da), acc1);
+      corr1 += o * da * static_cast<float>(a.sum[b]);
+    } else {
+      acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(s * da), acc0);
+      corr0 += o * da * static_cast<float>(a.sum[b]);
+    }
+  }
+  return hsum256(_mm256_add_ps(acc0, acc1)) + corr0 + corr1;
+}
+
+template <CodeLayout L>
+float row_dot(const IntRows& w, const ActivationQ8& a, int64_t r) {
+  if (w.zeros) {
+    if constexpr (L == CodeLayout::kU8 || L == CodeLayout::kU4EvenOdd) return row_dot_asym<L>(w, a, r);
+  }
+  return row_dot_sym<L>(w, a, r, zero_shift(L, w.default_zero));
+}
+
+template <CodeLayout L>
+void rows(const IntRows& w, const ActivationQ8& a, float* y, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) y[r] = row_dot<L>(w, a, r);
+}
+
+}  // namespace
+
+void int_rows_avx512(const IntRows& w, const ActivationQ8& a, float* y, int64_t r0, int64_t r1) {
+  switch (w.layout) {
+    case CodeLayout::kQ8_0: rows<CodeLayout::kQ8_0>(w, a, y, r0, r1); return;
+    case CodeLayout::kQ4_0: rows<CodeLayout::kQ4_0>(w, a, y, r0, r1); return;
+    case CodeLayout::kU8: rows<CodeLayout::kU8>(w, a, y, r0, r1); return;
+    case CodeLayout::kU4EvenOdd: rows<CodeLayout::kU4EvenOdd>(w, a, y, r0, r1); return;
+  }
+}
+
+void half_rows_avx512(const HalfRows& w, const float* x, float* y, int64_t r0, int64_t r1) {
+  const int64_t K = w.cols;
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint16_t* row = w.data + r * K;
+    const char* ahead = reinterpret_cast<const char*>(row) + kPrefetchAhead;
+    for (int64_t off = 0; off < 2 * K; off += 64) _mm_prefetch(ahead + off, _MM_HINT_T0);
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k + 32 <= K; k += 32) {
+      const __m256i h0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + k));
+      const __m256i h1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + k + 16));
+      __m512 w0, w1;
+      if (w.bf16) {
+        w0 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h0), 16));
+        w1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h1), 16));
+      } else {
+        w0 = _mm512_cvtph_ps(h0);
+        w1 = _mm512_cvtph_ps(h1);
+      }
+      acc0 = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + k), acc0);
+      acc1 = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + k + 16), acc1);
+    }
+    float acc = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+    for (; k < K; ++k) acc += (w.bf16 ? std::bit_cast<float>(uint32_t{row[k]} << 16) : _cvtsh_ss(row[k])) * x[k];
+    y[r] = acc;
+  }
+}
+
+}  // namespace kllens::qk

@@ -1,0 +1,59 @@
+// Internal to quant/qmatmul*.cpp: the row kernels of the decode (matrix × vector) path, one set
+// per instruction set. The AVX2 and AVX-512 files compile their kernels with target attributes,
+// so the library runs on any x86-64 and qmatmul.cpp picks a set at run time.
+#pragma once
+
+#include <cstdint>
+
+#include "quant/qmatmul.h"
+
+namespace kllens::qk {
+
+// How a row's 32-element blocks of codes are laid out. Every layout is read as unsigned codes u
+// with a per-block (scale s, offset o): w = s * u + o.
+enum class CodeLayout : uint8_t {
+  kQ8_0,       // ggml blocks {f16 d, int8 qs[32]}: u = qs + 128, s = d, o = -128 d
+  kQ4_0,       // ggml blocks {f16 d, u8 qs[16]}: u = low nibbles (elements 0..15), then high
+               // nibbles (16..31); s = d, o = -8 d
+  kU8,         // kllens int8: one byte per element, row-major; s, o = -z s per group
+  kU4EvenOdd,  // kllens int4: byte j of a block holds elements 2j (low) and 2j+1 (high)
+};
+
+struct IntRows {
+  CodeLayout layout = CodeLayout::kU8;
+  int64_t rows = 0, cols = 0;
+  const uint8_t* data = nullptr;
+  // kU8 / kU4EvenOdd: one scale (f16 bits or f32) and zero point per group, row-major.
+  const uint16_t* scales_f16 = nullptr;
+  const float* scales_f32 = nullptr;
+  const uint8_t* zeros = nullptr;  // null: symmetric, zero = default_zero
+  int default_zero = 0;
+  int64_t blocks_per_group = 1;
+  int64_t groups_per_row = 1;
+
+  int64_t blocks_per_row() const { return cols / 32; }
+};
+
+// Float weights in 16 bits.
+struct HalfRows {
+  bool bf16 = true;  // else IEEE f16
+  int64_t rows = 0, cols = 0;
+  const uint16_t* data = nullptr;
+};
+
+// y[r] = Σ_b d_a[b] (s_b Σ u·q_a + o_b Σ q_a), r in [r0, r1).
+void int_rows_scalar(const IntRows& w, const ActivationQ8& a, float* y, int64_t r0, int64_t r1);
+void int_rows_avx2(const IntRows& w, const ActivationQ8& a, float* y, int64_t r0, int64_t r1);
+void int_rows_avx512(const IntRows& w, const ActivationQ8& a, float* y, int64_t r0, int64_t r1);
+
+// y[r] = Σ_k float(w[r, k]) x[k], r in [r0, r1).
+void half_rows_scalar(const HalfRows& w, const float* x, float* y, int64_t r0, int64_t r1);
+void half_rows_avx2(const HalfRows& w, const float* x, float* y, int64_t r0, int64_t r1);
+void half_rows_avx512(const HalfRows& w, const float* x, float* y, int64_t r0, int64_t r1);
+
+// The scale and offset of block b of row r (every layout), in float32.
+void block_scale_offset(const IntRows& w, int64_t r, int64_t b, float* s, float* o);
+// Block b of row r as 32 unsigned codes in the order the activations use.
+void block_codes(const IntRows& w, int64_t r, int64_t b, uint8_t* u);
+
+}  // namespace kllens::qk

@@ -1,0 +1,216 @@
+// The packed-weight products against their scalar references: every instruction set this CPU
+// has, every scheme family, odd row counts, T = 1 (decode) and T > 1 (prefill panels), with and
+// without bias. Tolerances are float32 rounding bounds (argued at each check), plus, for the
+// int8-activation path against float activations, the activation rounding bound itself.
+#include "quant/qmatmul.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "kernels/ops.h"
+
+namespace kllens {
+namespace {
+
+constexpr double kU = 0x1p-24;  // float32 unit roundoff
+
+std::vector<float> gaussian(int64_t n, uint64_t seed, float sigma) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, sigma);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (auto& x : v) x = normal(rng);
+  return v;
+}
+
+// Restores the run-time choice whatever a test sets.
+struct IsaGuard {
+  Isa saved = qmatmul_isa();
+  ~IsaGuard() { set_qmatmul_isa(saved); }
+};
+
+std::vector<Isa> available_isas() {
+  std::vector<Isa> out;
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512})
+    if (isa <= best_supported_isa()) out.push_back(isa);
+  return out;
+}
+
+// Σ_k |ŵ_k x_k| per output (ŵ = dequantized weights): the scale of every float rounding bound.
+std::vector<double> abs_dot(const QTensor& q, const float* x, int64_t T) {
+  std::vector<double> out(static_cast<size_t>(T * q.rows));
+  std::vector<float> row(static_cast<size_t>(q.cols));
+  for (int64_t n = 0; n < q.rows; ++n) {
+    dequantize_row(q, n, row.data());
+    for (int64_t t = 0; t < T; ++t) {
+      double s = 0;
+      for (int64_t k = 0; k < q.cols; ++k) s += std::fabs(static_cast<double>(row[k]) * x[t * q.cols + k]);
+      out[t * q.rows + n] = s;
+    }
+  }
+  return out;
+}
+
+struct Case {
+  const char* scheme;
+  int64_t rows, cols;
+};
+
+// Odd row counts (not multiples of 16, the thread chunk) and columns that exercise several
+// groups per row, a tail of blocks beyond the 4-way unroll, and g0.
+const Case kCases[] = {
+    {"q8_0", 37, 224},          {"q4_0", 53, 160},       {"int8:g32", 29, 96},
+    {"int4:g32", 41, 224},      {"int4:g64", 19, 192},   {"int8:g0:asym", 23, 160},
+    {"int4:g32:asym:s32", 17, 96}, {"int8:g128:s32", 13, 256}, {"int4:g0", 35, 288},
+    {"int3:g32", 21, 96},       {"int4:g16", 9, 64},     {"int8:g32", 11, 40},
+    {"bf16", 31, 100},          {"f16", 27, 68},         {"f32", 19, 50},
+};
+
+TEST(QMatmul, PrefillPanelsMatchFloatReference) {
+  set_num_threads(2);
+  for (const Case& c : kCases) {
+    SCOPED_TRACE(c.scheme);
+    const auto w = gaussian(c.rows * c.cols, 11, 0.05f);
+    const QTensor q = quantize(QuantScheme::parse(c.scheme), w.data(), c.rows, c.cols);
+    const int64_t T = 7;
+    const auto x = gaussian(T * c.cols, 12, 1.0f);
+    const auto bias = gaussian(c.rows, 13, 0.1f);
+    std::vector<float> got(static_cast<size_t>(T * c.rows)), want(got.size());
+    qmatmul_nt(got.data(), x.data(), q, bias.data(), T);
+    ref::qmatmul_nt(want.data(), x.data(), q, bias.data(), T);
+    const auto scale = abs_dot(q, x.data(), T);
+    for (size_t i = 0; i < got.size(); ++i) {
+      // The panels hold the dequantized weights exactly; BLAS sums K products in float32:
+      // |error| <= K u Σ|ŵx| (+ the bias addition, one more rounding of |y|).
+      const double tol = (c.cols + 2) * kU * (scale[i] + std::fabs(bias[i % c.rows]));
+      EXPECT_NEAR(got[i], want[i], tol) << "output " << i;
+    }
+  }
+}
+
+TEST(QMatmul, DecodeEveryIsaMatchesItsScalarReference) {
+  IsaGuard guard;
+  set_num_threads(2);
+  for (Isa isa : available_isas()) {
+    set_qmatmul_isa(isa);
+    for (const Case& c : kCases) {
+      SCOPED_TRACE(std::string(isa_name(isa)) + " " + c.scheme);
+      const auto w = gaussian(c.rows * c.cols, 21, 0.05f);
+      const QTensor q = quantize(QuantScheme::parse(c.scheme), w.data(), c.rows, c.cols);
+      const auto x = gaussian(c.cols, 22, 1.0f);
+      const auto bias = gaussian(c.rows, 23, 0.1f);
+      std::vector<float> got(static_cast<size_t>(c.rows)), want(got.size()), exact(got.size());
+      qmatmul_nt(got.data(), x.data(), q, bias.data(), 1);
+      ref::qmatmul_nt(exact.data(), x.data(), q, bias.data(), 1);
+      const auto scale = abs_dot(q, x.data(), 1);
+      if (uses_int8_activations(q)) {
+        ref::qmatvec_int8(want.data(), x.data(), q, bias.data());
+        // Against the scalar int8 reference the integer block sums are exact; what differs is
+        // float32 rounding of the per-block products s·d_a, the fused multiply-adds over
+        // K/32 blocks and the final horizontal sums: fewer than K/32 + 16 roundings, each
+        // bounded by u times a partial sum of magnitude at most Σ|s d_a (u - z) q| <= 2 Σ|ŵ x̂|
+        // (x̂ within half a step of x), so (K/32 + 16) · u · 4 Σ|ŵx| is a safe bound.
+        ActivationQ8 act;
+        quantize_activation_q8(x.data(), c.cols, false, &act);
+        for (int64_t r = 0; r < c.rows; ++r) {
+          const double tol = (c.cols / 32.0 + 16) * kU * 4 * (scale[r] + std::fabs(bias[r]));
+          EXPECT_NEAR(got[r], want[r], tol) << "row " << r;
+        }
+        // Against float activations the difference is the activation rounding: each x_k moves
+        // by at most d_a/2 of its block (plus u relative), so |Δy| <= Σ_b d_b/2 Σ_{k∈b} |ŵ_k|.
+        std::vector<float> row(static_cast<size_t>(c.cols));
+        for (int64_t r = 0; r < c.rows; ++r) {
+          dequantize_row(q, r, row.data());
+          double bound = 0;
+          for (int64_t k = 0; k < c.cols; ++k) bound += (act.d[k / 32] / 2) * (1 + 1e-6) * std::fabs(row[k]);
+          EXPECT_NEAR(got[r], exact[r], bound + (c.cols + 16) * kU * 4 * scale[r]) << "row " << r;
+        }
+      } else {
+        // Float activations: K float32 multiply-adds in some order.
+        for (int64_t r = 0; r < c.rows; ++r)
+          EXPECT_NEAR(got[r], exact[r], (c.cols + 2) * kU * (scale[r] + std::fabs(bias[r]))) << "row " << r;
+      }
+    }
+  }
+}
+
+TEST(QMatmul, Int8PathIsChosenExactlyForAlignedFourAndEightBitSchemes) {
+  auto uses = [](const char* scheme, int64_t cols) {
+    const auto w = gaussian(3 * cols, 1, 0.1f);
+    return uses_int8_activations(quantize(QuantScheme::parse(scheme), w.data(), 3, cols));
+  };
+  EXPECT_TRUE(uses("q8_0", 64));
+  EXPECT_TRUE(uses("q4_0", 64));
+  EXPECT_TRUE(uses("int8:g32", 64));
+  EXPECT_TRUE(uses("int4:g0:asym", 96));
+  EXPECT_FALSE(uses("int4:g16", 64));   // groups smaller than an activation block
+  EXPECT_FALSE(uses("int8:g32", 48));   // 32 does not divide 48: one group of 48
+  EXPECT_FALSE(uses("int3:g32", 64));
+  EXPECT_FALSE(uses("bf16", 64));
+}
+
+TEST(QMatmul, ActivationQuantizationIsGgmlQ8WithFloatScale) {
+  auto x = gaussian(96, 5, 2.0f);
+  x[3] = 0.5f * 0;  // an exact zero
+  for (int i = 64; i < 96; ++i) x[i] = 0.0f;  // an all-zero block: scale 0, codes 0
+  for (bool even_odd : {false, true}) {
+    ActivationQ8 a;
+    quantize_activation_q8(x.data(), 96, even_odd, &a);
+    ASSERT_EQ(a.d.size(), 3u);
+    EXPECT_EQ(a.d[2], 0.0f);
+    for (int b = 0; b < 3; ++b) {
+      float amax = 0;
+      for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[32 * b + j]));
+      EXPECT_EQ(a.d[b], amax / 127.0f);
+      int32_t sum = 0;
+      for (int j = 0; j < 32; ++j) {
+        const int slot = even_odd ? (j % 2) * 16 + j / 2 : j;
+        const int code = a.q[32 * b + slot];
+        EXPECT_LE(std::abs(code), 127);
+        sum += code;
+        if (a.d[b] > 0) EXPECT_LE(std::fabs(code * a.d[b] - x[32 * b + j]), a.d[b] / 2 * (1 + 1e-5));
+      }
+      EXPECT_EQ(a.sum[b], sum);
+      for (int l = 0; l < 8; ++l)
+        EXPECT_EQ(a.neg_lane_sum[8 * b + l],
+                  -(a.q[32 * b + 4 * l] + a.q[32 * b + 4 * l + 1] + a.q[32 * b + 4 * l + 2] +
+                    a.q[32 * b + 4 * l + 3]));
+    }
+  }
+}
+
+TEST(QMatmul, ZeroActivationsGiveTheBias) {
+  IsaGuard guard;
+  for (Isa isa : available_isas()) {
+    set_qmatmul_isa(isa);
+    for (const char* scheme : {"q8_0", "q4_0", "int4:g32:asym", "bf16"}) {
+      const auto w = gaussian(5 * 64, 3, 0.1f);
+      const QTensor q = quantize(QuantScheme::parse(scheme), w.data(), 5, 64);
+      const std::vector<float> x(64, 0.0f);
+      const std::vector<float> bias = {1, -2, 3, -4, 5};
+      std::vector<float> y(5);
+      qmatmul_nt(y.data(), x.data(), q, bias.data(), 1);
+      EXPECT_EQ(y, bias) << isa_name(isa) << " " << scheme;
+    }
+  }
+}
+
+TEST(QMatmul, IsaChoiceIsClampedToTheCpu) {
+  IsaGuard guard;
+  EXPECT_EQ(set_qmatmul_isa(Isa::kScalar), Isa::kScalar);
+  EXPECT_EQ(set_qmatmul_isa(Isa::kAvx512), best_supported_isa());
+  EXPECT_EQ(isa_name(Isa::kAvx2), "avx2");
+}
+
+TEST(QMatmul, ReadBytesAreTheStoredBytes) {
+  const auto w = gaussian(7 * 64, 9, 0.1f);
+  for (const char* scheme : {"q8_0", "q4_0", "int4:g32", "bf16"}) {
+    const QTensor q = quantize(QuantScheme::parse(scheme), w.data(), 7, 64);
+    EXPECT_EQ(qtensor_read_bytes(q), QuantScheme::parse(scheme).storage_bytes(7, 64)) << scheme;
+  }
+}
+
+}  // namespace
+}  // namespace kllens
