@@ -38,9 +38,12 @@ void Mamba1Ssm::forward(float* y, const float* x_in, int64_t ldx, const float* z
   std::vector<float> dt(static_cast<size_t>(T * I));
   linear(dt.data(), dt_r.data(), *dt_proj, dt_bias ? dt_bias->data() : nullptr, T,
                  I, R);
-  for (auto& v : dt) v = ops::softplus_fast(v);
+  const int64_t n = T * I;
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (int64_t k = 0; k < n; ++k) dt[k] = ops::softplus_fast(dt[k]);
   ops::selective_scan(y, ssm_state, x.data(), dt.data(), A.data(), proj.data() + R,
                       proj.data() + R + N, P, D->data(), T, I, N);
+#pragma omp parallel for schedule(static) if (n > 65536)
   for (int64_t t = 0; t < T; ++t)
     for (int64_t i = 0; i < I; ++i) y[t * I + i] *= ops::silu_fast(z[t * ldz + i]);
 }

@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -78,6 +79,10 @@ bool int_layout(const QTensor& w, IntRows* out) {
     r.default_zero = s.symmetric ? (1 << (s.bits - 1)) : 0;
     r.blocks_per_group = group / 32;
     r.groups_per_row = w.groups_per_row();
+    if (r.groups_per_row > 1) {
+      if ((r.blocks_per_group & (r.blocks_per_group - 1)) != 0) return false;  // e.g. g96
+      r.group_shift = std::countr_zero(static_cast<uint64_t>(r.blocks_per_group));
+    }
   } else {
     return false;
   }
@@ -150,6 +155,39 @@ void matvec(float* y, const float* x, const QTensor& w) {
     parallel_rows(N, K, [&](int64_t r0, int64_t r1) { int_rows(ir, act, y, r0, r1); });
   } else if (half_layout(w, &hr)) {
     parallel_rows(N, K, [&](int64_t r0, int64_t r1) { half_rows(hr, x, y, r0, r1); });
+  } else if (w.scheme.is_int() && (w.scheme.bits == 4 || w.scheme.bits == 8)) {
+    // 4- and 8-bit codes whose groups do not fit activation blocks (e.g. dt_proj's rows of 48
+    // at g32): float activations, codes read straight from the stream, one scale per group.
+    const QuantScheme& sc = w.scheme;
+    const int64_t G = w.group_size(), gpr = w.groups_per_row();
+    parallel_rows(N, K, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        float acc = 0;
+        for (int64_t g = 0; g < gpr; ++g) {
+          const int64_t gi = r * gpr + g;
+          const float scale = sc.scale_f16 ? f16_to_f32(w.scales_f16[gi]) : w.scales_f32[gi];
+          const int z = sc.symmetric ? (1 << (sc.bits - 1)) : w.zero_points[gi];
+          const int64_t e0 = r * K + g * G;
+          const float* xg = x + g * G;
+          float dot = 0;
+          if (sc.bits == 8) {
+            for (int64_t i = 0; i < G; ++i) dot += static_cast<float>(w.data[e0 + i] - z) * xg[i];
+          } else if ((e0 & 1) == 0 && (G & 1) == 0) {
+            const uint8_t* bytes = w.data.data() + e0 / 2;  // elements 2j (low), 2j+1 (high)
+            for (int64_t j = 0; j < G / 2; ++j)
+              dot += static_cast<float>((bytes[j] & 0xF) - z) * xg[2 * j] +
+                     static_cast<float>((bytes[j] >> 4) - z) * xg[2 * j + 1];
+          } else {
+            for (int64_t i = 0; i < G; ++i) {
+              const int64_t e = e0 + i;
+              dot += static_cast<float>(((w.data[e >> 1] >> ((e & 1) * 4)) & 0xF) - z) * xg[i];
+            }
+          }
+          acc += scale * dot;
+        }
+        y[r] = acc;
+      }
+    });
   } else {
     parallel_rows(N, K, [&](int64_t r0, int64_t r1) {
       std::vector<float> row(static_cast<size_t>(K));
@@ -163,18 +201,21 @@ void matvec(float* y, const float* x, const QTensor& w) {
   }
 }
 
-// Many tokens: dequantize panels of rows to float32 and multiply with BLAS. A panel is at most
-// ~1 MiB of floats so it stays in this core's L2 while BLAS streams the activations past it.
+// Many tokens: dequantize panels of rows to float32 and multiply with BLAS. Panels are large
+// (up to 4 MiB of floats, about one per thread for a layer's projections) because BLAS repacks
+// the activations for every call; the buffers persist per thread, so no call page-faults.
 void matmul_panels(float* y, const float* x, const QTensor& w, int64_t T) {
   const int64_t N = w.rows, K = w.cols;
-  const int64_t panel = std::clamp<int64_t>((int64_t{1} << 18) / std::max<int64_t>(K, 1) / 16 * 16,
-                                            16, 512);
   const int threads = omp_in_parallel() ? 1 : num_threads();
+  const int64_t cap = std::max<int64_t>(16, (int64_t{1} << 20) / std::max<int64_t>(K, 1) / 16 * 16);
+  const int64_t even = ((N + threads - 1) / threads + 15) / 16 * 16;  // one panel per thread
+  const int64_t panel = std::min(cap, std::max<int64_t>(even, 16));
   const int64_t panels = (N + panel - 1) / panel;
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<float> wbuf(static_cast<size_t>(panel * K));
-    std::vector<float> ybuf(static_cast<size_t>(panel * T));
+    thread_local std::vector<float> wbuf, ybuf;
+    wbuf.resize(std::max(wbuf.size(), static_cast<size_t>(panel * K)));
+    ybuf.resize(std::max(ybuf.size(), static_cast<size_t>(panel * T)));
 #pragma omp for schedule(dynamic, 1)
     for (int64_t p = 0; p < panels; ++p) {
       const int64_t n0 = p * panel, n = std::min(panel, N - n0);
@@ -263,7 +304,7 @@ void block_scale_offset(const IntRows& w, int64_t r, int64_t b, float* s, float*
     }
     case CodeLayout::kU8:
     case CodeLayout::kU4EvenOdd: {
-      const int64_t g = r * w.groups_per_row + b / w.blocks_per_group;
+      const int64_t g = w.group_of_block(r, b);
       *s = w.scales_f16 ? f16_to_f32(w.scales_f16[g]) : w.scales_f32[g];
       const int z = w.zeros ? w.zeros[g] : w.default_zero;
       *o = -static_cast<float>(z) * *s;

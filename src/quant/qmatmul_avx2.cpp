@@ -87,7 +87,7 @@ float row_dot(const IntRows& w, const ActivationQ8& a, int64_t r) {
             _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.data + r * w.cols + 32 * b)), flip);
       else
         v = nibbles(w.data + (r * w.cols + 32 * b) / 2);
-      const int64_t g = r * w.groups_per_row + b / w.blocks_per_group;
+      const int64_t g = w.group_of_block(r, b);
       s = w.scales_f16 ? _cvtsh_ss(w.scales_f16[g]) : w.scales_f32[g];
       o = -static_cast<float>(w.zeros ? w.zeros[g] : w.default_zero) * s;
     }

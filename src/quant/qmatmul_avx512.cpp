@@ -7,6 +7,7 @@
 
 #include <bit>
 #include <cstring>
+#include <vector>
 
 #include "quant/qmatmul_kernels.h"
 
@@ -57,7 +58,7 @@ inline __m256i load_block(const IntRows& w, int64_t r, int64_t nb, int64_t b, fl
     *s = f16(blk);
     return nibbles(blk + 2);
   } else {
-    const int64_t g = r * w.groups_per_row + b / w.blocks_per_group;
+    const int64_t g = w.group_of_block(r, b);
     *s = w.scales_f16 ? _cvtsh_ss(w.scales_f16[g]) : w.scales_f32[g];
     if constexpr (L == CodeLayout::kU8)
       return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.data + r * w.cols + 32 * b));
@@ -87,14 +88,40 @@ float row_dot_sym(const IntRows& w, const ActivationQ8& a, int64_t r, int shift)
   const uint8_t* row_end = w.data + block_offset<L>(w, r + 1, nb, 0);
   for (const uint8_t* p = row_start + kPrefetchAhead; p < row_end + kPrefetchAhead; p += 64)
     _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0);
+  // kllens intB: the per-block products s_g · d_a, computed once per row group by group, so the
+  // block loop has no group arithmetic (a division per block cost 2x in decode).
+  constexpr bool kGrouped = L == CodeLayout::kU8 || L == CodeLayout::kU4EvenOdd;
+  thread_local std::vector<float> sd_buffer;
+  float* sd = nullptr;
+  if constexpr (kGrouped) {
+    if (sd_buffer.size() < static_cast<size_t>(nb)) sd_buffer.resize(static_cast<size_t>(nb));
+    sd = sd_buffer.data();
+    const int64_t bpg = w.groups_per_row == 1 ? nb : w.blocks_per_group;
+    for (int64_t g = 0, blk = 0; g < w.groups_per_row; ++g) {
+      const int64_t gi = r * w.groups_per_row + g;
+      const float sg = w.scales_f16 ? _cvtsh_ss(w.scales_f16[gi]) : w.scales_f32[gi];
+      for (int64_t j = 0; j < bpg; ++j, ++blk) sd[blk] = sg * a.d[blk];
+    }
+  }
   auto step = [&](int64_t blk, int k) {
-    float s;
-    const __m256i u = load_block<L>(w, r, nb, blk, &s);
+    __m256i u;
+    float scale;
+    if constexpr (kGrouped) {
+      if constexpr (L == CodeLayout::kU8)
+        u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.data + r * w.cols + 32 * blk));
+      else
+        u = nibbles(w.data + (r * w.cols + 32 * blk) / 2);
+      scale = sd[blk];
+    } else {
+      float s;
+      u = load_block<L>(w, r, nb, blk, &s);
+      scale = s * a.d[blk];
+    }
     const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q.data() + 32 * blk));
     const __m256i init = _mm256_sll_epi32(
         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.neg_lane_sum.data() + 8 * blk)), sh);
     const __m256i dot = _mm256_dpbusd_epi32(init, u, q);
-    acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(s * a.d[blk]), acc[k]);
+    acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(scale), acc[k]);
   };
   for (; b + 4 <= nb; b += 4) {
     step(b, 0);
@@ -115,7 +142,7 @@ float row_dot_asym(const IntRows& w, const ActivationQ8& a, int64_t r) {
   for (int64_t b = 0; b < nb; ++b) {
     float s;
     const __m256i u = load_block<L>(w, r, nb, b, &s);
-    const int64_t g = r * w.groups_per_row + b / w.blocks_per_group;
+    const int64_t g = w.group_of_block(r, b);
     const float o = -static_cast<float>(w.zeros[g]) * s;
     const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q.data() + 32 * b));
     const __m256i dot = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, q);
@@ -159,7 +186,7 @@ void half_rows_avx512(const HalfRows& w, const float* x, float* y, int64_t r0, i
   const int64_t K = w.cols;
   for (int64_t r = r0; r < r1; ++r) {
     const uint16_t* row = w.data + r * K;
-    const char* ahead = reinterpret_cast<const char*>(row) + kPrefetchAhead;
+    const char* ahead = reinterpret_cast<const char*>(row) + 2 * kPrefetchAhead;
     for (int64_t off = 0; off < 2 * K; off += 64) _mm_prefetch(ahead + off, _MM_HINT_T0);
     __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
     int64_t k = 0;

@@ -30,8 +30,13 @@ struct IntRows {
   int default_zero = 0;
   int64_t blocks_per_group = 1;
   int64_t groups_per_row = 1;
+  int group_shift = 0;  // log2(blocks_per_group) when groups_per_row > 1 (a power of two then)
 
   int64_t blocks_per_row() const { return cols / 32; }
+  // The scale / zero-point index of block b of row r, without a division in the inner loop.
+  int64_t group_of_block(int64_t r, int64_t b) const {
+    return r * groups_per_row + (groups_per_row == 1 ? 0 : b >> group_shift);
+  }
 };
 
 // Float weights in 16 bits.
