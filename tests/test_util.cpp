@@ -1,5 +1,7 @@
 #include "test_util.h"
 
+#include <gtest/gtest.h>
+
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -73,6 +75,13 @@ CliResult run_cli(const std::vector<std::string>& args) {
   result.err = read_file(err_path);
   std::filesystem::remove_all(dir);
   return result;
+}
+
+void expect_cli_error(const CliResult& r, int code, const std::string& part) {
+  EXPECT_FALSE(r.signaled) << "signal " << r.signal;
+  EXPECT_EQ(r.exit_code, code) << r.err;
+  EXPECT_EQ(r.err.rfind("error: ", 0), 0u) << r.err;
+  EXPECT_NE(r.err.find(part), std::string::npos) << r.err;
 }
 
 }  // namespace kllens::test

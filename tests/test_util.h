@@ -26,6 +26,9 @@ struct CliResult {
 // Runs the built `kllens` binary with these arguments (no shell), capturing its output.
 CliResult run_cli(const std::vector<std::string>& args);
 
+// A bad-input run: no signal, exit `code`, stderr starting "error: " and containing `part`.
+void expect_cli_error(const CliResult& r, int code, const std::string& part);
+
 // Writes a small file, creating directories.
 void write_file(const std::filesystem::path& path, std::string_view bytes);
 std::string read_file(const std::filesystem::path& path);

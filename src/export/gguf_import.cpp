@@ -13,6 +13,7 @@
 #include "export/llama_names.h"
 #include "io/gguf.h"
 #include "io/hf_config.h"
+#include "io/mapped_file.h"
 #include "io/safetensors.h"
 #include "models/model.h"
 
@@ -107,6 +108,7 @@ std::unique_ptr<Model> load_gguf_model(const std::string& path) {
              info->nbytes, gguf::type_name(info->type), q->rows, q->cols);
       const auto* bytes = reinterpret_cast<const uint8_t*>(info->data);
       q->data.assign(bytes, bytes + info->nbytes);
+      release_mapped_range(info->data, info->nbytes);  // the copy is what runs: one copy resident
       packed[spec.name] = std::move(q);  // supplied to Weights::load by the scope below
       continue;
     }
@@ -116,6 +118,7 @@ std::unique_ptr<Model> load_gguf_model(const std::string& path) {
     } catch (const Error& e) {
       fail("{}: tensor '{}': {}", path, name, e.what());
     }
+    release_mapped_range(info->data, info->nbytes);
     if (transform == LlamaTransform::kNegExp)
       for (float& v : values) v = std::log(-v);  // ssm_a = -exp(A_log)
     tensors[spec.name] = make_f32_tensor(spec.shape, values);

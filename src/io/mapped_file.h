@@ -27,4 +27,8 @@ class MappedFile {
   size_t size_ = 0;
 };
 
+// The same for one range of a mapping (a tensor): only whole pages inside [data, data + nbytes)
+// are released, so a page shared with a neighbour stays.
+void release_mapped_range(const void* data, size_t nbytes);
+
 }  // namespace kllens

@@ -29,14 +29,7 @@ std::vector<float> TensorView::to_f32() const {
   return out;
 }
 
-void TensorView::release_pages() const {
-  if (!data || nbytes == 0) return;
-  const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
-  // Only whole pages inside the tensor: a page shared with a neighbour stays.
-  const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + page - 1) / page * page;
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + nbytes) / page * page;
-  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
-}
+void TensorView::release_pages() const { release_mapped_range(data, nbytes); }
 
 std::string shape_str(std::span<const int64_t> shape) {
   std::string s = "[";

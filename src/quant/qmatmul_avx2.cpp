@@ -9,29 +9,11 @@
 #include <cstring>
 
 #include "quant/qmatmul_kernels.h"
+#include "quant/qmatmul_simd_inl.h"
 
 namespace kllens::qk {
 
 namespace {
-
-inline float hsum256(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-inline float f16(const uint8_t* p) {
-  uint16_t h;
-  std::memcpy(&h, p, 2);
-  return _cvtsh_ss(h);
-}
-
-inline __m256i nibbles(const uint8_t* qs) {
-  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
-  const __m128i m = _mm_set1_epi8(0x0F);
-  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
-}
 
 // Σ over the block of u·q as 8 int32 lanes. Signed8: w holds signed codes (u - 128).
 template <bool Signed8>
@@ -46,25 +28,11 @@ inline __m256i block_dot(__m256i w, __m256i q) {
   }
 }
 
-// Software prefetch distance along the weight stream (see qmatmul_avx512.cpp).
-constexpr int64_t kPrefetchAhead = 4096;
-
-template <CodeLayout L>
-inline int64_t block_offset(const IntRows& w, int64_t r, int64_t nb, int64_t b) {
-  if constexpr (L == CodeLayout::kQ8_0) return (r * nb + b) * 34;
-  else if constexpr (L == CodeLayout::kQ4_0) return (r * nb + b) * 18;
-  else if constexpr (L == CodeLayout::kU8) return r * w.cols + 32 * b;
-  else return (r * w.cols + 32 * b) / 2;
-}
-
 template <CodeLayout L>
 float row_dot(const IntRows& w, const ActivationQ8& a, int64_t r) {
   constexpr bool kSigned8 = L == CodeLayout::kQ8_0 || L == CodeLayout::kU8;
   const int64_t nb = w.blocks_per_row();
-  const uint8_t* row_start = w.data + block_offset<L>(w, r, nb, 0);
-  const uint8_t* row_end = w.data + block_offset<L>(w, r + 1, nb, 0);
-  for (const uint8_t* p = row_start + kPrefetchAhead; p < row_end + kPrefetchAhead; p += 64)
-    _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0);
+  prefetch_ahead(w.data + block_offset<L>(w, r, nb, 0), w.data + block_offset<L>(w, r + 1, nb, 0));
   __m256 acc = _mm256_setzero_ps();
   float corr = 0;
   const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
@@ -121,8 +89,7 @@ void half_rows_avx2(const HalfRows& w, const float* x, float* y, int64_t r0, int
   const int64_t K = w.cols;
   for (int64_t r = r0; r < r1; ++r) {
     const uint16_t* row = w.data + r * K;
-    const char* ahead = reinterpret_cast<const char*>(row) + kPrefetchAhead;
-    for (int64_t off = 0; off < 2 * K; off += 64) _mm_prefetch(ahead + off, _MM_HINT_T0);
+    prefetch_ahead(reinterpret_cast<const uint8_t*>(row), reinterpret_cast<const uint8_t*>(row + K), 2 * kPrefetchAhead);
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     int64_t k = 0;
     for (; k + 16 <= K; k += 16) {

@@ -1,49 +1,22 @@
 // AVX-512 (F, BW, VL, VNNI) row kernels. Compiled for these extensions by the pragma below, so
 // the rest of the library may run on CPUs without them; qmatmul.cpp only calls in here when the
-// CPU has them. 256-bit VNNI (vpdpbusd on one 32-element block) is used rather than 512-bit: a
-// block's scale is a scalar, and decode is bound by memory, not by these instructions.
+// CPU has them. One 512-bit vpdpbusd covers two 32-element blocks (their scales broadcast into
+// the two halves of the scale vector); a leftover block takes a 256-bit one.
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")
+// GCC 12's AVX-512 intrinsics headers trip -Wmaybe-uninitialized on their own internal
+// "undefined" operands (GCC bug 105593), not on anything of ours.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
 #include <bit>
 #include <cstring>
-#include <vector>
 
 #include "quant/qmatmul_kernels.h"
+#include "quant/qmatmul_simd_inl.h"
 
 namespace kllens::qk {
 
 namespace {
-
-inline float hsum256(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-inline float f16(const uint8_t* p) {
-  uint16_t h;
-  std::memcpy(&h, p, 2);
-  return _cvtsh_ss(h);
-}
-
-inline __m256i nibbles(const uint8_t* qs) {
-  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
-  const __m128i m = _mm_set1_epi8(0x0F);
-  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
-}
-
-constexpr int64_t kPrefetchAhead = 4096;
-
-// Byte offset of block b of row r in w.data.
-template <CodeLayout L>
-inline int64_t block_offset(const IntRows& w, int64_t r, int64_t nb, int64_t b) {
-  if constexpr (L == CodeLayout::kQ8_0) return (r * nb + b) * 34;
-  else if constexpr (L == CodeLayout::kQ4_0) return (r * nb + b) * 18;
-  else if constexpr (L == CodeLayout::kU8) return r * w.cols + 32 * b;
-  else return (r * w.cols + 32 * b) / 2;
-}
 
 // Codes of block b of row r (32 unsigned values in activation order) and its scale.
 template <CodeLayout L>
@@ -75,19 +48,14 @@ inline int zero_shift(CodeLayout layout, int default_zero) {
 
 // One row with a power-of-two zero point shared by every block (q8_0, q4_0, symmetric int8 and
 // int4): each block's Σ (u - z) q is exact in int32, starting vpdpbusd from -z Σ_lane q, and is
-// scaled by s · d_a into one of four float accumulators (independent chains hide the latency).
+// scaled by s · d_a into float accumulators (two independent chains hide the latency).
 template <CodeLayout L, bool F16Scales>
 float row_dot_sym(const IntRows& w, const ActivationQ8& a, int64_t r, int shift) {
   const int64_t nb = w.blocks_per_row();
-  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  __m256 acc[1] = {_mm256_setzero_ps()};  // the odd tail block
   const __m128i sh = _mm_cvtsi32_si128(shift);
   int64_t b = 0;
-  // The weight stream: prefetch well ahead of the row being read (the hardware prefetcher alone
-  // left decode at about half of the machine's read bandwidth).
-  const uint8_t* row_start = w.data + block_offset<L>(w, r, nb, 0);
-  const uint8_t* row_end = w.data + block_offset<L>(w, r + 1, nb, 0);
-  for (const uint8_t* p = row_start + kPrefetchAhead; p < row_end + kPrefetchAhead; p += 64)
-    _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0);
+  prefetch_ahead(w.data + block_offset<L>(w, r, nb, 0), w.data + block_offset<L>(w, r + 1, nb, 0));
   // kllens intB: group scales from their own array; the group of a block is a shift (no division
   // or branch in the block loop: either cost 2x in decode).
   constexpr bool kGrouped = L == CodeLayout::kU8 || L == CodeLayout::kU4EvenOdd;
@@ -115,14 +83,67 @@ float row_dot_sym(const IntRows& w, const ActivationQ8& a, int64_t r, int shift)
     const __m256i dot = _mm256_dpbusd_epi32(init, u, q);
     acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(scale), acc[k]);
   };
+  // Two blocks per 512-bit vpdpbusd: lanes 0..7 hold block b, lanes 8..15 block b+1, scaled by
+  // [s_b d_b x 8 | s_b+1 d_b+1 x 8]. Half the instructions of one block per 256-bit operation.
+  __m512 acc2[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+  auto pair = [&](int64_t blk, int k) {
+    __m512i u;
+    float s0 = 0, s1 = 0;
+    if constexpr (L == CodeLayout::kQ8_0 || L == CodeLayout::kU8) {
+      __m256i c0, c1;
+      if constexpr (L == CodeLayout::kQ8_0) {
+        const uint8_t* p0 = codes + blk * 34;
+        c0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p0 + 2));
+        c1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p0 + 36));
+        s0 = f16(p0);
+        s1 = f16(p0 + 34);
+      } else {
+        c0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + 32 * blk));
+        c1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + 32 * blk + 32));
+      }
+      u = _mm512_inserti64x4(_mm512_castsi256_si512(c0), c1, 1);
+      if constexpr (L == CodeLayout::kQ8_0) u = _mm512_xor_si512(u, _mm512_set1_epi8(static_cast<char>(0x80)));
+    } else {
+      __m256i v;  // [16 code bytes of block b | of block b+1]
+      if constexpr (L == CodeLayout::kQ4_0) {
+        const uint8_t* p0 = codes + blk * 18;
+        v = _mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p0 + 2))),
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(p0 + 20)), 1);
+        s0 = f16(p0);
+        s1 = f16(p0 + 18);
+      } else {
+        v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + 16 * blk));
+      }
+      const __m256i m = _mm256_set1_epi8(0x0F);
+      const __m256i lo = _mm256_and_si256(v, m), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m);
+      // [lo_b lo_b+1 hi_b hi_b+1] -> [lo_b hi_b lo_b+1 hi_b+1]: each block's 32 codes in order.
+      const __m512i w4 = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+      u = _mm512_shuffle_i64x2(w4, w4, _MM_SHUFFLE(3, 1, 2, 0));
+    }
+    float sc0, sc1;
+    if constexpr (kGrouped) {
+      const int64_t g0 = gbase + (blk >> gshift), g1 = gbase + ((blk + 1) >> gshift);
+      sc0 = (F16Scales ? _cvtsh_ss(w.scales_f16[g0]) : w.scales_f32[g0]) * a.d[blk];
+      sc1 = (F16Scales ? _cvtsh_ss(w.scales_f16[g1]) : w.scales_f32[g1]) * a.d[blk + 1];
+    } else {
+      sc0 = s0 * a.d[blk];
+      sc1 = s1 * a.d[blk + 1];
+    }
+    const __m512i q = _mm512_loadu_si512(a.q.data() + 32 * blk);
+    const __m512i init = _mm512_sll_epi32(_mm512_loadu_si512(a.neg_lane_sum.data() + 8 * blk), sh);
+    const __m512i dot = _mm512_dpbusd_epi32(init, u, q);
+    const __m512 scale = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(sc0)), _mm256_set1_ps(sc1), 1);
+    acc2[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc2[k]);
+  };
   for (; b + 4 <= nb; b += 4) {
-    step(b, 0);
-    step(b + 1, 1);
-    step(b + 2, 2);
-    step(b + 3, 3);
+    pair(b, 0);
+    pair(b + 2, 1);
   }
   for (; b < nb; ++b) step(b, 0);
-  return hsum256(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+  const __m512 both = _mm512_add_ps(acc2[0], acc2[1]);
+  const __m256 folded = _mm256_add_ps(_mm512_castps512_ps256(both), _mm512_extractf32x8_ps(both, 1));
+  return hsum256(_mm256_add_ps(acc[0], folded));
 }
 
 // Per-group zero points (asymmetric intB): acc += cvt(Σ u q) s d_a, corr += -z s d_a Σq.
@@ -193,8 +214,7 @@ void bf16_rows_avx512(const HalfRows& w, const float* x, float* y, int64_t r0, i
   const __m512i odd_mask = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
   for (int64_t r = r0; r < r1; ++r) {
     const uint16_t* row = w.data + r * K;
-    const char* ahead = reinterpret_cast<const char*>(row) + 2 * kPrefetchAhead;
-    for (int64_t off = 0; off < 2 * K; off += 64) _mm_prefetch(ahead + off, _MM_HINT_T0);
+    prefetch_ahead(reinterpret_cast<const uint8_t*>(row), reinterpret_cast<const uint8_t*>(row + K), 2 * kPrefetchAhead);
     __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
     for (int64_t k = 0; k < K32; k += 32) {
       const __m512i v = _mm512_loadu_si512(row + k);
@@ -216,29 +236,26 @@ void half_rows_avx512(const HalfRows& w, const float* x, float* y, int64_t r0, i
     bf16_rows_avx512(w, x, y, r0, r1);
     return;
   }
+  // f16: widened by vcvtph2ps, 32 (then 16) elements per step.
   const int64_t K = w.cols;
   for (int64_t r = r0; r < r1; ++r) {
     const uint16_t* row = w.data + r * K;
-    const char* ahead = reinterpret_cast<const char*>(row) + 2 * kPrefetchAhead;
-    for (int64_t off = 0; off < 2 * K; off += 64) _mm_prefetch(ahead + off, _MM_HINT_T0);
+    prefetch_ahead(reinterpret_cast<const uint8_t*>(row), reinterpret_cast<const uint8_t*>(row + K), 2 * kPrefetchAhead);
     __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
     int64_t k = 0;
     for (; k + 32 <= K; k += 32) {
       const __m256i h0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + k));
       const __m256i h1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + k + 16));
-      __m512 w0, w1;
-      if (w.bf16) {
-        w0 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h0), 16));
-        w1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h1), 16));
-      } else {
-        w0 = _mm512_cvtph_ps(h0);
-        w1 = _mm512_cvtph_ps(h1);
-      }
-      acc0 = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + k), acc0);
-      acc1 = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + k + 16), acc1);
+      acc0 = _mm512_fmadd_ps(_mm512_cvtph_ps(h0), _mm512_loadu_ps(x + k), acc0);
+      acc1 = _mm512_fmadd_ps(_mm512_cvtph_ps(h1), _mm512_loadu_ps(x + k + 16), acc1);
+    }
+    if (k + 16 <= K) {  // e.g. dt_proj's rows of 48
+      const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + k));
+      acc0 = _mm512_fmadd_ps(_mm512_cvtph_ps(h), _mm512_loadu_ps(x + k), acc0);
+      k += 16;
     }
     float acc = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
-    for (; k < K; ++k) acc += (w.bf16 ? std::bit_cast<float>(uint32_t{row[k]} << 16) : _cvtsh_ss(row[k])) * x[k];
+    for (; k < K; ++k) acc += _cvtsh_ss(row[k]) * x[k];
     y[r] = acc;
   }
 }

@@ -30,12 +30,6 @@ class PackedCli : public ::testing::Test {
     EXPECT_EQ(r.exit_code, 0) << r.err;
     return out;
   }
-  static void expect_error(const test::CliResult& r, int code, const std::string& part) {
-    EXPECT_FALSE(r.signaled);
-    EXPECT_EQ(r.exit_code, code) << r.err;
-    EXPECT_EQ(r.err.rfind("error: ", 0), 0u) << r.err;
-    EXPECT_NE(r.err.find(part), std::string::npos) << r.err;
-  }
   fs::path dir_;
   std::string text_;
   const std::string model_ = test::repo_path("data/models/demo-mamba");
@@ -110,13 +104,13 @@ TEST_F(PackedCli, InspectAndForwardTakeTheFile) {
 
 TEST_F(PackedCli, CommandsThatQuantizeRefuseTheFileClearly) {
   const std::string file = quantized("q4_0");
-  expect_error(test::run_cli({"sensitivity", file, "--calib", text_, "--out", path("s.json")}), 1, "float model");
-  expect_error(test::run_cli({"eval", file, "--text", text_}), 2, "--reference");
-  expect_error(test::run_cli({"eval", file, "--uniform", "q8_0", "--reference", model_, "--text", text_}), 2, "already quantized");
-  expect_error(test::run_cli({"eval", model_, "--reference", model_, "--text", text_}), 2, "only with a GGUF");
-  expect_error(test::run_cli({"bench", file, "--uniform", "q8_0"}), 2, "already packed");
-  expect_error(test::run_cli({"quantize", file, "--uniform", "q8_0", "--out", path("x.gguf")}), 1, "already a GGUF");
-  expect_error(test::run_cli({"deploy-table", file, "--sens", path("none.json"), "--text", text_}), 2, "folder");
+  test::expect_cli_error(test::run_cli({"sensitivity", file, "--calib", text_, "--out", path("s.json")}), 1, "float model");
+  test::expect_cli_error(test::run_cli({"eval", file, "--text", text_}), 2, "--reference");
+  test::expect_cli_error(test::run_cli({"eval", file, "--uniform", "q8_0", "--reference", model_, "--text", text_}), 2, "already quantized");
+  test::expect_cli_error(test::run_cli({"eval", model_, "--reference", model_, "--text", text_}), 2, "only with a GGUF");
+  test::expect_cli_error(test::run_cli({"bench", file, "--uniform", "q8_0"}), 2, "already packed");
+  test::expect_cli_error(test::run_cli({"quantize", file, "--uniform", "q8_0", "--out", path("x.gguf")}), 1, "already a GGUF");
+  test::expect_cli_error(test::run_cli({"deploy-table", file, "--sens", path("none.json"), "--text", text_}), 2, "folder");
 }
 
 TEST_F(PackedCli, DeployTableRowsAreMeasuredAndOrdered) {

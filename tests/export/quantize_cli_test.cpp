@@ -19,12 +19,6 @@ class QuantizeCliTest : public ::testing::Test {
   void SetUp() override { dir_ = test::fresh_temp_dir("quantize-cli"); }
   void TearDown() override { fs::remove_all(dir_); }
   std::string path(const std::string& name) { return (dir_ / name).string(); }
-  static void expect_error(const test::CliResult& r, int code, const std::string& part) {
-    EXPECT_FALSE(r.signaled);
-    EXPECT_EQ(r.exit_code, code) << r.err;
-    EXPECT_EQ(r.err.rfind("error: ", 0), 0u) << r.err;
-    EXPECT_NE(r.err.find(part), std::string::npos) << r.err;
-  }
   fs::path dir_;
   const std::string model_ = test::repo_path("data/models/demo-mamba");
 };
@@ -80,27 +74,27 @@ TEST_F(QuantizeCliTest, PlanFilesAndTable) {
 }
 
 TEST_F(QuantizeCliTest, BadInput) {
-  expect_error(test::run_cli({"quantize", model_, "--out", path("x.gguf")}), 2, "--plan");
-  expect_error(test::run_cli({"quantize", model_, "--uniform", "q8_0", "--plan", path("p.json"),
+  test::expect_cli_error(test::run_cli({"quantize", model_, "--out", path("x.gguf")}), 2, "--plan");
+  test::expect_cli_error(test::run_cli({"quantize", model_, "--uniform", "q8_0", "--plan", path("p.json"),
                               "--out", path("x.gguf")}),
                2, "excludes");
-  expect_error(test::run_cli({"quantize", model_, "--uniform", "int9", "--out", path("x.gguf")}),
+  test::expect_cli_error(test::run_cli({"quantize", model_, "--uniform", "int9", "--out", path("x.gguf")}),
                2, "int9");
-  expect_error(test::run_cli({"quantize", model_, "--uniform", "q8_0"}), 2, "--out");
-  expect_error(test::run_cli({"quantize", path("no-model"), "--uniform", "q8_0", "--out",
+  test::expect_cli_error(test::run_cli({"quantize", model_, "--uniform", "q8_0"}), 2, "--out");
+  test::expect_cli_error(test::run_cli({"quantize", path("no-model"), "--uniform", "q8_0", "--out",
                               path("x.gguf")}),
                1, "no-model");
   test::write_file(path("bad.json"),
                    R"({"components": {"backbone.layers.99.mixer.in_proj.weight": "q8_0"}})");
-  expect_error(test::run_cli({"quantize", model_, "--plan", path("bad.json"), "--out", path("x.gguf")}),
+  test::expect_cli_error(test::run_cli({"quantize", model_, "--plan", path("bad.json"), "--out", path("x.gguf")}),
                1, "layers.99");
   test::write_file(path("bad2.json"), R"({"components": {"lm_head.weight": "int99"}})");
-  expect_error(test::run_cli({"quantize", model_, "--plan", path("bad2.json"), "--out", path("x.gguf")}),
+  test::expect_cli_error(test::run_cli({"quantize", model_, "--plan", path("bad2.json"), "--out", path("x.gguf")}),
                1, "int99");
   test::write_file(path("bad3.json"), "[1, 2");
-  expect_error(test::run_cli({"quantize", model_, "--plan", path("bad3.json"), "--out", path("x.gguf")}),
+  test::expect_cli_error(test::run_cli({"quantize", model_, "--plan", path("bad3.json"), "--out", path("x.gguf")}),
                1, "invalid JSON");
-  expect_error(test::run_cli({"quantize", model_, "--uniform", "q8_0", "--out",
+  test::expect_cli_error(test::run_cli({"quantize", model_, "--uniform", "q8_0", "--out",
                               path("missing-dir/x.gguf")}),
                1, "missing-dir");
   EXPECT_FALSE(fs::exists(path("x.gguf")));
