@@ -6,7 +6,8 @@
 //
 // Matrices the forward pass only multiplies with or looks rows up in (models' packable_role) stay
 // in their stored type when it is Q8_0, Q4_0, BF16 or F16: they are copied out of the file as
-// QTensors and run on the packed kernels (quant/qmatmul.h), so memory holds the quantized model.
+// QTensors and run on the packed kernels (quant/qmatmul.h), so memory holds the quantized model;
+// Q8_0/Q4_0 are rearranged into the equivalent int8/int4:g32 layout (blocks_as_int_layout).
 // Everything else (conv1d, norms, SSM parameters, Q4_1 and F32 tensors) is converted to float32.
 // The model is built through load_model() from a temporary folder (config.json + one F32
 // safetensors file with the float32 tensors) that is removed before returning, so the Model's

@@ -86,17 +86,17 @@ float row_dot_sym(const IntRows& w, const ActivationQ8& a, int64_t r, int shift)
   // Two blocks per 512-bit vpdpbusd: lanes 0..7 hold block b, lanes 8..15 block b+1, scaled by
   // [s_b d_b x 8 | s_b+1 d_b+1 x 8]. Half the instructions of one block per 256-bit operation.
   __m512 acc2[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
-  auto pair = [&](int64_t blk, int k) {
+  // The integer sums of blocks blk, blk+1 as 16 float lanes; s0, s1: the ggml blocks' scales.
+  auto pair_dot = [&](int64_t blk, float* s0, float* s1) {
     __m512i u;
-    float s0 = 0, s1 = 0;
     if constexpr (L == CodeLayout::kQ8_0 || L == CodeLayout::kU8) {
       __m256i c0, c1;
       if constexpr (L == CodeLayout::kQ8_0) {
         const uint8_t* p0 = codes + blk * 34;
         c0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p0 + 2));
         c1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p0 + 36));
-        s0 = f16(p0);
-        s1 = f16(p0 + 34);
+        *s0 = f16(p0);
+        *s1 = f16(p0 + 34);
       } else {
         c0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + 32 * blk));
         c1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + 32 * blk + 32));
@@ -110,8 +110,8 @@ float row_dot_sym(const IntRows& w, const ActivationQ8& a, int64_t r, int shift)
         v = _mm256_inserti128_si256(
             _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p0 + 2))),
             _mm_loadu_si128(reinterpret_cast<const __m128i*>(p0 + 20)), 1);
-        s0 = f16(p0);
-        s1 = f16(p0 + 18);
+        *s0 = f16(p0);
+        *s1 = f16(p0 + 18);
       } else {
         v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + 16 * blk));
       }
@@ -121,6 +121,13 @@ float row_dot_sym(const IntRows& w, const ActivationQ8& a, int64_t r, int shift)
       const __m512i w4 = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
       u = _mm512_shuffle_i64x2(w4, w4, _MM_SHUFFLE(3, 1, 2, 0));
     }
+    const __m512i q = _mm512_loadu_si512(a.q.data() + 32 * blk);
+    const __m512i init = _mm512_sll_epi32(_mm512_loadu_si512(a.neg_lane_sum.data() + 8 * blk), sh);
+    return _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(init, u, q));
+  };
+  auto pair = [&](int64_t blk, int k) {
+    float s0 = 0, s1 = 0;
+    const __m512 dot = pair_dot(blk, &s0, &s1);
     float sc0, sc1;
     if constexpr (kGrouped) {
       const int64_t g0 = gbase + (blk >> gshift), g1 = gbase + ((blk + 1) >> gshift);
@@ -130,12 +137,28 @@ float row_dot_sym(const IntRows& w, const ActivationQ8& a, int64_t r, int shift)
       sc0 = s0 * a.d[blk];
       sc1 = s1 * a.d[blk + 1];
     }
-    const __m512i q = _mm512_loadu_si512(a.q.data() + 32 * blk);
-    const __m512i init = _mm512_sll_epi32(_mm512_loadu_si512(a.neg_lane_sum.data() + 8 * blk), sh);
-    const __m512i dot = _mm512_dpbusd_epi32(init, u, q);
     const __m512 scale = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(sc0)), _mm256_set1_ps(sc1), 1);
-    acc2[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc2[k]);
+    acc2[k] = _mm512_fmadd_ps(dot, scale, acc2[k]);
   };
+  // One float16 scale per block in its own array (int4/int8 at g32, and ggml blocks converted
+  // to that layout): sixteen blocks' s·d_a in two vector operations, then one lane permutation
+  // per pair instead of two scalar conversions and broadcasts.
+  if constexpr (kGrouped && F16Scales) {
+    if (w.groups_per_row == nb) {
+      const __m512i lanes = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+      for (; b + 16 <= nb; b += 16) {
+        const __m512 sd = _mm512_mul_ps(
+            _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.scales_f16 + gbase + b))),
+            _mm512_loadu_ps(a.d.data() + b));
+        for (int k = 0; k < 8; ++k) {
+          float unused0, unused1;
+          const __m512 dot = pair_dot(b + 2 * k, &unused0, &unused1);
+          const __m512 scale = _mm512_permutexvar_ps(_mm512_add_epi32(lanes, _mm512_set1_epi32(2 * k)), sd);
+          acc2[k & 1] = _mm512_fmadd_ps(dot, scale, acc2[k & 1]);
+        }
+      }
+    }
+  }
   for (; b + 4 <= nb; b += 4) {
     pair(b, 0);
     pair(b + 2, 1);

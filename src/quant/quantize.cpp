@@ -187,6 +187,19 @@ inline unsigned read_code(const uint8_t* data, int64_t e, int bits) {
 
 // Unpacks codes of elements [e0, e0 + n) into out (one byte each).
 void unpack_codes(const uint8_t* data, int64_t e0, int64_t n, int bits, uint8_t* out) {
+  // 8 and 4 bits, the common widths: whole bytes, or two nibbles per byte (element 2j low).
+  if (bits == 8) {
+    std::memcpy(out, data + e0, static_cast<size_t>(n));
+    return;
+  }
+  if (bits == 4 && (e0 & 1) == 0 && (n & 1) == 0) {
+    const uint8_t* bytes = data + e0 / 2;
+    for (int64_t j = 0; j < n / 2; ++j) {
+      out[2 * j] = bytes[j] & 0x0F;
+      out[2 * j + 1] = bytes[j] >> 4;
+    }
+    return;
+  }
   int64_t e = e0;
   const int64_t end = e0 + n;
   for (; e < end && (e & 7) != 0; ++e) out[e - e0] = static_cast<uint8_t>(read_code(data, e, bits));
@@ -510,6 +523,37 @@ void dequantize_row(const QTensor& q, int64_t row, float* out) {
         out[col + k] = decode_int(static_cast<int>(buf[k]) - p.code_offset, zero, scale);
     }
   }
+}
+
+QTensor blocks_as_int_layout(QTensor q) {
+  if (!q.scheme.is_block()) return q;
+  const bool q8 = q.scheme.format == QuantFormat::kQ8_0;
+  QTensor out;
+  out.scheme = QuantScheme::make_int(q8 ? 8 : 4, 32, true, true);
+  out.rows = q.rows;
+  out.cols = q.cols;
+  const int64_t nb = q.cols / 32, blocks = q.rows * nb;
+  out.data.assign(static_cast<size_t>(q8 ? q.rows * q.cols : q.rows * q.cols / 2), 0);
+  out.scales_f16.resize(static_cast<size_t>(blocks));
+  for (int64_t i = 0; i < blocks; ++i) {
+    if (q8) {
+      const BlockQ8_0& b = q.blocks_q8_0()[i];
+      out.scales_f16[i] = b.d;
+      // Stored unsigned: code + 128.
+      for (int j = 0; j < 32; ++j) out.data[32 * i + j] = static_cast<uint8_t>(b.qs[j] + 128);
+    } else {
+      const BlockQ4_0& b = q.blocks_q4_0()[i];
+      out.scales_f16[i] = b.d;
+      // ggml: element j is the low nibble of qs[j], element j + 16 the high one, each code + 8;
+      // kllens: element 2k low and 2k + 1 high nibble of byte k, also code + 8.
+      uint8_t* dst = out.data.data() + 16 * i;
+      for (int j = 0; j < 32; ++j) {
+        const uint8_t nib = j < 16 ? (b.qs[j] & 0x0F) : (b.qs[j - 16] >> 4);
+        dst[j / 2] |= static_cast<uint8_t>(j % 2 == 0 ? nib : nib << 4);
+      }
+    }
+  }
+  return out;
 }
 
 void dequantize(const QTensor& q, float* out) {

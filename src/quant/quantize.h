@@ -53,6 +53,12 @@ QTensor quantize(const QuantScheme& scheme, const float* w, int64_t rows, int64_
 void dequantize(const QTensor& q, float* out);
 // out: cols floats.
 void dequantize_row(const QTensor& q, int64_t row, float* out);
+// q8_0 / q4_0 blocks moved into kllens' int8:g32:sym:s16 / int4:g32:sym:s16 layout: the same
+// codes and the same float16 scales, in separate arrays, so dequantize() gives the same floats bit
+// for bit (tested). The packed kernels read this layout faster than ggml's interleaved blocks
+// (quant/qmatmul.h). Any other scheme is returned unchanged.
+QTensor blocks_as_int_layout(QTensor q);
+
 // In place; equal bit for bit to dequantize(quantize(scheme, w, rows, cols)). Parallel over rows
 // (OpenMP).
 void fake_quantize(const QuantScheme& scheme, float* w, int64_t rows, int64_t cols);

@@ -85,7 +85,8 @@ TEST_F(PackedCli, InspectAndForwardTakeTheFile) {
   ASSERT_EQ(i.exit_code, 0) << i.err;
   int q4 = 0;
   const json inspected = json::parse(i.out);
-  for (const auto& c : inspected["components"]) q4 += c["stored"].get<std::string>() == "q4_0";
+  // Q4_0 tensors are held in the equivalent int4:g32 layout.
+  for (const auto& c : inspected["components"]) q4 += c["stored"].get<std::string>() == "int4:g32:sym:s16";
   EXPECT_GT(q4, 0);
   // tokenize with the tokenizer.json the file carries (the same ids as the folder's), then
   // generate from the file.

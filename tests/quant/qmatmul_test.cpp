@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -66,6 +67,8 @@ const Case kCases[] = {
     {"int4:g32:asym:s32", 17, 96}, {"int8:g128:s32", 13, 256}, {"int4:g0", 35, 288},
     {"int3:g32", 21, 96},       {"int4:g16", 9, 64},     {"int8:g32", 11, 40},
     {"bf16", 31, 100},          {"f16", 27, 68},         {"f32", 19, 50},
+    // 16+ blocks per row: the AVX-512 loop that converts sixteen g32 scales at once, and its tail.
+    {"int4:g32", 7, 544},       {"int8:g32", 5, 1056},   {"q4_0", 9, 544},
 };
 
 TEST(QMatmul, PrefillPanelsMatchFloatReference) {
@@ -202,6 +205,25 @@ TEST(QMatmul, IsaChoiceIsClampedToTheCpu) {
   EXPECT_EQ(set_qmatmul_isa(Isa::kScalar), Isa::kScalar);
   EXPECT_EQ(set_qmatmul_isa(Isa::kAvx512), best_supported_isa());
   EXPECT_EQ(isa_name(Isa::kAvx2), "avx2");
+}
+
+TEST(QMatmul, BlocksAsIntLayoutDequantizesBitForBit) {
+  auto w = gaussian(13 * 96, 31, 0.3f);
+  w[5] = 0.0f;
+  w[40] = 10.0f;  // an outlier: a block with a large scale and codes at the extremes
+  for (const char* scheme : {"q8_0", "q4_0"}) {
+    const QTensor q = quantize(QuantScheme::parse(scheme), w.data(), 13, 96);
+    const QTensor i = blocks_as_int_layout(q);
+    EXPECT_TRUE(i.scheme.is_int()) << scheme;
+    EXPECT_EQ(i.storage_bytes(), q.storage_bytes()) << scheme;
+    std::vector<float> a(w.size()), b(w.size());
+    dequantize(q, a.data());
+    dequantize(i, b.data());
+    for (size_t k = 0; k < a.size(); ++k)
+      ASSERT_EQ(std::bit_cast<uint32_t>(a[k]), std::bit_cast<uint32_t>(b[k])) << scheme << " element " << k;
+  }
+  const QTensor g = quantize(QuantScheme::parse("int4:g64"), w.data(), 13, 96);
+  EXPECT_EQ(blocks_as_int_layout(g).scheme, g.scheme);  // not a block format: unchanged
 }
 
 TEST(QMatmul, ReadBytesAreTheStoredBytes) {
