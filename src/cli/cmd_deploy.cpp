@@ -137,7 +137,7 @@ void add_deploy_table(CLI::App& app) {
         "| configuration | size (MB) | bits/weight | perplexity | KL(P_fp‖P_q) | prefill tok/s | "
         "decode tok/s | decode ceiling tok/s |\n|---|---|---|---|---|---|---|---|\n");
     for (const auto& r : out_rows)
-      md += fmt::format("| {} | {:.2f} | {:.3f} | {:.3f} | {:.5f} ± {:.5f} | {:.1f} | {:.1f} | {:.1f} |\n",
+      md += fmt::format("| {} | {:.2f} | {:.3f} | {:.3f} | {:.3e} ± {:.1e} | {:.1f} | {:.1f} | {:.1f} |\n",
                         r["label"].get<std::string>(), r["bytes"].get<double>() / 1e6,
                         r["bits_per_weight"].get<double>(), r["ppl"].get<double>(),
                         r["kl"]["mean"].get<double>(), r["kl"]["stderr"].get<double>(),
