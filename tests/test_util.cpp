@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <mutex>
+#include <vector>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -17,6 +19,23 @@ std::string repo_path(std::string_view relative) {
   return (std::filesystem::path(KLLENS_REPO) / relative).string();
 }
 
+namespace {
+// Every folder fresh_temp_dir made in this process, removed when the process exits (ctest runs
+// each test in its own process), so tests that do not clean up leave nothing in /tmp.
+struct TempDirs {
+  std::mutex mutex;
+  std::vector<std::filesystem::path> paths;
+  ~TempDirs() {
+    std::error_code ec;
+    for (const auto& p : paths) std::filesystem::remove_all(p, ec);
+  }
+};
+TempDirs& temp_dirs() {
+  static TempDirs dirs;
+  return dirs;
+}
+}  // namespace
+
 std::filesystem::path fresh_temp_dir(std::string_view tag) {
   static std::atomic<int> counter{0};
   auto dir = std::filesystem::temp_directory_path() /
@@ -24,6 +43,11 @@ std::filesystem::path fresh_temp_dir(std::string_view tag) {
               std::to_string(counter++));
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
+  {
+    TempDirs& dirs = temp_dirs();
+    std::lock_guard<std::mutex> lock(dirs.mutex);
+    dirs.paths.push_back(dir);
+  }
   return dir;
 }
 

@@ -12,7 +12,8 @@ namespace kllens::test {
 // Absolute path of a file in the repository, e.g. repo_path("data/fixtures/oracles/mamba").
 std::string repo_path(std::string_view relative);
 
-// A fresh empty directory under the build's temporary area, unique per call.
+// A fresh empty directory under the temporary area, unique per call; removed when the test
+// process exits.
 std::filesystem::path fresh_temp_dir(std::string_view tag);
 
 struct CliResult {
