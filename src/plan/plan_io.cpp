@@ -4,6 +4,7 @@
 #include <fstream>
 
 #include "core/error.h"
+#include "io/json_file.h"
 #include "quant/scheme.h"
 
 namespace kllens {
@@ -87,26 +88,9 @@ Plan plan_from_json(const json& j, const std::string& what) {
 }
 
 void write_plan_json(const std::string& path, const Plan& plan) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp);
-    if (!out) fail("{}: cannot write", tmp);
-    out << plan_to_json(plan).dump(1) << "\n";
-    if (!out) fail("{}: write failed", tmp);
-  }
-  std::filesystem::rename(tmp, path);
+  write_json_file_atomic(path, plan_to_json(plan));
 }
 
-Plan read_plan_json(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) fail("{}: cannot open", path);
-  json j;
-  try {
-    j = json::parse(in);
-  } catch (const json::exception& e) {
-    fail("{}: malformed JSON: {}", path, e.what());
-  }
-  return plan_from_json(j, path);
-}
+Plan read_plan_json(const std::string& path) { return plan_from_json(read_json_file(path), path); }
 
 }  // namespace kllens

@@ -14,6 +14,7 @@
 
 #include "core/error.h"
 #include "core/progress.h"
+#include "io/json_file.h"
 #include "models/model.h"
 #include "quant/quantize.h"
 #include "stats/logits.h"
@@ -331,26 +332,11 @@ void write_sensitivity_json(const std::string& path, const SensitivityReport& re
                   {"model", report.model},          {"calibration", report.calibration},
                   {"schemes", report.schemes},      {"sweep", report.sweep},
                   {"entries", entries}};
-  // Write then rename, so a reader never sees half a file.
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp);
-    if (!out) fail("{}: cannot write", tmp);
-    out << j.dump(1) << "\n";
-    if (!out) fail("{}: write failed", tmp);
-  }
-  std::filesystem::rename(tmp, path);
+  write_json_file_atomic(path, j);
 }
 
 SensitivityReport read_sensitivity_json(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) fail("{}: cannot open", path);
-  json j;
-  try {
-    j = json::parse(in);
-  } catch (const json::exception& e) {
-    fail("{}: malformed JSON: {}", path, e.what());
-  }
+  const json j = read_json_file(path);
   if (!j.is_object() || j.value("format", "") != "kllens-sensitivity")
     fail("{}: not a kllens sensitivity file (no \"format\": \"kllens-sensitivity\")", path);
   SensitivityReport r;

@@ -1,0 +1,31 @@
+#include "io/json_file.h"
+
+#include <filesystem>
+#include <fstream>
+
+#include "core/error.h"
+
+namespace kllens {
+
+nlohmann::json read_json_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) fail("{}: cannot open", path);
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: malformed JSON: {}", path, e.what());
+  }
+}
+
+void write_json_file_atomic(const std::string& path, const nlohmann::json& j, int indent) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp);
+    if (!out) fail("{}: cannot write", tmp);
+    out << j.dump(indent) << "\n";
+    if (!out) fail("{}: write failed", tmp);
+  }
+  std::filesystem::rename(tmp, path);
+}
+
+}  // namespace kllens

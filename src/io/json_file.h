@@ -1,0 +1,17 @@
+// JSON files the tool writes and reads back (plans, sensitivity reports): one place for the
+// error messages and for writing atomically.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace kllens {
+
+// Parses the file; Error "PATH: cannot open" or "PATH: malformed JSON: ...".
+nlohmann::json read_json_file(const std::string& path);
+
+// Writes j.dump(indent) and a newline to PATH.tmp, then renames it over PATH, so a reader never
+// sees half a file. Error when the file cannot be written.
+void write_json_file_atomic(const std::string& path, const nlohmann::json& j, int indent = 1);
+
+}  // namespace kllens
