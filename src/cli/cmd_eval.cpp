@@ -100,31 +100,12 @@ void add_eval(CLI::App& app) {
 
     if (o->json) {
       for (const auto& n : notes) std::cerr << "note: " << n << "\n";
-      print_json({{"ppl", r.ppl},
-                  {"ppl_fp", r.ppl_fp},
-                  {"kl",
-                   {{"mean", l.kl_forward.mean},
-                    {"stderr", l.kl_forward.stderr_},
-                    {"median", l.kl_median},
-                    {"p90", l.kl_p90},
-                    {"p99", l.kl_p99},
-                    {"max", l.kl_max}}},
-                  {"rkl", {{"mean", l.kl_reverse.mean}, {"stderr", l.kl_reverse.stderr_}}},
-                  {"top1", l.top1.mean},
-                  {"top1_stderr", l.top1.stderr_},
-                  {"delta_nll", {{"mean", l.delta_nll.mean}, {"stderr", l.delta_nll.stderr_}}},
-                  {"bytes", r.bytes},
-                  {"bits_per_weight", r.bits_per_weight},
-                  {"params", r.params},
-                  {"components_changed", r.changed.size()},
-                  {"unsupported", unsupported},
-                  {"tokens", r.tokens},
-                  {"positions", l.positions},
-                  {"windows", r.windows},
-                  {"ctx", r.ctx},
-                  {"source", source},
-                  {"model", model_description(o->model, *model)},
-                  {"text", calib.description}});
+      nlohmann::json out = eval_result_json(r);
+      out["unsupported"] = unsupported;
+      out["source"] = source;
+      out["model"] = model_description(o->model, *model);
+      out["text"] = calib.description;
+      print_json(out);
       return;
     }
     for (const auto& n : notes) std::cout << "note: " << n << "\n";

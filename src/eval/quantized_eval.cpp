@@ -205,4 +205,29 @@ QuantEvalResult evaluate_models(const Model& reference, const Model& quantized,
   return r;
 }
 
+nlohmann::json eval_result_json(const QuantEvalResult& r) {
+  const LogitResults& l = r.logits;
+  return {{"ppl", r.ppl},
+          {"ppl_fp", r.ppl_fp},
+          {"kl",
+           {{"mean", l.kl_forward.mean},
+            {"stderr", l.kl_forward.stderr_},
+            {"median", l.kl_median},
+            {"p90", l.kl_p90},
+            {"p99", l.kl_p99},
+            {"max", l.kl_max}}},
+          {"rkl", {{"mean", l.kl_reverse.mean}, {"stderr", l.kl_reverse.stderr_}}},
+          {"top1", l.top1.mean},
+          {"top1_stderr", l.top1.stderr_},
+          {"delta_nll", {{"mean", l.delta_nll.mean}, {"stderr", l.delta_nll.stderr_}}},
+          {"bytes", r.bytes},
+          {"bits_per_weight", r.bits_per_weight},
+          {"params", r.params},
+          {"components_changed", r.changed.size()},
+          {"tokens", r.tokens},
+          {"positions", l.positions},
+          {"windows", r.windows},
+          {"ctx", r.ctx}};
+}
+
 }  // namespace kllens

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -99,5 +100,8 @@ QuantEvalResult evaluate_quantized(Model& model, const SchemeAssignment& assignm
 QuantEvalResult evaluate_models(const Model& reference, const Model& quantized,
                                 const std::vector<std::vector<int32_t>>& windows,
                                 bool show_progress = true);
+
+// The result of one evaluation as `kllens eval --json` prints it (without source/model/text).
+nlohmann::json eval_result_json(const QuantEvalResult& r);
 
 }  // namespace kllens

@@ -122,9 +122,6 @@ int64_t budget_bytes_for(double avg_bits, int64_t total_params);
 FrontierResult run_frontier(PlanEvaluator& evaluator, const SensitivityReport& sensitivity,
                             const FrontierOptions& options);
 
-// The result of one evaluation as `kllens eval --json` prints it (without source/model/text).
-nlohmann::json eval_result_json(const QuantEvalResult& r);
-
 // Tables of the rows: JSON (every field, plan components included), CSV and Markdown (label,
 // method, metric, budget, bytes, bits/weight, perplexity, KL mean ± stderr, KL p99, top-1).
 nlohmann::json frontier_row_json(const FrontierRow& row, bool with_components = true);
