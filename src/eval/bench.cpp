@@ -92,8 +92,7 @@ size_t path_bytes(const std::string& path) {
 int64_t decode_bytes_per_token(const Model& model) {
   int64_t bytes = 0;
   for (const auto& p : model.weights().all()) {
-    const int64_t b = p->packed ? p->packed->storage_bytes()
-                                : static_cast<int64_t>(p->value.size() * sizeof(float));
+    const int64_t b = p->resident_bytes();
     // An untied embedding table is read one row per token; everything else whole.
     if (p->role == Role::kEmbed && !p->tied_head && p->rows() > 0)
       bytes += b / p->rows();

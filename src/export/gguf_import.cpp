@@ -98,19 +98,20 @@ std::unique_ptr<Model> load_gguf_model(const std::string& path) {
     if (const auto scheme = runtime_scheme(info->type);
         scheme && transform == LlamaTransform::kNone && packable_role(spec.role) &&
         spec.shape.size() >= 2) {
-      auto q = std::make_shared<QTensor>();
-      q->scheme = *scheme;
-      q->rows = spec.shape[0];
-      q->cols = numel / spec.shape[0];
-      if (!scheme->supports(q->cols) ||
-          static_cast<uint64_t>(scheme->storage_bytes(q->rows, q->cols)) != info->nbytes)
+      QTensor q;
+      q.scheme = *scheme;
+      q.rows = spec.shape[0];
+      q.cols = numel / spec.shape[0];
+      if (!scheme->supports(q.cols) ||
+          static_cast<uint64_t>(scheme->storage_bytes(q.rows, q.cols)) != info->nbytes)
         fail("{}: tensor '{}' ({} bytes of {}) does not hold a [{}, {}] matrix", path, name,
-             info->nbytes, gguf::type_name(info->type), q->rows, q->cols);
+             info->nbytes, gguf::type_name(info->type), q.rows, q.cols);
       const auto* bytes = reinterpret_cast<const uint8_t*>(info->data);
-      q->data.assign(bytes, bytes + info->nbytes);
+      q.data.assign(bytes, bytes + info->nbytes);
       release_mapped_range(info->data, info->nbytes);  // the copy is what runs: one copy resident
-      // Q8_0/Q4_0 run in kllens' int8/int4:g32 layout: the same values, faster kernels.
-      packed[spec.name] = std::make_shared<QTensor>(blocks_as_int_layout(std::move(*q)));  // for the scope below
+      // Q8_0/Q4_0 run in kllens' int8/int4:g32 layout: the same values, faster kernels. The scope
+      // below hands the matrices to Weights::load.
+      packed[spec.name] = std::make_shared<QTensor>(blocks_as_int_layout(std::move(q)));
       continue;
     }
     std::vector<float> values(static_cast<size_t>(numel));

@@ -203,9 +203,7 @@ void embedding_row(const Param& table, int64_t row, float* out) {
 
 int64_t resident_weight_bytes(const Weights& weights) {
   int64_t bytes = 0;
-  for (const auto& p : weights.all())
-    bytes += p->packed ? p->packed->storage_bytes()
-                       : static_cast<int64_t>(p->value.size() * sizeof(float));
+  for (const auto& p : weights.all()) bytes += p->resident_bytes();
   return bytes;
 }
 

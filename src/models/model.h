@@ -78,6 +78,10 @@ struct Param {
 
   int64_t numel() const;
   bool is_packed() const { return packed != nullptr; }
+  // Bytes held in memory: the packed tensor, or 4 per float32 value.
+  int64_t resident_bytes() const {
+    return packed ? packed->storage_bytes() : static_cast<int64_t>(value.size() * sizeof(float));
+  }
   const float* data() const {
     KLLENS_CHECK(!packed, "{} is packed ({}): read it through linear()", name,
                  packed->scheme.to_string());

@@ -286,8 +286,6 @@ void qmatmul_nt(float* y, const float* x, const QTensor& w, const float* bias, i
   add_bias(y, bias, T, N);
 }
 
-int64_t qtensor_read_bytes(const QTensor& w) { return w.storage_bytes(); }
-
 namespace qk {
 
 void block_scale_offset(const IntRows& w, int64_t r, int64_t b, float* s, float* o) {

@@ -57,10 +57,6 @@ void quantize_activation_q8(const float* x, int64_t K, bool even_odd, Activation
 // ops::matmul_nt. Parallel over rows of W (OpenMP).
 void qmatmul_nt(float* y, const float* x, const QTensor& w, const float* bias, int64_t T);
 
-// Bytes of weight data one product reads (codes, scales, zero points): what decode streams from
-// memory per token.
-int64_t qtensor_read_bytes(const QTensor& w);
-
 namespace ref {
 // Float activations: dequantize_row, double accumulation.
 void qmatmul_nt(float* y, const float* x, const QTensor& w, const float* bias, int64_t T);

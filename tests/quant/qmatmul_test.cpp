@@ -226,13 +226,5 @@ TEST(QMatmul, BlocksAsIntLayoutDequantizesBitForBit) {
   EXPECT_EQ(blocks_as_int_layout(g).scheme, g.scheme);  // not a block format: unchanged
 }
 
-TEST(QMatmul, ReadBytesAreTheStoredBytes) {
-  const auto w = gaussian(7 * 64, 9, 0.1f);
-  for (const char* scheme : {"q8_0", "q4_0", "int4:g32", "bf16"}) {
-    const QTensor q = quantize(QuantScheme::parse(scheme), w.data(), 7, 64);
-    EXPECT_EQ(qtensor_read_bytes(q), QuantScheme::parse(scheme).storage_bytes(7, 64)) << scheme;
-  }
-}
-
 }  // namespace
 }  // namespace kllens
