@@ -28,11 +28,18 @@ void add_inspect(CLI::App& app) {
     std::string model;
     bool json = false;
   };
+  // How a matrix is held in memory: its packed scheme, float32, or float32 dequantized at load
+  // from a GGUF format that has no packed kernel yet.
+  const auto held_as = [](const Param& p, const ModelInfo& info) -> std::string {
+    if (p.packed) return p.packed->scheme.to_string();
+    const auto it = info.dequantized_at_load.find(p.name);
+    return it == info.dequantized_at_load.end() ? "f32" : "f32<-" + it->second;
+  };
   auto o = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand("inspect", "architecture, layers, components, parameter counts and sizes");
   cmd->add_option("MODEL", o->model, "Hugging Face model folder, or a GGUF file from `kllens quantize`")->required();
   cmd->add_flag("--json", o->json, "machine-readable output");
-  cmd->callback([o] {
+  cmd->callback([o, held_as] {
     auto model = open_model(o->model);
     const auto& info = model->info();
     const auto bf16 = QuantScheme::parse("bf16");
@@ -50,7 +57,7 @@ void add_inspect(CLI::App& app) {
                        {"shape", p->shape}, {"params", p->numel()}, {"tied_head", p->tied_head},
                        {"bytes_bf16", bytes_as(*p, bf16)}, {"bytes_int8_g32", bytes_as(*p, int8)},
                        {"bytes_int4_g32", bytes_as(*p, int4)},
-                       {"stored", p->packed ? p->packed->scheme.to_string() : "f32"}});
+                       {"stored", held_as(*p, info)}});
     }
     const int64_t total = model->weights().total_params();
     if (o->json) {
@@ -72,7 +79,7 @@ void add_inspect(CLI::App& app) {
     std::cout << fmt::format("parameters   {} ({} in {} components)\n\n", total, comp_params, comps.size());
     for (size_t l = 0; l < info.layer_kinds.size(); ++l)
       std::cout << fmt::format("  layer {:>3}  {}\n", l, info.layer_kinds[l]);
-    std::cout << fmt::format("\n{:<52} {:<12} {:<18} {:>12} {:>10} {:>10} {:>10} {:>8}\n", "component", "role",
+    std::cout << fmt::format("\n{:<52} {:<12} {:<18} {:>12} {:>10} {:>10} {:>10} {:>10}\n", "component", "role",
                              "shape", "params", "bf16", "int8:g32", "int4:g32", "in memory");
     for (const auto& c : comps) {
       std::string role = c["role"].get<std::string>();
@@ -90,6 +97,10 @@ void add_inspect(CLI::App& app) {
                              "  INT4 (int4:g32) {:>12}  ({:.2f} bits/param)\n",
                              human(total_bf16), 8.0 * total_bf16 / total, human(total_int8),
                              8.0 * total_int8 / total, human(total_int4), 8.0 * total_int4 / total);
+    if (!info.dequantized_at_load.empty())
+      std::cout << fmt::format("\n{} matrices are in ggml formats without a packed kernel yet and "
+                               "were dequantized to float32 at load (\"f32<-TYPE\")\n",
+                               info.dequantized_at_load.size());
     if (!model->weights().unused().empty())
       std::cout << fmt::format("\n{} tensors in the checkpoint are not used by kllens (e.g. {})\n",
                                model->weights().unused().size(), model->weights().unused().front());

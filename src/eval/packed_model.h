@@ -24,6 +24,9 @@ struct PackResult {
 
 // Validates first (Error). A component at "f32" stays float32. Irreversible: reload the model to
 // get the float weights back.
-PackResult pack_model(Model& model, const SchemeAssignment& assignment);
+// Formats without a packed kernel yet (quant/qmatmul.h has_packed_kernel: the ggml block formats
+// other than q8_0/q4_0) are fake-quantized in float32, as a GGUF file holding them loads.
+PackResult pack_model(Model& model, const SchemeAssignment& assignment,
+                      const ImportanceFn& importance = {});
 
 }  // namespace kllens

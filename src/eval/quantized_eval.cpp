@@ -7,6 +7,7 @@
 #include "core/progress.h"
 #include "eval/perplexity.h"
 #include "models/model.h"
+#include "quant/formats.h"
 #include "quant/quantize.h"
 
 namespace kllens {
@@ -29,7 +30,7 @@ SchemeAssignment uniform_assignment(const Model& model, const QuantScheme& schem
   SchemeAssignment a;
   for (const Param* p : model.weights().components()) {
     if (p->role == Role::kConv1d && !include_conv1d) continue;
-    if (!scheme.supports(p->cols())) {
+    if (!stored_scheme(scheme, p->cols()).supports(p->cols())) {
       if (unsupported) unsupported->push_back(p->name);
       continue;
     }
@@ -46,7 +47,7 @@ void validate_assignment(const Model& model, const SchemeAssignment& assignment)
            model.info().arch, model.info().n_layers);
     if (!p->is_component())
       fail("the plan names {}, which is not a quantizable component (a 2+-D *.weight)", name);
-    scheme.check_shape(p->rows(), p->cols(), name);
+    stored_scheme(scheme, p->cols()).check_shape(p->rows(), p->cols(), name);
   }
 }
 
@@ -54,12 +55,15 @@ int64_t assignment_bytes(const Model& model, const SchemeAssignment& assignment)
   int64_t bytes = 0;
   for (const auto& p : model.weights().all()) {
     auto it = assignment.find(p->name);
-    bytes += it == assignment.end() ? 2 * p->numel() : it->second.storage_bytes(p->rows(), p->cols());
+    bytes += it == assignment.end()
+                 ? 2 * p->numel()
+                 : stored_scheme(it->second, p->cols()).storage_bytes(p->rows(), p->cols());
   }
   return bytes;
 }
 
-WeightSwap::WeightSwap(Model& model) : model_(model) {
+WeightSwap::WeightSwap(Model& model, ImportanceFn importance)
+    : model_(model), importance_(std::move(importance)) {
   for (const auto& p : model.weights().all())
     if (p->is_packed())
       fail("this model is already quantized ({} is stored as {}): quantizing components needs "
@@ -103,7 +107,8 @@ void WeightSwap::apply(const SchemeAssignment& assignment) {
     slot.scheme = scheme;
     slot.aside = p.value;
     try {
-      fake_quantize(scheme, p.data(), p.rows(), p.cols());
+      fake_quantize(stored_scheme(scheme, p.cols()), p.data(), p.rows(), p.cols(),
+                    importance_ ? importance_(p) : nullptr);
     } catch (...) {
       p.value = std::move(slot.aside);
       throw;
@@ -161,13 +166,13 @@ void compare_windows(const std::vector<std::vector<int32_t>>& windows, int64_t V
 
 QuantEvalResult evaluate_quantized(Model& model, const SchemeAssignment& assignment,
                                    const std::vector<std::vector<int32_t>>& windows,
-                                   bool show_progress) {
+                                   bool show_progress, const ImportanceFn& importance) {
   if (windows.empty()) fail("evaluation needs at least one window");
   QuantEvalResult r;
   r.params = model.weights().total_params();
   r.bytes = assignment_bytes(model, assignment);
   r.bits_per_weight = 8.0 * static_cast<double>(r.bytes) / static_cast<double>(r.params);
-  WeightSwap swap(model);
+  WeightSwap swap(model, importance);
   swap.apply(assignment);
   r.changed = swap.changed();
   compare_windows(

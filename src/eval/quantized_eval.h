@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -26,8 +27,14 @@ namespace kllens {
 class Model;
 struct Param;
 
-// HF component name -> scheme. Components absent stay as loaded.
+// HF component name -> scheme. Components absent stay as loaded. A block format that cannot
+// divide a component's rows is applied, sized and exported as quant/formats.h's stored_scheme
+// (llama-quantize's fallback for the shape).
 using SchemeAssignment = std::map<std::string, QuantScheme>;
+
+// The importance vector (cols floats) ggml's quantizers use for a component, or nullptr (an
+// ImportanceMatrix supplies it, eval/imatrix.h). An empty function: no importance vectors.
+using ImportanceFn = std::function<const float*(const Param&)>;
 
 // Every component at `scheme`, except conv1d unless include_conv1d, and except components whose
 // row length the scheme cannot store (appended to *unsupported, they stay as loaded).
@@ -46,7 +53,7 @@ int64_t assignment_bytes(const Model& model, const SchemeAssignment& assignment)
 // run at full precision and quantized back to back.
 class WeightSwap {
  public:
-  explicit WeightSwap(Model& model);
+  explicit WeightSwap(Model& model, ImportanceFn importance = {});
   ~WeightSwap();
   WeightSwap(const WeightSwap&) = delete;
   WeightSwap& operator=(const WeightSwap&) = delete;
@@ -68,6 +75,7 @@ class WeightSwap {
     std::vector<float> aside;  // the originals (quantized view) or the quantized (original view)
   };
   Model& model_;
+  ImportanceFn importance_;
   std::map<std::string, Slot> slots_;
   bool showing_original_ = false;
 };
@@ -92,7 +100,7 @@ struct QuantEvalResult {
 // The model's weights are unchanged afterwards.
 QuantEvalResult evaluate_quantized(Model& model, const SchemeAssignment& assignment,
                                    const std::vector<std::vector<int32_t>>& windows,
-                                   bool show_progress = true);
+                                   bool show_progress = true, const ImportanceFn& importance = {});
 
 // The same comparison between two models: a float reference and a quantized model that runs on
 // its packed weights (a GGUF file, or pack_model). bytes = the quantized model's resident weight

@@ -11,8 +11,9 @@
 #include "core/dtype.h"
 #include "core/error.h"
 #include "export/gguf_vocab.h"
-#include "export/llama_names.h"
+#include "models/llama_names.h"
 #include "models/model.h"
+#include "quant/formats.h"
 #include "quant/quantize.h"
 
 namespace kllens {
@@ -22,29 +23,6 @@ using gguf::GgmlType;
 // ---------------------------------------------------------------------------------------------
 // Encoding one matrix
 
-__attribute__((optimize("fp-contract=off"))) void quantize_block_q4_1(const float* x,
-                                                                      uint8_t* block) {
-  // ggml's C evaluates (x - min) * id + 0.5f unfused; contraction is off for the same reason as
-  // in quant/quantize.cpp's q4_0.
-  float min = x[0], max = x[0];
-  for (int j = 1; j < 32; ++j) {
-    if (x[j] < min) min = x[j];
-    if (x[j] > max) max = x[j];
-  }
-  const float d = (max - min) / 15.0f;
-  const float id = d != 0.0f ? 1.0f / d : 0.0f;
-  const uint16_t dh = f32_to_f16(d), mh = f32_to_f16(min);
-  std::memcpy(block, &dh, 2);
-  std::memcpy(block + 2, &mh, 2);
-  for (int j = 0; j < 16; ++j) {
-    const float x0 = (x[j] - min) * id;
-    const float x1 = (x[16 + j] - min) * id;
-    const int q0 = std::min(15, static_cast<int>(static_cast<int8_t>(x0 + 0.5f)));
-    const int q1 = std::min(15, static_cast<int>(static_cast<int8_t>(x1 + 0.5f)));
-    block[4 + j] = static_cast<uint8_t>(q0 | (q1 << 4));
-  }
-}
-
 uint32_t llama_file_type(GgmlType type) {
   switch (type) {
     case GgmlType::kF32: return 0;
@@ -52,6 +30,15 @@ uint32_t llama_file_type(GgmlType type) {
     case GgmlType::kQ4_0: return 2;
     case GgmlType::kQ4_1: return 3;
     case GgmlType::kQ8_0: return 7;
+    case GgmlType::kQ5_0: return 8;
+    case GgmlType::kQ5_1: return 9;
+    case GgmlType::kQ2_K: return 10;
+    case GgmlType::kQ3_K: return 12;  // the _M variants: what llama-quantize names these mixes
+    case GgmlType::kQ4_K: return 15;
+    case GgmlType::kQ5_K: return 17;
+    case GgmlType::kQ6_K: return 18;
+    case GgmlType::kIQ4_NL: return 25;
+    case GgmlType::kIQ4_XS: return 30;
     case GgmlType::kBF16: return 32;
     default: fail("no llama file type for ggml type {}", gguf::type_name(type));
   }
@@ -132,36 +119,52 @@ std::optional<std::vector<uint8_t>> repack_exact(const QTensor& q, GgmlType type
   return out;
 }
 
+GgmlType block_ggml_type(const QuantScheme& s) {
+  return static_cast<GgmlType>(block_traits(s.format)->ggml_type);
+}
+
 std::vector<uint8_t> requantize(GgmlType type, const float* w, int64_t rows, int64_t cols) {
-  if (type == GgmlType::kQ8_0) return quantize(QuantScheme::parse("q8_0"), w, rows, cols).data;
-  if (type == GgmlType::kQ4_0) return quantize(QuantScheme::parse("q4_0"), w, rows, cols).data;
-  std::vector<uint8_t> out(static_cast<size_t>(rows * cols / 32 * 20));
-  for (int64_t b = 0; b < rows * cols / 32; ++b) {
-    for (int64_t j = 0; j < 32; ++j)
-      if (!std::isfinite(w[b * 32 + j]))
-        fail("cannot quantize a [{}, {}] matrix to q4_1: row {} holds a non-finite weight", rows,
-             cols, b * 32 / cols);
-    quantize_block_q4_1(w + b * 32, out.data() + b * 20);
-  }
-  return out;
+  const BlockFormatTraits* t = block_traits_by_ggml_type(static_cast<uint32_t>(type));
+  KLLENS_CHECK(t, "no quantizer for ggml type {}", gguf::type_name(type));
+  return quantize(QuantScheme::parse(t->name), w, rows, cols).data;
 }
 
 }  // namespace
 
-GgufEncoded encode_for_gguf(const QuantScheme& s, const float* w, int64_t rows, int64_t cols,
-                            int64_t ne0) {
+GgufEncoded encode_for_gguf(const QuantScheme& requested, const float* w, int64_t rows,
+                            int64_t cols, int64_t ne0, const float* importance) {
   KLLENS_CHECK(ne0 > 0 && cols % ne0 == 0, "ne0 {} must divide cols {}", ne0, cols);
   GgufEncoded e;
+  QuantScheme s = requested;
+  if (s.is_block() && ne0 % s.effective_group(ne0) != 0) {
+    // What llama-quantize stores for this shape (its tensor_type_fallback); the sweep measures
+    // and sizes the same substitute (sensitivity/sweep.h).
+    // llama-quantize refuses the formats without a fallback (q4_0, q8_0, ...); kllens stores
+    // those rows as f16, as it always has for unusual shapes, and says so.
+    const bool has_fallback = block_traits(requested.format)->shape_fallback != QuantFormat::kF32;
+    s = stored_scheme(requested, ne0);
+    e.fallback = true;
+    e.exact = false;
+    e.reason = fmt::format("row length {} is not a multiple of the {}-element {} block: stored as "
+                           "{}{}",
+                           ne0, requested.effective_group(ne0), requested.to_string(),
+                           s.to_string(),
+                           has_fallback ? ", llama-quantize's fallback for this shape"
+                                        : " (llama-quantize has no fallback for it and refuses)");
+  }
   switch (s.format) {
     case QuantFormat::kBF16: e.type = GgmlType::kBF16; break;
     case QuantFormat::kF16: e.type = GgmlType::kF16; break;
     case QuantFormat::kF32: e.type = GgmlType::kF32; break;
-    case QuantFormat::kQ8_0: e.type = GgmlType::kQ8_0; break;
-    case QuantFormat::kQ4_0: e.type = GgmlType::kQ4_0; break;
     case QuantFormat::kInt: e.type = nearest_block_type(s); break;
+    default: e.type = block_ggml_type(s); break;
   }
   if (s.is_keep()) {
     e.data = keep_bytes(s.format, w, rows, cols);
+    return e;
+  }
+  if (s.is_block()) {
+    e.data = quantize(s, w, rows, cols, importance).data;
     return e;
   }
   if (ne0 % 32 != 0) {
@@ -173,10 +176,6 @@ GgufEncoded encode_for_gguf(const QuantScheme& s, const float* w, int64_t rows, 
                            "unusual shapes)",
                            ne0);
     e.data = keep_bytes(QuantFormat::kF16, w, rows, cols);
-    return e;
-  }
-  if (s.is_block()) {
-    e.data = quantize(s, w, rows, cols).data;
     return e;
   }
   e.fallback = true;
@@ -228,58 +227,6 @@ QuantScheme source_scheme(const Param& p) {
   }
 }
 
-struct Hparams {
-  int64_t d_model = 0, d_inner = 0, d_state = 0, d_conv = 0, dt_rank = 0, n_group = 0,
-          n_layer = 0, n_vocab = 0;
-  float eps = 1e-5f;
-};
-
-// Why llama.cpp cannot hold this Mamba checkpoint ("" when it can), with the hyperparameters
-// read off the tensor shapes (the config's defaults differ between transformers versions; the
-// shapes do not).
-std::string llama_compat(const Model& model, const nlohmann::json& config, bool mamba2, Hparams* h) {
-  const Weights& w = model.weights();
-  for (const auto& p : w.all())
-    if (!llama_tensor(p->name, mamba2))
-      return fmt::format("llama.cpp's {} has no tensor for {}", mamba2 ? "mamba2" : "mamba", p->name);
-  h->n_layer = model.info().n_layers;
-  const Param* embed = w.find("backbone.embeddings.weight");
-  if (!embed) embed = w.find("backbone.embedding.weight");
-  if (!embed || h->n_layer < 1) return "the checkpoint has no embedding or no layers";
-  h->n_vocab = embed->shape[0];
-  h->d_model = embed->shape[1];
-  const std::string p0 = "backbone.layers.0.mixer.";
-  const Param* conv = w.find(p0 + "conv1d.weight");
-  const Param* a = w.find(p0 + "A_log");
-  if (!conv || !a) return "layer 0 has no conv1d or A_log";
-  h->d_conv = conv->shape.back();
-  for (int64_t l = 0; l < h->n_layer; ++l)
-    if (!w.find("backbone.layers." + std::to_string(l) + ".mixer.conv1d.bias"))
-      return fmt::format("llama.cpp's {} requires a conv1d bias (use_conv_bias = false here)",
-                         mamba2 ? "mamba2" : "mamba");
-  if (!mamba2) {
-    h->d_inner = a->shape[0];
-    h->d_state = a->shape[1];
-    h->dt_rank = w.get(p0 + "dt_proj.weight").shape[1];
-  } else {
-    const Param& norm = w.get(p0 + "norm.weight");
-    h->d_inner = norm.shape[0];
-    h->dt_rank = a->shape[0];  // n_head: llama.cpp's ssm.time_step_rank for Mamba-2
-    h->n_group = config.value("n_groups", int64_t{8});
-    const int64_t conv_dim = conv->shape[0];
-    if (h->n_group <= 0 || (conv_dim - h->d_inner) % (2 * h->n_group) != 0 ||
-        h->d_inner % h->n_group != 0)
-      return fmt::format("n_groups = {} does not divide the conv width {} - d_inner {}",
-                         h->n_group, conv_dim, h->d_inner);
-    h->d_state = (conv_dim - h->d_inner) / (2 * h->n_group);
-  }
-  if (h->d_inner != 2 * h->d_model)
-    return fmt::format("llama.cpp supports only d_inner = 2 * d_model (here {} and {})", h->d_inner,
-                       h->d_model);
-  h->eps = static_cast<float>(config.value("layer_norm_epsilon", 1e-5));
-  return "";
-}
-
 }  // namespace
 
 GgufExportResult export_gguf(const Model& model, const SchemeAssignment& assignment,
@@ -307,7 +254,7 @@ GgufExportResult export_gguf(const Model& model, const SchemeAssignment& assignm
   GgufExportResult res;
   res.path = out_path;
   const std::string& arch = model.info().arch;
-  Hparams hp;
+  LlamaHparams hp;
   if (arch == "mamba" || arch == "mamba2") {
     const std::string why = llama_compat(model, config, arch == "mamba2", &hp);
     if (why.empty()) {
@@ -408,7 +355,9 @@ GgufExportResult export_gguf(const Model& model, const SchemeAssignment& assignm
         rec.type = GgmlType::kF32;
         w.add_tensor(rec.name, rec.ne, rec.type, f32_bytes(values.data(), p.numel()));
       } else {
-        GgufEncoded e = encode_for_gguf(scheme, values.data(), rows, cols, rec.ne[0]);
+        const float* importance =
+            options.importance ? options.importance(p.name, cols) : nullptr;
+        GgufEncoded e = encode_for_gguf(scheme, values.data(), rows, cols, rec.ne[0], importance);
         if (e.fallback)
           res.fallbacks.push_back({rec.name, rec.scheme, std::string(gguf::type_name(e.type)),
                                    e.exact, e.reason});
@@ -416,8 +365,7 @@ GgufExportResult export_gguf(const Model& model, const SchemeAssignment& assignm
         w.add_tensor(rec.name, rec.ne, rec.type, std::move(e.data));
       }
       if (p.role != Role::kConv1d) component_params[rec.type] += p.numel();
-      if (rec.type == GgmlType::kQ8_0 || rec.type == GgmlType::kQ4_0 || rec.type == GgmlType::kQ4_1)
-        any_quantized = true;
+      if (block_traits_by_ggml_type(static_cast<uint32_t>(rec.type))) any_quantized = true;
     }
     rec.bytes = gguf::tensor_bytes(rec.type, rec.ne);
     res.tensors.push_back(std::move(rec));

@@ -18,8 +18,10 @@
 // assignment), general.file_type (the type holding most component parameters) and, when a
 // tokenizer.json is there, llama.cpp's BPE tokenizer keys (tokenizer.ggml.model = "gpt2").
 //
-// Scheme -> ggml type: q8_0 -> Q8_0 and q4_0 -> Q4_0 (the QTensor blocks, byte for byte),
-// bf16/f16/f32 -> BF16/F16/F32. intB schemes have no ggml type and go to the nearest one: sym
+// Scheme -> ggml type: every ggml block format to its own type (the QTensor blocks, byte for
+// byte, quantized with the importance vector when one is given); a block format whose block does
+// not divide the row length goes to llama-quantize's fallback for that shape (quant/formats.h:
+// q4_K -> q5_0 -> f16, ...), reported as a GgufFallback; bf16/f16/f32 -> BF16/F16/F32. intB schemes have no ggml type and go to the nearest one: sym
 // B <= 4 -> Q4_0, asym B <= 4 -> Q4_1, B >= 5 -> Q8_0. When the scheme's groups are whole
 // multiples of 32 and its scales (and, for Q4_1, -z * scale) are float16 values, the codes and
 // scales are repacked into the ggml blocks without changing any value (checked after packing);
@@ -31,6 +33,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -45,6 +48,9 @@ class Model;
 struct GgufExportOptions {
   // tokenizer.json to take the vocabulary from; empty: <model folder>/tokenizer.json if present.
   std::string tokenizer_json;
+  // The importance vector of a component (HF name, row length) for ggml's quantizers, or nullptr
+  // when there is none (an ImportanceMatrix supplies it); unset: no importance vectors.
+  std::function<const float*(const std::string& hf_name, int64_t cols)> importance;
 };
 
 struct GgufTensorRecord {
@@ -91,14 +97,12 @@ struct GgufEncoded {
   bool exact = true;      // the stored values are the scheme's fake-quantized values
   std::string reason;     // why, when fallback
 };
+// importance: the matrix's importance vector (cols floats) or nullptr.
 GgufEncoded encode_for_gguf(const QuantScheme& scheme, const float* w, int64_t rows, int64_t cols,
-                            int64_t ne0);
+                            int64_t ne0, const float* importance = nullptr);
 
-// ggml's quantize_row_q4_1_ref on one block of 32: d = (max - min) / 15, m = min (float16 each),
-// q = min(15, (int8)((x - min) / d + 0.5)). 20 bytes.
-void quantize_block_q4_1(const float* x, uint8_t* block);
-
-// LlamaFileType of a ggml type (general.file_type): F32 0, F16 1, Q4_0 2, Q4_1 3, Q8_0 7, BF16 32.
+// LlamaFileType of a ggml type (general.file_type): F32 0, F16 1, Q4_0 2, Q4_1 3, Q8_0 7, Q5_0 8,
+// Q5_1 9, Q2_K 10, Q3_K_M 12, Q4_K_M 15, Q5_K_M 17, Q6_K 18, IQ4_NL 25, IQ4_XS 30, BF16 32.
 uint32_t llama_file_type(gguf::GgmlType type);
 
 }  // namespace kllens

@@ -10,12 +10,13 @@
 #include <optional>
 
 #include "core/error.h"
-#include "export/llama_names.h"
 #include "io/gguf.h"
 #include "io/hf_config.h"
 #include "io/mapped_file.h"
 #include "io/safetensors.h"
+#include "models/llama_names.h"
 #include "models/model.h"
+#include "quant/formats.h"
 
 namespace kllens {
 
@@ -37,8 +38,9 @@ struct TempDir {
   }
 };
 
-// The ggml types the packed kernels run as they are. Q4_1 (asymmetric 4-bit, from intB:asym
-// schemes) has no packed kernel yet and is dequantized to float32 at load.
+// The ggml types the packed kernels run as they are. The other block formats (q4_1, q5_0, q5_1,
+// the K-quants, iq4_nl, iq4_xs) have no packed kernel yet and are dequantized to float32 at load
+// with ggml's exact dequantizers (quant/formats.h); `inspect` says so.
 std::optional<QuantScheme> runtime_scheme(gguf::GgmlType type) {
   switch (type) {
     case gguf::GgmlType::kQ8_0: return QuantScheme::parse("q8_0");
@@ -76,6 +78,7 @@ std::unique_ptr<Model> load_gguf_model(const std::string& path) {
 
   std::map<std::string, OwnedTensor> tensors;
   PackedTensorScope::Map packed;
+  std::map<std::string, std::string> dequantized_at_load;
   for (const TensorSpec& spec : tensor_specs(config)) {
     std::string name = spec.name;
     LlamaTransform transform = LlamaTransform::kNone;
@@ -115,10 +118,16 @@ std::unique_ptr<Model> load_gguf_model(const std::string& path) {
       continue;
     }
     std::vector<float> values(static_cast<size_t>(numel));
-    try {
-      gguf::to_f32(info->type, info->data, numel, values.data());
-    } catch (const Error& e) {
-      fail("{}: tensor '{}': {}", path, name, e.what());
+    if (const BlockFormatTraits* t = block_traits_by_ggml_type(static_cast<uint32_t>(info->type))) {
+      // The container checked that ne0 is whole blocks and that the bytes match.
+      t->dequantize_row(info->data, values.data(), numel);
+      dequantized_at_load[spec.name] = std::string(t->name);
+    } else {
+      try {
+        gguf::to_f32(info->type, info->data, numel, values.data());
+      } catch (const Error& e) {
+        fail("{}: tensor '{}': {}", path, name, e.what());
+      }
     }
     release_mapped_range(info->data, info->nbytes);
     if (transform == LlamaTransform::kNegExp)
@@ -135,7 +144,9 @@ std::unique_ptr<Model> load_gguf_model(const std::string& path) {
   write_safetensors((dir.path / "model.safetensors").string(), tensors);
   tensors.clear();
   PackedTensorScope scope(std::move(packed));
-  return load_model(dir.path.string());
+  auto model = load_model(dir.path.string());
+  model->set_dequantized_at_load(std::move(dequantized_at_load));
+  return model;
 }
 
 }  // namespace kllens

@@ -1,6 +1,7 @@
 #include "models/model.h"
 
 #include <algorithm>
+#include <atomic>
 #include <set>
 
 #include "core/error.h"
@@ -172,6 +173,17 @@ int64_t Weights::total_params() const {
   return n;
 }
 
+namespace {
+std::atomic<LinearObserver*> g_linear_observer{nullptr};
+}
+
+LinearObserverScope::LinearObserverScope(LinearObserver& observer)
+    : previous_(g_linear_observer.exchange(&observer, std::memory_order_acq_rel)) {}
+
+LinearObserverScope::~LinearObserverScope() {
+  g_linear_observer.store(previous_, std::memory_order_release);
+}
+
 bool packable_role(Role role) {
   switch (role) {
     case Role::kEmbed: case Role::kHead: case Role::kInProj: case Role::kXProj:
@@ -187,6 +199,8 @@ void linear(float* y, const float* x, const Param& w, const float* bias, int64_t
             int64_t K) {
   KLLENS_CHECK(w.rows() == N && w.cols() == K, "{} is [{}, {}], used as [{}, {}]", w.name,
                w.rows(), w.cols(), N, K);
+  if (LinearObserver* observer = g_linear_observer.load(std::memory_order_acquire))
+    observer->observe(w, x, T, K);
   if (w.packed)
     qmatmul_nt(y, x, *w.packed, bias, T);
   else

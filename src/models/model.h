@@ -147,6 +147,9 @@ struct ModelInfo {
   int64_t n_prefix_tokens = 0;  // Hymba meta tokens: prepended, never scored
   std::vector<std::string> layer_kinds;  // per layer, for inspect: "mamba", "attention(swa=32)+ssm", ...
   std::vector<std::pair<std::string, std::string>> details;  // family-specific config lines
+  // A GGUF file's matrices in a ggml format that has no packed kernel yet: dequantized to float32
+  // at load (exactly ggml's dequantization). HF name -> ggml type name.
+  std::map<std::string, std::string> dequantized_at_load;
 };
 
 // Per-sequence prefill state between layers. clone() must copy everything later layers read
@@ -175,8 +178,34 @@ class DecodeState {
 bool packable_role(Role role);
 
 // y {T, N} = x {T, K} · Wᵀ (+ bias {N}) for a float32 or packed weight {N, K} (quant/qmatmul.h).
+// Every call is shown to the installed LinearObserver, if any.
 void linear(float* y, const float* x, const Param& w, const float* bias, int64_t T, int64_t N,
             int64_t K);
+
+// Sees the input of every linear() call while installed (importance matrices, eval/imatrix.h:
+// llama-imatrix hooks ggml's matrix multiplications the same way). Forward passes may run on
+// several threads at once, so observe() must be thread-safe. With none installed, linear() pays
+// one atomic load.
+class LinearObserver {
+ public:
+  virtual ~LinearObserver() = default;
+  // x {T, K}: the rows multiplied by w {N, K} in this call.
+  virtual void observe(const Param& w, const float* x, int64_t T, int64_t K) = 0;
+};
+
+// Installs an observer for every thread of the process while the scope lives; scopes nest (the
+// innermost observer is notified, the previous one is restored at the end). The observer must
+// outlive the scope.
+class LinearObserverScope {
+ public:
+  explicit LinearObserverScope(LinearObserver& observer);
+  ~LinearObserverScope();
+  LinearObserverScope(const LinearObserverScope&) = delete;
+  LinearObserverScope& operator=(const LinearObserverScope&) = delete;
+
+ private:
+  LinearObserver* previous_;
+};
 
 // Row `row` of an embedding table (float32 or packed) into out {cols}.
 void embedding_row(const Param& table, int64_t row, float* out);
@@ -192,6 +221,9 @@ class Model {
  public:
   virtual ~Model() = default;
   const ModelInfo& info() const { return info_; }
+  void set_dequantized_at_load(std::map<std::string, std::string> tensors) {
+    info_.dequantized_at_load = std::move(tensors);
+  }
   Weights& weights() { return weights_; }
   const Weights& weights() const { return weights_; }
 

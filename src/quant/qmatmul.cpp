@@ -271,6 +271,11 @@ void quantize_activation_q8(const float* x, int64_t K, bool even_odd, Activation
   }
 }
 
+bool has_packed_kernel(const QuantScheme& scheme) {
+  return !scheme.is_block() || scheme.format == QuantFormat::kQ8_0 ||
+         scheme.format == QuantFormat::kQ4_0;
+}
+
 void qmatmul_nt(float* y, const float* x, const QTensor& w, const float* bias, int64_t T) {
   const int64_t N = w.rows, K = w.cols;
   if (T <= 0 || N <= 0) return;

@@ -36,6 +36,12 @@ Isa qmatmul_isa();
 // Clamps to what the CPU supports; returns the path now in use.
 Isa set_qmatmul_isa(Isa isa);
 
+// Whether the packed runtime has kernels of its own for this scheme: intB, q8_0, q4_0 and the keep
+// schemes. The other ggml block formats (q4_1, q5_x, K-quants, iq4_x) would only run through
+// the row-by-row dequantizing fallback, so models hold them dequantized to float32 instead
+// (GGUF import, pack_model) until their kernels exist.
+bool has_packed_kernel(const QuantScheme& scheme);
+
 // Whether decode runs the int8-activation path for this tensor (see above).
 bool uses_int8_activations(const QTensor& w);
 

@@ -18,6 +18,7 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "quant/formats.h"
 
 namespace kllens {
 
@@ -245,26 +246,28 @@ Status keep_row(QuantFormat format, const float* w, int64_t cols, uint8_t* raw, 
 
 // --- ggml blocks -------------------------------------------------------------------------------
 
-Status block_row(QuantFormat format, const float* w, int64_t cols, uint8_t* blocks_out, float* dq) {
-  for (int64_t b = 0; b * 32 < cols; ++b) {
-    const float* x = w + b * 32;
-    for (int j = 0; j < 32; ++j)
-      if (!is_finite(x[j])) return Status::kNonFinite;
-    if (format == QuantFormat::kQ8_0) {
-      BlockQ8_0 block;
-      quantize_block_q8_0(x, &block);
-      if (!is_finite(f16_to_f32(block.d))) return Status::kScaleOverflow;
-      if (blocks_out) std::memcpy(blocks_out + b * sizeof(BlockQ8_0), &block, sizeof(block));
-      if (dq) dequantize_block_q8_0(block, dq + b * 32);
-    } else {
-      BlockQ4_0 block;
-      quantize_block_q4_0(x, &block);
-      if (!is_finite(f16_to_f32(block.d))) return Status::kScaleOverflow;
-      if (blocks_out) std::memcpy(blocks_out + b * sizeof(BlockQ4_0), &block, sizeof(block));
-      if (dq) dequantize_block_q4_0(block, dq + b * 32);
-    }
+// One row of any ggml block format through its row of the traits table. `blocks` receives the
+// row's blocks (scratch when the caller keeps only the values); dq, when given, the decoded
+// values. A finite input whose decoded values are not finite overflowed a float16 scale.
+Status block_row(const BlockFormatTraits& t, const float* w, int64_t cols, const float* importance,
+                 uint8_t* blocks, float* dq) {
+  int nonfinite = 0;
+#pragma omp simd reduction(| : nonfinite)
+  for (int64_t i = 0; i < cols; ++i) nonfinite |= !is_finite(w[i]);
+  if (nonfinite) return Status::kNonFinite;
+  t.quantize_row(w, blocks, cols, importance);
+  // In place (dq == w) is fine: the blocks no longer read w.
+  thread_local std::vector<float> decoded;
+  float* out = dq;
+  if (!out) {
+    decoded.resize(static_cast<size_t>(cols));
+    out = decoded.data();
   }
-  return Status::kOk;
+  t.dequantize_row(blocks, out, cols);
+  int overflow = 0;
+#pragma omp simd reduction(| : overflow)
+  for (int64_t i = 0; i < cols; ++i) overflow |= !is_finite(out[i]);
+  return overflow ? Status::kScaleOverflow : Status::kOk;
 }
 
 // Collects the first failing row of a parallel loop; throws after the loop.
@@ -411,7 +414,8 @@ const BlockQ4_0* QTensor::blocks_q4_0() const {
 
 // --- quantize / dequantize / fake_quantize -----------------------------------------------------
 
-QTensor quantize(const QuantScheme& scheme, const float* w, int64_t rows, int64_t cols) {
+QTensor quantize(const QuantScheme& scheme, const float* w, int64_t rows, int64_t cols,
+                 const float* importance) {
   scheme.check_shape(rows, cols, "matrix");
   QTensor q;
   q.scheme = scheme;
@@ -434,16 +438,15 @@ QTensor quantize(const QuantScheme& scheme, const float* w, int64_t rows, int64_
                                 nullptr),
                        r);
       break;
-    case QuantFormat::kQ8_0:
-    case QuantFormat::kQ4_0: {
-      const int64_t block_bytes =
-          scheme.format == QuantFormat::kQ8_0 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0);
-      const int64_t row_bytes = cols / 32 * block_bytes;
+    default: {
+      const BlockFormatTraits& t = *block_traits(scheme.format);
+      const int64_t row_bytes = cols / t.block_elems * t.block_bytes;
       q.data.resize(static_cast<size_t>(rows * row_bytes));
 #pragma omp parallel for schedule(static) if (n >= kParallelMinElems)
       for (int64_t r = 0; r < rows; ++r)
-        failure.record(
-            block_row(scheme.format, w + r * cols, cols, q.data.data() + r * row_bytes, nullptr), r);
+        failure.record(block_row(t, w + r * cols, cols, importance, q.data.data() + r * row_bytes,
+                                 nullptr),
+                       r);
       break;
     }
     case QuantFormat::kInt: {
@@ -494,17 +497,12 @@ void dequantize_row(const QTensor& q, int64_t row, float* out) {
       }
       return;
     }
-    case QuantFormat::kQ8_0: {
-      const BlockQ8_0* blocks = q.blocks_q8_0() + row * (cols / 32);
-      for (int64_t b = 0; b < cols / 32; ++b) dequantize_block_q8_0(blocks[b], out + 32 * b);
-      return;
-    }
-    case QuantFormat::kQ4_0: {
-      const BlockQ4_0* blocks = q.blocks_q4_0() + row * (cols / 32);
-      for (int64_t b = 0; b < cols / 32; ++b) dequantize_block_q4_0(blocks[b], out + 32 * b);
-      return;
-    }
     case QuantFormat::kInt: break;
+    default: {
+      const BlockFormatTraits& t = *block_traits(s.format);
+      t.dequantize_row(q.data.data() + row * (cols / t.block_elems) * t.block_bytes, out, cols);
+      return;
+    }
   }
   const IntParams p(s);
   const int64_t group = q.group_size();
@@ -526,7 +524,7 @@ void dequantize_row(const QTensor& q, int64_t row, float* out) {
 }
 
 QTensor blocks_as_int_layout(QTensor q) {
-  if (!q.scheme.is_block()) return q;
+  if (q.scheme.format != QuantFormat::kQ8_0 && q.scheme.format != QuantFormat::kQ4_0) return q;
   const bool q8 = q.scheme.format == QuantFormat::kQ8_0;
   QTensor out;
   out.scheme = QuantScheme::make_int(q8 ? 8 : 4, 32, true, true);
@@ -561,7 +559,8 @@ void dequantize(const QTensor& q, float* out) {
   for (int64_t r = 0; r < q.rows; ++r) dequantize_row(q, r, out + r * q.cols);
 }
 
-void fake_quantize(const QuantScheme& scheme, float* w, int64_t rows, int64_t cols) {
+void fake_quantize(const QuantScheme& scheme, float* w, int64_t rows, int64_t cols,
+                   const float* importance) {
   scheme.check_shape(rows, cols, "matrix");
   if (scheme.format == QuantFormat::kF32) return;
   const int64_t n = rows * cols;
@@ -571,9 +570,14 @@ void fake_quantize(const QuantScheme& scheme, float* w, int64_t rows, int64_t co
     for (int64_t r = 0; r < rows; ++r)
       failure.record(keep_row(scheme.format, w + r * cols, cols, nullptr, w + r * cols), r);
   } else if (scheme.is_block()) {
+    const BlockFormatTraits& t = *block_traits(scheme.format);
+    const int64_t row_bytes = cols / t.block_elems * t.block_bytes;
 #pragma omp parallel for schedule(static) if (n >= kParallelMinElems)
-    for (int64_t r = 0; r < rows; ++r)
-      failure.record(block_row(scheme.format, w + r * cols, cols, nullptr, w + r * cols), r);
+    for (int64_t r = 0; r < rows; ++r) {
+      thread_local std::vector<uint8_t> blocks;
+      blocks.resize(static_cast<size_t>(row_bytes));
+      failure.record(block_row(t, w + r * cols, cols, importance, blocks.data(), w + r * cols), r);
+    }
   } else {
     const IntParams p(scheme);
     const int64_t group = scheme.effective_group(cols);

@@ -4,7 +4,7 @@
 // dequantize(quantize(w)): both go through the same per-group code in quantize.cpp (tested).
 // The numerics of every scheme are specified in docs/quantization.md.
 //
-// Errors: a matrix the scheme cannot hold (q8_0/q4_0 with cols % 32 != 0), a non-finite weight,
+// Errors: a matrix the scheme cannot hold (a block format whose block does not divide cols), a non-finite weight,
 // or a float16 scale that overflows throws kllens::Error (the f32 keep scheme copies verbatim
 // and checks nothing). After a throw from fake_quantize the contents of w are unspecified.
 #pragma once
@@ -26,7 +26,8 @@ struct QTensor {
   // intB: the codes as one little-endian bit stream over the whole matrix, element e (row-major)
   //       at bits [e*B, (e+1)*B) (bit k = bit k%8 of byte k/8), stored unsigned: code + 2^(B-1)
   //       for sym, code for asym; ceil(B*rows*cols/8) bytes. B = 4: element 2i is the low nibble.
-  // q8_0/q4_0: rows * cols/32 BlockQ8_0/BlockQ4_0 structs, row after row (GGUF's layout).
+  // block formats: rows * cols/block ggml blocks (quant/ggml_quants.h), row after row (GGUF's
+  //       layout).
   // bf16/f16/f32: the rounded values, 2 or 4 bytes each.
   std::vector<uint8_t> data;
   // intB only, one per group in (row, group) order: the float16 bits (s16) or floats (s32).
@@ -48,7 +49,11 @@ struct QTensor {
   const BlockQ4_0* blocks_q4_0() const;  // q4_0 only
 };
 
-QTensor quantize(const QuantScheme& scheme, const float* w, int64_t rows, int64_t cols);
+// importance: ggml's importance vector for the columns (cols floats, the imatrix entry of this
+// matrix) or nullptr. The ggml block formats use it exactly as ggml's quantizers do (q8_0 ignores
+// it, as ggml does); the intB and keep schemes ignore it.
+QTensor quantize(const QuantScheme& scheme, const float* w, int64_t rows, int64_t cols,
+                 const float* importance = nullptr);
 // out: rows * cols floats.
 void dequantize(const QTensor& q, float* out);
 // out: cols floats.
@@ -61,6 +66,7 @@ QTensor blocks_as_int_layout(QTensor q);
 
 // In place; equal bit for bit to dequantize(quantize(scheme, w, rows, cols)). Parallel over rows
 // (OpenMP).
-void fake_quantize(const QuantScheme& scheme, float* w, int64_t rows, int64_t cols);
+void fake_quantize(const QuantScheme& scheme, float* w, int64_t rows, int64_t cols,
+                   const float* importance = nullptr);
 
 }  // namespace kllens

@@ -5,18 +5,19 @@
 #include <vector>
 
 #include "core/error.h"
+#include "quant/formats.h"
 
 namespace kllens {
 
 namespace {
 
-constexpr int kBlockElems = 32;  // QK8_0 == QK4_0 == 32 in ggml-common.h
 constexpr int kMaxGroup = 1 << 20;
 
 constexpr const char* kAcceptedForms =
     "accepted forms: intB[:gG][:sym|asym][:s16|s32] with B in 2..8 and G = 0 (one group per "
     "row, the default) or a power of two >= 8 (e.g. int4:g32, int8:g0:asym:s32; defaults sym "
-    "and s16), or one of q8_0, q4_0, bf16, f16, f32";
+    "and s16), a ggml block format (q4_0 q4_1 q5_0 q5_1 q8_0 q2_K q3_K q4_K q5_K q6_K iq4_nl "
+    "iq4_xs), or one of bf16, f16, f32";
 
 [[noreturn]] void bad_scheme(std::string_view text, std::string_view why) {
   throw UsageError(fmt::format("invalid quantization scheme '{}': {}; {}", text, why,
@@ -56,11 +57,11 @@ QuantScheme keep_scheme(QuantFormat format, int bits) {
   return s;
 }
 
-QuantScheme block_scheme(QuantFormat format, int bits) {
+QuantScheme block_scheme(const BlockFormatTraits& t) {
   QuantScheme s;
-  s.format = format;
-  s.bits = bits;
-  s.group_size = kBlockElems;
+  s.format = t.format;
+  s.bits = t.bits;
+  s.group_size = t.block_elems;
   s.symmetric = true;
   s.scale_f16 = true;
   return s;
@@ -86,8 +87,7 @@ QuantScheme QuantScheme::parse(std::string_view text) {
   std::string lower(text);
   for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   const std::string_view t = lower;
-  if (t == "q8_0") return block_scheme(QuantFormat::kQ8_0, 8);
-  if (t == "q4_0") return block_scheme(QuantFormat::kQ4_0, 4);
+  if (const BlockFormatTraits* b = block_traits_by_name(t)) return block_scheme(*b);
   if (t == "bf16") return keep_scheme(QuantFormat::kBF16, 16);
   if (t == "f16") return keep_scheme(QuantFormat::kF16, 16);
   if (t == "f32") return keep_scheme(QuantFormat::kF32, 32);
@@ -129,17 +129,17 @@ std::string QuantScheme::to_string() const {
     case QuantFormat::kInt:
       return fmt::format("int{}:g{}:{}:{}", bits, group_size, symmetric ? "sym" : "asym",
                          scale_f16 ? "s16" : "s32");
-    case QuantFormat::kQ8_0: return "q8_0";
-    case QuantFormat::kQ4_0: return "q4_0";
     case QuantFormat::kBF16: return "bf16";
     case QuantFormat::kF16: return "f16";
     case QuantFormat::kF32: return "f32";
+    default: break;
   }
+  if (const BlockFormatTraits* b = block_traits(format)) return std::string(b->name);
   KLLENS_CHECK(false, "unknown quant format {}", static_cast<int>(format));
 }
 
 int64_t QuantScheme::effective_group(int64_t cols) const {
-  if (is_block()) return kBlockElems;
+  if (const BlockFormatTraits* b = block_traits(format)) return b->block_elems;
   if (is_int() && group_size > 0 && cols % group_size == 0) return group_size;
   return cols;
 }
@@ -150,27 +150,28 @@ int64_t QuantScheme::groups_per_row(int64_t cols) const {
 }
 
 bool QuantScheme::supports(int64_t cols) const {
-  return !is_block() || cols % kBlockElems == 0;
+  const BlockFormatTraits* b = block_traits(format);
+  return !b || cols % b->block_elems == 0;
 }
 
 void QuantScheme::check_shape(int64_t rows, int64_t cols, std::string_view what) const {
   if (rows < 0 || cols < 0) fail("{} has a negative shape [{}, {}]", what, rows, cols);
   if (!supports(cols))
     fail("{} [{}, {}] cannot be stored as {}: its rows have {} elements, which is not a multiple "
-         "of the {}-element block (llama.cpp requires whole blocks; use an intB scheme, or keep "
-         "this tensor in bf16/f16/f32)",
-         what, rows, cols, to_string(), cols, kBlockElems);
+         "of the {}-element block (llama.cpp requires whole blocks; use another format, an intB "
+         "scheme, or keep this tensor in bf16/f16/f32)",
+         what, rows, cols, to_string(), cols, effective_group(0));
 }
 
 int64_t QuantScheme::storage_bytes(int64_t rows, int64_t cols) const {
   check_shape(rows, cols);
+  if (const BlockFormatTraits* b = block_traits(format))
+    return rows * (cols / b->block_elems) * b->block_bytes;
   switch (format) {
-    case QuantFormat::kQ8_0: return rows * (cols / kBlockElems) * 34;
-    case QuantFormat::kQ4_0: return rows * (cols / kBlockElems) * 18;
     case QuantFormat::kBF16:
     case QuantFormat::kF16: return rows * cols * 2;
     case QuantFormat::kF32: return rows * cols * 4;
-    case QuantFormat::kInt: break;
+    default: break;
   }
   const int64_t groups = rows * groups_per_row(cols);
   const int64_t code_bytes = (rows * cols * bits + 7) / 8;
@@ -179,13 +180,13 @@ int64_t QuantScheme::storage_bytes(int64_t rows, int64_t cols) const {
 
 double QuantScheme::bits_per_weight(int64_t cols) const {
   check_shape(1, cols);
+  if (const BlockFormatTraits* b = block_traits(format))
+    return 8.0 * b->block_bytes / b->block_elems;
   switch (format) {
-    case QuantFormat::kQ8_0: return 34.0 * 8 / kBlockElems;
-    case QuantFormat::kQ4_0: return 18.0 * 8 / kBlockElems;
     case QuantFormat::kBF16:
     case QuantFormat::kF16: return 16;
     case QuantFormat::kF32: return 32;
-    case QuantFormat::kInt: break;
+    default: break;
   }
   if (cols == 0) return bits;
   const double per_group_bits = (scale_f16 ? 16 : 32) + (symmetric ? 0 : 8);

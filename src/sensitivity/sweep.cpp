@@ -16,6 +16,7 @@
 #include "core/progress.h"
 #include "io/json_file.h"
 #include "models/model.h"
+#include "quant/formats.h"
 #include "quant/quantize.h"
 #include "stats/logits.h"
 
@@ -134,7 +135,7 @@ double metric_value(const EntryMetrics& m, const std::string& name) {
 }
 
 json entry_to_json(const SweepEntry& e) {
-  return {{"component", e.component},
+  json j = {{"component", e.component},
           {"layer", e.layer},
           {"role", e.role},
           {"shape", e.shape},
@@ -149,6 +150,8 @@ json entry_to_json(const SweepEntry& e) {
             {"sqnr_db", mean_std_json(e.metrics.sqnr_db)},
             {"top1", mean_std_json(e.metrics.top1)},
             {"dnll", mean_std_json(e.metrics.dnll)}}}};
+  if (!e.stored.empty()) j["stored"] = e.stored;
+  return j;
 }
 
 SweepEntry entry_from_json(const json& j) {
@@ -161,6 +164,7 @@ SweepEntry entry_from_json(const json& j) {
     e.params = j.at("params").get<int64_t>();
     e.scheme = j.at("scheme").get<std::string>();
     e.bytes = j.at("bytes").get<int64_t>();
+    e.stored = j.value("stored", std::string());
     e.seconds = j.value("seconds", 0.0);
     const json& m = j.at("metrics");
     e.metrics.kl = mean_std_from(m, "kl");
@@ -265,7 +269,9 @@ std::vector<SweepEntry> run_sweep(Model& model, const std::vector<std::vector<in
         entries.push_back(it->second);
         continue;
       }
-      const QuantScheme& scheme = schemes[si];
+      // A block format that cannot divide the rows is measured (and sized) as the file will hold
+      // it: llama-quantize's fallback for the shape (quant/formats.h), recorded in the entry.
+      const QuantScheme scheme = stored_scheme(schemes[si], p.cols());
       if (!scheme.supports(p.cols())) {
         std::fprintf(stderr, "note: %s cannot be stored as %s (row length %lld); skipped\n",
                      p.name.c_str(), options.schemes[si].c_str(), static_cast<long long>(p.cols()));
@@ -273,7 +279,8 @@ std::vector<SweepEntry> run_sweep(Model& model, const std::vector<std::vector<in
       }
       const auto t_entry = Clock::now();
       const std::vector<float> original = p.value;
-      fake_quantize(scheme, p.data(), p.rows(), p.cols());
+      const float* importance = options.importance ? options.importance(p) : nullptr;
+      fake_quantize(scheme, p.data(), p.rows(), p.cols(), importance);
       LogitComparison cmp;
       try {
         for (size_t w = 0; w < windows.size(); ++w) {
@@ -309,6 +316,7 @@ std::vector<SweepEntry> run_sweep(Model& model, const std::vector<std::vector<in
       e.shape = p.shape;
       e.params = p.numel();
       e.scheme = options.schemes[si];
+      if (!(scheme == schemes[si])) e.stored = scheme.to_string();
       e.bytes = scheme.storage_bytes(p.rows(), p.cols());
       e.seconds = seconds_since(t_entry);
       e.metrics = {r.kl_forward, r.kl_reverse, r.logit_mse, r.sqnr_db, r.top1, r.delta_nll};

@@ -38,7 +38,10 @@ struct SweepEntry {
   std::vector<int64_t> shape;
   int64_t params = 0;
   std::string scheme;  // as given on the command line
-  int64_t bytes = 0;   // packed size of the component in this scheme
+  // The scheme the entry was measured and sized in when the file cannot hold `scheme` for this
+  // shape (llama-quantize's fallback, quant/formats.h stored_scheme); "" when it is `scheme`.
+  std::string stored;
+  int64_t bytes = 0;   // exact packed size of the component as stored (the GGUF tensor's bytes)
   double seconds = 0;
   EntryMetrics metrics;
 };
@@ -51,6 +54,9 @@ struct SweepOptions {
   std::string journal_path;  // empty: no journal
   bool resume = false;
   bool show_progress = true;
+  // The importance vector (cols floats) ggml's quantizers use for a component, or nullptr; unset:
+  // none. The journal header must name the importance matrix so a resume cannot mix two.
+  std::function<const float*(const Param&)> importance;
   // Called after each finished entry (tests use it to simulate a crash).
   std::function<void(const SweepEntry&)> on_entry;
 };

@@ -53,7 +53,7 @@ TEST(QuantScheme, RemembersOnlyTheCanonicalFields) {
 TEST(QuantScheme, ParseErrorsListTheAcceptedForms) {
   for (const char* bad : {"", "int", "int1", "int9", "int16", "int4:g12", "int4:g4", "int4:g",
                           "int4:gx", "int4:g-8", "int4:sym:sym", "int4:g32:g32", "int4:s8",
-                          "int4:s16:s32", "int4:g32:", "q5_0", "fp16", "int4:sym:foo", "intx",
+                          "int4:s16:s32", "int4:g32:", "q7_0", "q4_k_m", "iq2_xxs", "fp16", "int4:sym:foo", "intx",
                           "int4 :g32", "q8_0:g32"}) {
     try {
       QuantScheme::parse(bad);
