@@ -17,6 +17,7 @@ void add_eval(CLI::App& app) {
     int64_t ctx = 512, windows = 0;
     bool uniform_all = false, json = false;
     ThreadsOption threads;
+    ImatrixOption imatrix;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand(
@@ -42,6 +43,7 @@ void add_eval(CLI::App& app) {
                 "print {\"ppl\", \"ppl_fp\", \"kl\": {mean, stderr, median, p90, p99, max}, \"top1\", "
                 "\"bytes\", \"bits_per_weight\", ...}");
   o->threads.add(cmd);
+  o->imatrix.add(cmd);
   cmd->callback([o, plan_opt, uni_opt] {
     o->threads.apply();
     std::optional<Plan> plan;
@@ -57,9 +59,13 @@ void add_eval(CLI::App& app) {
                                                 "give --reference FOLDER");
     if (!gguf && !o->reference.empty())
       throw CLI::ValidationError("--reference", "only with a GGUF MODEL");
+    if (gguf && !o->imatrix.path.empty())
+      throw CLI::ValidationError("--imatrix", "a GGUF MODEL is already quantized");
     std::unique_ptr<Model> reference;
     if (gguf) reference = open_model(o->reference);
     auto model = open_model(o->model);
+    if (!gguf) o->imatrix.load(*model);
+    if (plan) check_same_imatrix(plan->extra.value("imatrix", nlohmann::json()), o->imatrix, o->plan);
 
     SchemeAssignment assignment;
     std::vector<std::string> unsupported, notes;
@@ -78,10 +84,13 @@ void add_eval(CLI::App& app) {
       if (!unsupported.empty()) {
         std::string list;
         for (const auto& n : unsupported) list += "\n  " + n;
-        notes.push_back(fmt::format("{} component(s) cannot be stored as {} (row length) and stay bf16:{}",
-                                    unsupported.size(), uniform->to_string(), list));
+        notes.push_back(fmt::format("{} component(s) cannot be stored as {} (row length) and are "
+                                    "stored as {} as in the GGUF file:{}",
+                                    unsupported.size(), uniform->to_string(),
+                                    uniform->is_block() ? "llama-quantize's fallback" : "f16", list));
       }
-      source = {{"uniform", uniform->to_string()}, {"include_conv1d", o->uniform_all}};
+      source = {{"uniform", uniform->to_string()}, {"include_conv1d", o->uniform_all},
+                {"imatrix", o->imatrix.identity()}};
     } else if (gguf) {
       source = {{"gguf", o->model}, {"reference", o->reference}};
     } else {
@@ -94,7 +103,7 @@ void add_eval(CLI::App& app) {
       r.bytes = static_cast<int64_t>(std::filesystem::file_size(o->model));
       r.bits_per_weight = 8.0 * static_cast<double>(r.bytes) / static_cast<double>(r.params);
     } else {
-      r = evaluate_quantized(*model, assignment, calib.windows, !o->json);
+      r = evaluate_quantized(*model, assignment, calib.windows, !o->json, o->imatrix.fn());
     }
     const LogitResults& l = r.logits;
 
@@ -114,14 +123,15 @@ void add_eval(CLI::App& app) {
         "model      {} ({}, {} layers, {} parameters)\n"
         "weights    {}\n"
         "text       {}: {} windows of {} tokens, {} scored\n"
-        "size       {:.2f} MB = {:.4f} bits per weight ({:.1f}% of bf16)\n",
+        "size       {:.2f} MB{} = {:.4f} bits per weight ({:.1f}% of bf16)\n",
         o->model, model->info().arch, model->info().n_layers, r.params,
         gguf ? fmt::format("GGUF file on its packed weights, compared with {}", o->reference)
         : plan ? fmt::format("plan {} ({}, {}): {} of {} named components changed", o->plan,
                            plan->method, plan->metric, r.changed.size(), plan->components.size())
         : uniform ? fmt::format("uniform {}: {} components changed", uniform->to_string(), r.changed.size())
                   : std::string("full precision"),
-        o->text, r.windows, r.ctx, r.tokens, r.bytes / 1e6, r.bits_per_weight,
+        o->text, r.windows, r.ctx, r.tokens, r.bytes / 1e6,
+        gguf ? " (the file)" : " (GGUF tensor data)", r.bits_per_weight,
         100.0 * static_cast<double>(r.bytes) / fp_bytes);
     std::cout << fmt::format(
         "Final estimate: PPL = {:.4f} (full precision {:.4f}, ratio {:.4f}, ln ratio {:.5f} +/- {:.5f})\n",

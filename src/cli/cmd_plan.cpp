@@ -12,6 +12,8 @@
 #include "core/sha256.h"
 #include "eval/perplexity.h"
 #include "eval/quantized_eval.h"
+#include "plan/llama_mix.h"
+#include "plan/llama_mix_model.h"
 #include "plan/plan_io.h"
 #include "plan/planner.h"
 #include "sensitivity/sweep.h"
@@ -22,16 +24,14 @@ namespace {
 
 using json = nlohmann::json;
 
-// Components per role and scheme, for people.
-std::string format_plan_table(const PlanProblem& problem, const Choice& choice) {
+// Components per role and scheme, for people: (role, scheme) per component.
+std::string format_role_table(const std::vector<std::pair<std::string, std::string>>& rows) {
   std::vector<std::string> roles, schemes;
   std::map<std::string, std::map<std::string, int>> counts;
-  for (size_t i = 0; i < choice.size(); ++i) {
-    const auto& c = problem.components[i];
-    const std::string& s = c.candidates[static_cast<size_t>(choice[i])].scheme;
-    if (!counts.count(c.role)) roles.push_back(c.role);
+  for (const auto& [role, s] : rows) {
+    if (!counts.count(role)) roles.push_back(role);
     if (std::find(schemes.begin(), schemes.end(), s) == schemes.end()) schemes.push_back(s);
-    ++counts[c.role][s];
+    ++counts[role][s];
   }
   std::sort(schemes.begin(), schemes.end(), [](const std::string& a, const std::string& b) {
     if (a == kKeepScheme || b == kKeepScheme) return a == kKeepScheme && b != kKeepScheme;
@@ -53,6 +53,15 @@ std::string format_plan_table(const PlanProblem& problem, const Choice& choice) 
   return out;
 }
 
+std::string format_plan_table(const PlanProblem& problem, const Choice& choice) {
+  std::vector<std::pair<std::string, std::string>> rows;
+  for (size_t i = 0; i < choice.size(); ++i) {
+    const auto& c = problem.components[i];
+    rows.emplace_back(c.role, c.candidates[static_cast<size_t>(choice[i])].scheme);
+  }
+  return format_role_table(rows);
+}
+
 int count_changed(const Choice& c) {
   int n = 0;
   for (int j : c) n += j != 0;
@@ -69,15 +78,134 @@ json point_json(const PlanProblem& problem, const PointPlan& pt) {
           {"components", choice_schemes(problem, pt.choice)}};
 }
 
+// `plan --mix NAME`: the types llama-quantize gives every component of the sensitivity file's
+// model under that mix (plan/llama_mix.h), as a plan. Components llama-quantize never quantizes
+// (conv1d, the MoE router) keep f32, the type of kllens' F32 export they are copied from.
+// The model a sensitivity file was measured on (its recorded path, or --model), checked against
+// the file's parameter count. Plans need its tensor table for exact GGUF sizes.
+std::unique_ptr<Model> open_sensitivity_model(const SensitivityReport& report, const std::string& sens,
+                                              const std::string& model_override) {
+  std::string model_path = model_override;
+  if (model_path.empty()) {
+    if (!report.model.contains("path") || !report.model["path"].is_string())
+      fail("{}: the sensitivity file names no model path; give --model MODEL", sens);
+    model_path = report.model["path"].get<std::string>();
+  }
+  auto model = open_float_model(model_path, "plan");
+  const int64_t params = model->weights().total_params();
+  if (report.model.contains("params") && report.model["params"].is_number_integer() &&
+      report.model["params"].get<int64_t>() != params)
+    fail("{} has {} parameters, but the sensitivity file was measured on a model with {}", model_path,
+         params, report.model["params"].get<int64_t>());
+  return model;
+}
+
+// The importance matrix the sensitivities were measured with (null: none); plans record it and
+// `quantize` insists on the same one.
+json sensitivity_imatrix(const SensitivityReport& report) {
+  return report.calibration.is_object() ? report.calibration.value("imatrix", json()) : json();
+}
+
+void run_mix_plan(const std::string& sens, const std::string& model_override, const std::string& mix_name,
+                  bool imatrix_rules, const std::string& metric, const std::string& out, bool dry_run,
+                  bool as_json) {
+  const SensitivityReport report = read_sensitivity_json(sens);
+  auto model = open_sensitivity_model(report, sens, model_override);
+  const int64_t params = model->weights().total_params();
+  // llama-quantize's rules differ with --imatrix (q4_0 / iq4 mixes): a sensitivity file measured
+  // with an importance matrix stands for a file quantized with it.
+  const bool imatrix = imatrix_rules || !sensitivity_imatrix(report).is_null();
+
+  const LlamaMixInput in = llama_mix_input(*model);
+  const LlamaMixResult mix = llama_mix(in.tensors, in.facts, {mix_name, imatrix});
+
+  // Damage of each (component, scheme) the sensitivity file measured.
+  std::map<std::string, std::vector<const SweepEntry*>> measured;
+  for (const auto& e : report.entries) measured[e.component].push_back(&e);
+
+  Plan plan;
+  plan.model = report.model;
+  plan.sensitivity = {{"path", sens}, {"sha256", sha256_file_hex(sens)}};
+  plan.method = "mix:" + mix.mix;
+  plan.metric = metric;
+  plan.budget = {{"avg_bits", nullptr}, {"max_bytes", nullptr}, {"bytes", nullptr}};
+  SchemeAssignment assignment;
+  std::vector<std::pair<std::string, std::string>> rows;
+  json tensors = json::array();
+  int quantized = 0, covered = 0;
+  double predicted = 0;
+  for (const LlamaMixDecision& d : mix.tensors) {
+    const Param* p = model->weights().find(d.hf_name);
+    if (!p || !p->is_component()) continue;
+    const QuantScheme scheme = QuantScheme::parse(d.type);
+    plan.components[d.hf_name] = scheme.to_string();
+    assignment[d.hf_name] = scheme;
+    rows.emplace_back(std::string(role_name(d.role)), scheme.to_string());
+    tensors.push_back({{"component", d.hf_name},
+                       {"gguf_name", d.gguf_name},
+                       {"category", d.quantized ? json(d.category) : json(nullptr)},
+                       {"rule_type", d.rule_type},
+                       {"type", d.type},
+                       {"fallback", d.fallback},
+                       {"reason", d.reason}});
+    if (scheme.is_keep()) continue;
+    ++quantized;
+    for (const SweepEntry* e : measured[d.hf_name]) {
+      if (QuantScheme::parse(e->stored.empty() ? e->scheme : e->stored) == scheme) {
+        predicted += plan_metric_cost(e->metrics, metric);
+        ++covered;
+        break;
+      }
+    }
+  }
+  plan.predicted_metric_sum = predicted;
+  plan.bytes = assignment_bytes(*model, assignment);
+  plan.params = params;
+  plan.bits_per_weight = 8.0 * static_cast<double>(plan.bytes) / static_cast<double>(params);
+  plan.extra["imatrix"] = sensitivity_imatrix(report);
+  plan.extra["mix"] = {{"name", mix.mix},
+                       {"base_type", mix.base_type},
+                       {"imatrix", mix.imatrix},
+                       {"llama_cpp_commit", mix.commit},
+                       {"llama_cpp_layout", in.facts.llama_cpp_layout},
+                       {"tied_embeddings", mix.tied_embeddings},
+                       {"n_attention_wv", mix.n_attention_wv},
+                       {"fallbacks", mix.n_fallback},
+                       {"notes", mix.notes},
+                       {"predicted_covers", covered},
+                       {"quantized", quantized},
+                       {"tensors", tensors}};
+
+  if (as_json) {
+    print_json(plan_to_json(plan));
+  } else {
+    std::cout << format_role_table(rows) << "\n";
+    std::cout << fmt::format("llama-quantize {} ({}base type {}, rules of llama.cpp {}):\n", mix.mix,
+                             imatrix ? "with an imatrix, " : "", mix.base_type, mix.commit);
+    for (const auto& note : mix.notes) std::cout << "  note: " << note << "\n";
+    for (const LlamaMixDecision& d : mix.tensors)
+      if (d.fallback) std::cout << fmt::format("  fallback: {} {}\n", d.gguf_name, d.reason);
+    std::cout << fmt::format(
+        "{}: {} of {} components quantized; {} bytes = {:.4f} bits per weight over {} parameters; "
+        "predicted {} sum {:.6g} over the {} of them the sensitivity file measured\n",
+        plan.method, quantized, plan.components.size(), plan.bytes, plan.bits_per_weight, params, metric,
+        predicted, covered);
+  }
+  if (!dry_run) {
+    write_plan_json(out, plan);
+    if (!as_json) std::cout << "wrote " << out << "\n";
+  }
+}
+
 }  // namespace
 
 void add_plan(CLI::App& app) {
   struct Opts {
-    std::string sens, metric = "kl", method = "optimal", out, model, eval, point;
+    std::string sens, metric = "kl", method = "optimal", out, model, eval, point, mix;
     std::vector<std::string> keep;
     double avg_bits = 0, gamma = 1.10;
     int64_t max_bytes = 0, ctx = 512, eval_windows = 4, grid = 20000;
-    bool fixed_base = false, dry_run = false, json = false;
+    bool fixed_base = false, dry_run = false, json = false, with_imatrix = false;
     ThreadsOption threads;
   };
   auto o = std::make_shared<Opts>();
@@ -89,19 +217,26 @@ void add_plan(CLI::App& app) {
   cmd->add_option("SENS", o->sens, "sensitivity file written by `kllens sensitivity`")->required();
   auto* avg = cmd->add_option("--avg-bits", o->avg_bits,
                               "budget in bits per weight over all weights (scales included)");
-  auto* maxb = cmd->add_option("--max-bytes", o->max_bytes, "budget in bytes over all weights");
+  auto* maxb = cmd->add_option("--max-bytes", o->max_bytes, "budget: bytes of tensor data in the GGUF file `kllens quantize` writes (every tensor, exact)");
   avg->excludes(maxb);
   cmd->add_option("--metric", o->metric, "damage to minimise: kl, rkl, mse or sqnr (noise-to-signal power 10^(-SQNR/10))")
       ->capture_default_str()
       ->check(CLI::IsMember(plan_metric_names()));
-  cmd->add_option("--method", o->method, "optimal, greedy or points")
+  auto* method_opt = cmd->add_option("--method", o->method, "optimal, greedy or points")
       ->capture_default_str()
       ->check(CLI::IsMember({"optimal", "greedy", "points"}));
-  cmd->add_option("--keep", o->keep,
+  auto* mix_opt = cmd->add_option(
+      "--mix", o->mix,
+      "instead of planning: the types llama-quantize's mix NAME gives every component of the "
+      "sensitivity file's model (Q3_K_M, Q4_K_M, Q5_K_M, Q6_K, Q8_0, Q4_0, IQ4_NL, IQ4_XS, ...; "
+      "its rules as of llama.cpp " + std::string(kLlamaQuantCommit) + "); method \"mix:NAME\"");
+  auto* imatrix_opt = cmd->add_flag("--with-imatrix", o->with_imatrix,
+                                    "--mix: the rules as llama-quantize applies them with --imatrix");
+  auto* keep_opt = cmd->add_option("--keep", o->keep,
                   "ROLE=SCHEME or REGEX=SCHEME: fix these components (bf16 = keep, or a scheme of "
                   "the file); later rules win; conv1d is bf16 unless a rule names it")
       ->take_all();
-  auto* model_opt = cmd->add_option("--model", o->model, "greedy: the model folder the file was measured on");
+  auto* model_opt = cmd->add_option("--model", o->model, "the model folder the file was measured on (default: the path the sensitivity file records); plans are sized as its GGUF file");
   auto* eval_opt = cmd->add_option("--eval", o->eval, "greedy: text whose perplexity guards each step");
   auto* ctx_opt = cmd->add_option("--ctx", o->ctx, "greedy: window length")->capture_default_str()->check(CLI::Range(2, 1 << 20));
   auto* win_opt = cmd->add_option("--eval-windows", o->eval_windows, "greedy: windows of --eval used (0 = all)")
@@ -118,11 +253,22 @@ void add_plan(CLI::App& app) {
   cmd->add_flag("--json", o->json, "print the plan JSON instead of the table");
   o->threads.add(cmd);
   cmd->callback([o, avg, maxb, model_opt, eval_opt, ctx_opt, win_opt, gamma_opt, fixed_opt, point_opt,
-                 grid_opt] {
+                 grid_opt, method_opt, mix_opt, imatrix_opt, keep_opt] {
     o->threads.apply();
     const bool has_budget = avg->count() || maxb->count();
     const bool greedy = o->method == "greedy", points = o->method == "points";
     if (o->out.empty() && !o->dry_run) throw UsageError("--out is required (or --dry-run)");
+    if (mix_opt->count()) {
+      for (auto* opt : {avg, maxb, method_opt, keep_opt, eval_opt, ctx_opt, win_opt, gamma_opt, fixed_opt,
+                        point_opt, grid_opt})
+        if (opt->count())
+          throw UsageError(fmt::format("{} does not apply to --mix (the mix decides every type)",
+                                       opt->get_name()));
+      run_mix_plan(o->sens, o->model, llama_mix_canonical(o->mix), o->with_imatrix, o->metric, o->out,
+                   o->dry_run, o->json);
+      return;
+    }
+    if (imatrix_opt->count()) throw UsageError("--with-imatrix applies to --mix only");
     if (o->method == "optimal" && !has_budget)
       throw UsageError("--method optimal needs a budget: --avg-bits X or --max-bytes N");
     if (greedy && has_budget)
@@ -130,7 +276,7 @@ void add_plan(CLI::App& app) {
                        "drop --avg-bits/--max-bytes");
     if (greedy && (o->model.empty() || o->eval.empty()))
       throw UsageError("--method greedy needs --model MODEL and --eval TEXT");
-    for (auto* opt : {model_opt, eval_opt, ctx_opt, win_opt, gamma_opt, fixed_opt})
+    for (auto* opt : {eval_opt, ctx_opt, win_opt, gamma_opt, fixed_opt})
       if (!greedy && opt->count())
         throw UsageError(fmt::format("{} applies to --method greedy only", opt->get_name()));
     if (!points && point_opt->count()) throw UsageError("--point applies to --method points only");
@@ -149,7 +295,10 @@ void add_plan(CLI::App& app) {
     popt.metric = o->metric;
     for (const auto& k : o->keep) popt.keep.push_back(parse_keep_rule(k));
     const SensitivityReport report = read_sensitivity_json(o->sens);
-    const PlanProblem problem = build_problem(report, popt);
+    PlanProblem problem = build_problem(report, popt);
+    // Every size from here on is the GGUF file's tensor data (eval/quantized_eval.h).
+    auto model = open_sensitivity_model(report, o->sens, o->model);
+    use_gguf_sizes(problem, *model);
 
     int64_t budget = 0;
     if (avg->count()) {
@@ -184,16 +333,12 @@ void add_plan(CLI::App& app) {
           rep.exact ? "exact: no rounding" : fmt::format("rounded; optimal among plans up to {} bytes below the budget", rep.slack_bytes),
           problem.metric, rep.lower_bound, cost);
     } else if (greedy) {
-      auto model = open_float_model(o->model, "plan");
-      if (model->weights().total_params() != problem.total_params)
-        fail("{} has {} parameters, but the sensitivity file was measured on a model with {}",
-             o->model, model->weights().total_params(), problem.total_params);
       {
         SchemeAssignment names;
         for (const auto& c : problem.components) names[c.name] = QuantScheme::parse(kKeepScheme);
         validate_assignment(*model, names);
       }
-      const auto calib = load_calibration(o->model, o->eval, o->ctx, o->eval_windows);
+      const auto calib = load_calibration(model->info().folder, o->eval, o->ctx, o->eval_windows);
       WeightSwap swap(*model);
       int evaluated = 0;
       const PplOracle oracle = [&](const std::map<std::string, std::string>& schemes) {
@@ -296,7 +441,15 @@ void add_plan(CLI::App& app) {
       if (!c.is_free()) forced[c.name] = c.forced_by;
     extra["keep_rules"] = o->keep;
     extra["forced"] = forced;
+    extra["imatrix"] = sensitivity_imatrix(report);
     plan.extra = extra;
+    {
+      // The planner's sizes are the exporter's: check rather than trust it.
+      SchemeAssignment a;
+      for (const auto& [name, sc] : plan.components) a[name] = QuantScheme::parse(sc);
+      KLLENS_CHECK(assignment_bytes(*model, a) == plan.bytes, "plan {} bytes, GGUF tensor data {} bytes",
+                   plan.bytes, assignment_bytes(*model, a));
+    }
 
     if (o->json) {
       print_json(plan_to_json(plan));

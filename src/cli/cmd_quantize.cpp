@@ -8,6 +8,7 @@
 #include "cli/common.h"
 #include "core/error.h"
 #include "export/gguf_export.h"
+#include "plan/llama_mix_model.h"
 #include "plan/plan_io.h"
 
 namespace kllens::cli {
@@ -21,8 +22,10 @@ std::string ne_str(const std::vector<int64_t>& ne) {
 }
 
 // The components of a plan written by `kllens plan` (fully validated by read_plan_json), or of a
-// hand-written file holding only {"components": {name: scheme}}.
-std::map<std::string, std::string> read_components(const std::string& path) {
+// hand-written file holding only {"components": {name: scheme}}; *imatrix: the importance matrix
+// the plan records (null when none).
+std::map<std::string, std::string> read_components(const std::string& path,
+                                                   nlohmann::json* imatrix) {
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("{}: cannot open", path);
   std::stringstream ss;
@@ -33,6 +36,7 @@ std::map<std::string, std::string> read_components(const std::string& path) {
   } catch (const nlohmann::json::exception& e) {
     fail("{}: invalid JSON: {}", path, e.what());
   }
+  *imatrix = j.is_object() ? j.value("imatrix", nlohmann::json()) : nlohmann::json();
   if (j.is_object() && j.contains("format")) return plan_from_json(j, path).components;
   if (!j.is_object() || !j.contains("components") || !j["components"].is_object())
     fail("{}: neither a kllens plan nor an object with \"components\": {{name: scheme}}", path);
@@ -53,9 +57,10 @@ std::map<std::string, std::string> read_components(const std::string& path) {
 
 void add_quantize(CLI::App& app) {
   struct Opts {
-    std::string model, plan, uniform, out, tokenizer;
+    std::string model, plan, uniform, out, tokenizer, recipe;
     bool json = false;
     ThreadsOption threads;
+    ImatrixOption imatrix;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand(
@@ -69,23 +74,33 @@ void add_quantize(CLI::App& app) {
       "one scheme for every component except conv1d (which keeps the checkpoint's dtype)");
   plan_opt->excludes(uni_opt);
   cmd->add_option("--out", o->out, "the GGUF file to write")->required();
+  cmd->add_option("--recipe", o->recipe,
+                  "also write the same types as a llama-quantize --tensor-type-file (anchored "
+                  "lower-case tensor names; the base type and llama.cpp commit are printed), to "
+                  "apply to your own F32/BF16 GGUF with llama.cpp's quantizer");
   cmd->add_option("--tokenizer", o->tokenizer,
                   "tokenizer.json for the vocabulary keys (default: MODEL/tokenizer.json)");
   cmd->add_flag("--json", o->json,
                 "print {\"out\", \"architecture\", \"layout\", \"file_bytes\", \"tensors\", "
                 "\"fallbacks\", \"notes\", ...}");
   o->threads.add(cmd);
+  o->imatrix.add(cmd);
   cmd->callback([o, plan_opt, uni_opt] {
     o->threads.apply();
     if (!plan_opt->count() && !uni_opt->count())
       throw UsageError("quantize needs --plan PLAN.json or --uniform SCHEME");
     std::optional<std::map<std::string, std::string>> plan;
     std::optional<QuantScheme> uniform;
-    if (plan_opt->count()) plan = read_components(o->plan);
+    nlohmann::json plan_imatrix;
+    if (plan_opt->count()) plan = read_components(o->plan, &plan_imatrix);
     if (uni_opt->count()) uniform = QuantScheme::parse(o->uniform);
     if (is_gguf_path(o->model))
       fail("{}: quantize reads a Hugging Face model folder; this is already a GGUF file", o->model);
     auto model = open_model(o->model);
+    o->imatrix.load(*model);
+    // A plan's choices were measured with its importance matrix (or none): another one would
+    // write other bytes than those measured.
+    if (plan) check_same_imatrix(plan_imatrix, o->imatrix, o->plan);
 
     SchemeAssignment assignment;
     if (plan) {
@@ -96,9 +111,40 @@ void add_quantize(CLI::App& app) {
       for (const Param* p : model->weights().components())
         if (p->role != Role::kConv1d) assignment[p->name] = *uniform;
     }
+    std::optional<LlamaRecipe> recipe;
+    if (!o->recipe.empty()) {
+      // Before any work: a type a row cannot hold is one clear error, since llama-quantize would
+      // silently store something else.
+      std::map<std::string, std::string> types;
+      for (const auto& [name, scheme] : assignment) {
+        if (!scheme.is_block() && !scheme.is_keep())
+          fail("--recipe: {} is {}, which has no ggml type; llama-quantize cannot write it "
+               "(plan with the ggml formats: q4_K, q6_K, q8_0, ...)",
+               name, scheme.to_string());
+        types[name] = scheme.to_string();
+      }
+      recipe = llama_recipe(types, llama_mix_input(*model).tensors);
+    }
     GgufExportOptions options;
     options.tokenizer_json = o->tokenizer;
+    if (o->imatrix.matrix) {
+      const ImportanceMatrix* m = &*o->imatrix.matrix;
+      options.importance = [m](const std::string& name, int64_t cols) {
+        return m->importance(name, cols);
+      };
+    }
     const GgufExportResult r = export_gguf(*model, assignment, o->out, options);
+    if (recipe) {
+      std::ofstream out(o->recipe, std::ios::binary);
+      out << recipe->text;
+      if (!out) fail("{}: cannot write", o->recipe);
+    }
+    int64_t tensor_bytes = 0;
+    for (const auto& t : r.tensors) tensor_bytes += static_cast<int64_t>(t.bytes);
+    // Every size kllens plans with is this number (eval/quantized_eval.h assignment_bytes).
+    KLLENS_CHECK(tensor_bytes == assignment_bytes(*model, assignment),
+                 "tensor data {} bytes but the size model says {}", tensor_bytes,
+                 assignment_bytes(*model, assignment));
 
     if (o->json) {
       nlohmann::json tensors = nlohmann::json::array(), fallbacks = nlohmann::json::array();
@@ -120,6 +166,13 @@ void add_quantize(CLI::App& app) {
                   {"layout", r.llama_cpp_layout ? "llama.cpp" : "kllens"},
                   {"file_type", r.file_type},
                   {"file_bytes", r.file_bytes},
+                  {"tensor_bytes", tensor_bytes},
+                  {"imatrix", o->imatrix.identity()},
+                  {"recipe", recipe ? nlohmann::json{{"file", o->recipe},
+                                                     {"base_type", recipe->base_type},
+                                                     {"llama_cpp_commit", recipe->commit},
+                                                     {"notes", recipe->notes}}
+                                    : nlohmann::json()},
                   {"vocab_tokens", r.vocab_tokens},
                   {"source", plan ? nlohmann::json{{"plan", o->plan}}
                                   : nlohmann::json{{"uniform", uniform->to_string()}}},
@@ -144,9 +197,19 @@ void add_quantize(CLI::App& app) {
                                  f.exact ? "same values" : "different values", f.reason);
     }
     for (const auto& n : r.notes) std::cout << "note: " << n << "\n";
-    std::cout << fmt::format("\nwrote {}: {:.2f} MB, {} tensors, architecture {} ({} layout), "
-                             "file type {}\n",
-                             r.path, static_cast<double>(r.file_bytes) / 1e6, r.tensors.size(),
+    if (recipe) {
+      for (const auto& n : recipe->notes) std::cout << "recipe note: " << n << "\n";
+      std::cout << fmt::format(
+          "wrote {}: {} tensor types for llama.cpp {}; apply with\n  llama-quantize{} "
+          "--tensor-type-file {} MODEL-F32.gguf OUT.gguf {}\n",
+          o->recipe, recipe->entries.size(), recipe->commit,
+          o->imatrix.matrix ? " --imatrix " + o->imatrix.path : std::string(), o->recipe,
+          recipe->base_type);
+    }
+    std::cout << fmt::format("\nwrote {}: {:.2f} MB ({} bytes of tensor data), {} tensors, "
+                             "architecture {} ({} layout), file type {}\n",
+                             r.path, static_cast<double>(r.file_bytes) / 1e6, tensor_bytes,
+                             r.tensors.size(),
                              r.architecture, r.llama_cpp_layout ? "llama.cpp" : "kllens",
                              r.file_type);
   });

@@ -61,6 +61,7 @@ void add_sensitivity(CLI::App& app) {
     bool resume = false, no_reuse = false;
     size_t top = 20;
     ThreadsOption threads;
+    ImatrixOption imatrix;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand(
@@ -78,21 +79,26 @@ anything else is refused). The journal is removed once OUT is written.
 SENS.json:
   {"format": "kllens-sensitivity", "version": 1,
    "model": {"path", "arch", "layers", "params"},
-   "calibration": {"file", "sha256", "ctx", "windows", "tokens"},
+   "calibration": {"file", "sha256", "ctx", "windows", "tokens",
+                   "imatrix": {"file", "sha256"} or null},
    "schemes": [...],
    "sweep": {"prefix_reuse", "cache_bytes", "cache_stride", "fp_ppl", "seconds",
              "entries_resumed", "components"},
-   "entries": [{"component", "layer", "role", "shape", "params", "scheme", "bytes", "seconds",
+   "entries": [{"component", "layer", "role", "shape", "params", "scheme", ["stored"], "bytes",
+                "seconds",
                 "metrics": {"kl", "rkl", "mse", "sqnr_db", "top1", "dnll":
                             each {"mean", "stderr"}}}]}
   kl = KL(fp || q), rkl = KL(q || fp) in nats per position; mse = logit MSE; sqnr_db = logit
   SQNR; top1 = argmax agreement; dnll = mean NLL change of the next token = ln(ppl_q / ppl_fp).
+  A ggml block format whose block does not divide a component's rows is measured and sized as
+  llama-quantize would store it (q4_K -> q5_0 -> f16, ...): "stored" names that scheme, and
+  "bytes" is always the exact size of the tensor in the GGUF file.
   --csv writes the entries as one row each with the same metric names.)");
   cmd->add_option("MODEL", o->model, "Hugging Face model folder (with tokenizer.json)")->required();
   cmd->add_option("--calib", o->calib, "calibration text")->required();
   cmd->add_option("--ctx", o->ctx, "window length in tokens")->capture_default_str()->check(CLI::Range(2, 1 << 20));
   cmd->add_option("--windows", o->windows, "use the first N windows (0 = all)")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--schemes", o->schemes, "comma-separated schemes, e.g. int4:g32,int8:g32,q4_0")->capture_default_str();
+  cmd->add_option("--schemes", o->schemes, "comma-separated schemes, e.g. q4_K,q5_K,q6_K,q8_0 or int4:g32,int8:g32")->capture_default_str();
   cmd->add_option("--components", o->components, "only components whose HF name matches this regex");
   cmd->add_option("--out", o->out, "SENS.json to write (a journal SENS.json.journal is kept while running)")->required();
   cmd->add_option("--csv", o->csv, "also write the entries as CSV");
@@ -101,6 +107,7 @@ SENS.json:
   cmd->add_option("--cache-mb", o->cache_mb, "memory for cached per-layer states")->capture_default_str()->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
   cmd->add_option("--top", o->top, "rows in the printed table")->capture_default_str();
   o->threads.add(cmd);
+  o->imatrix.add(cmd);
   cmd->callback([o] {
     o->threads.apply();
     SweepOptions options;
@@ -112,10 +119,13 @@ SENS.json:
     options.journal_path = o->out + ".journal";
     options.resume = o->resume;
     auto model = open_float_model(o->model, "sensitivity");
+    o->imatrix.load(*model);
+    options.importance = o->imatrix.fn();
     const auto calib = load_calibration(o->model, o->calib, o->ctx, o->windows);
     SensitivityReport report;
     report.model = model_description(o->model, *model);
     report.calibration = calib.description;
+    report.calibration["imatrix"] = o->imatrix.identity();
     report.schemes = options.schemes;
     const nlohmann::json header = {{"journal", "kllens-sensitivity"},
                                    {"model", report.model},

@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "export/gguf_import.h"
+#include "export/gguf_vocab.h"
 #include "io/gguf.h"
 #include "io/safetensors.h"
 #include "kernels/ops.h"
@@ -24,8 +25,9 @@ bool is_gguf_path(const std::string& path) {
 }
 
 std::unique_ptr<Model> open_model(const std::string& path) {
-  // A GGUF file written by `kllens quantize` runs on the packed kernels: its quantized and
-  // 16-bit matrices stay in their stored types (export/gguf_import.h).
+  // A GGUF file written by `kllens quantize` (or by llama.cpp, for mamba / mamba2) runs on the
+  // packed kernels: its quantized and 16-bit matrices stay in their stored types
+  // (export/gguf_import.h).
   if (is_gguf_path(path)) return load_gguf_model(path);
   return load_model(path);
 }
@@ -71,13 +73,11 @@ std::vector<std::vector<int32_t>> read_id_batch(const std::string& path, const s
 
 Tokenizer load_tokenizer(const std::string& source) {
   if (is_gguf_path(source)) {
+    // kllens.tokenizer_json (`kllens quantize`), else rebuilt from llama.cpp's tokenizer.ggml.*
+    // keys (a file written by llama.cpp).
     const gguf::File file(source);
-    const gguf::Value* tok = file.find("kllens.tokenizer_json");
-    if (!tok || !tok->get_if<std::string>())
-      fail("{}: the file holds no tokenizer.json (kllens.tokenizer_json; written by `kllens "
-           "quantize` when the model folder has one), needed to tokenize the text",
-           source);
-    return Tokenizer::from_json_text(*tok->get_if<std::string>(), source + " (kllens.tokenizer_json)");
+    const GgufTokenizerJson tok = gguf_tokenizer_json(file);
+    return Tokenizer::from_json_text(tok.text, tok.origin);
   }
   std::error_code ec;
   if (std::filesystem::is_directory(source, ec)) {

@@ -4,10 +4,13 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
+#include "eval/imatrix.h"
+#include "eval/quantized_eval.h"
 #include "models/model.h"
 #include "tokenizer/tokenizer.h"
 
@@ -53,6 +56,25 @@ CalibrationSet load_calibration(const std::string& model_path, const std::string
                                 int64_t ctx, int64_t windows);
 nlohmann::json model_description(const std::string& path, const Model& model);
 
+// --imatrix FILE on the commands that quantize (eval/imatrix.h: llama.cpp's imatrix GGUF, from
+// `kllens imatrix` or llama-imatrix). load() validates it against the model (another model's
+// matrix is one clear error); fn() is what the quantizers take (empty without a file). The
+// matrix must outlive the function.
+struct ImatrixOption {
+  std::string path;
+  std::optional<ImportanceMatrix> matrix;
+  void add(CLI::App* cmd);
+  void load(const Model& model);
+  ImportanceFn fn() const;
+  // {"file", "sha256"} of the matrix, or null without one (recorded in sensitivity files and
+  // plans; quantize compares it).
+  nlohmann::json identity() const;
+};
+// Fails unless `used` (what a sensitivity file or plan records, possibly null) names the same
+// importance matrix as `given`; `what` names the file for the message.
+void check_same_imatrix(const nlohmann::json& used, const ImatrixOption& given,
+                        const std::string& what);
+
 // Registration of each command (one file each).
 void add_inspect(CLI::App& app);
 void add_forward(CLI::App& app);
@@ -70,5 +92,6 @@ void add_eval(CLI::App& app);
 void add_frontier(CLI::App& app);
 void add_analyze(CLI::App& app);
 void add_quantize(CLI::App& app);
+void add_imatrix(CLI::App& app);
 
 }  // namespace kllens::cli

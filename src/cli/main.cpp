@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   kllens::cli::add_tokenize(app);
   kllens::cli::add_ppl(app);
   kllens::cli::add_articles(app);
+  kllens::cli::add_imatrix(app);
   kllens::cli::add_sensitivity(app);
   kllens::cli::add_validate_metrics(app);
   kllens::cli::add_plan(app);

@@ -30,10 +30,7 @@ SchemeAssignment uniform_assignment(const Model& model, const QuantScheme& schem
   SchemeAssignment a;
   for (const Param* p : model.weights().components()) {
     if (p->role == Role::kConv1d && !include_conv1d) continue;
-    if (!stored_scheme(scheme, p->cols()).supports(p->cols())) {
-      if (unsupported) unsupported->push_back(p->name);
-      continue;
-    }
+    if (unsupported && !(stored_scheme(scheme, p->cols()) == scheme)) unsupported->push_back(p->name);
     a[p->name] = scheme;
   }
   return a;
@@ -51,13 +48,34 @@ void validate_assignment(const Model& model, const SchemeAssignment& assignment)
   }
 }
 
-int64_t assignment_bytes(const Model& model, const SchemeAssignment& assignment) {
+QuantScheme checkpoint_scheme(const Param& p) {
+  switch (p.source_dtype) {
+    case DType::kBF16: return QuantScheme::parse("bf16");
+    case DType::kF16: return QuantScheme::parse("f16");
+    default: return QuantScheme::parse("f32");
+  }
+}
+
+int64_t component_gguf_bytes(const Model& model, const Param& p, const QuantScheme& scheme) {
+  const std::vector<int64_t> ne(p.shape.rbegin(), p.shape.rend());
+  // llama.cpp's CPU ssm_conv reads F32 only, so its layout stores conv1d F32 whatever is asked.
+  const bool fixed_f32 = model.info().llama_cpp_layout && p.role == Role::kConv1d;
+  const gguf::GgmlType type = fixed_f32 ? gguf::GgmlType::kF32 : gguf_storage_type(scheme, ne[0]);
+  return static_cast<int64_t>(gguf::tensor_bytes(type, ne));
+}
+
+int64_t non_component_gguf_bytes(const Model& model) {
   int64_t bytes = 0;
-  for (const auto& p : model.weights().all()) {
+  for (const auto& p : model.weights().all())
+    if (!p->is_component()) bytes += 4 * p->numel();  // F32, as llama.cpp's converter writes them
+  return bytes;
+}
+
+int64_t assignment_bytes(const Model& model, const SchemeAssignment& assignment) {
+  int64_t bytes = non_component_gguf_bytes(model);
+  for (const Param* p : model.weights().components()) {
     auto it = assignment.find(p->name);
-    bytes += it == assignment.end()
-                 ? 2 * p->numel()
-                 : stored_scheme(it->second, p->cols()).storage_bytes(p->rows(), p->cols());
+    bytes += component_gguf_bytes(model, *p, it == assignment.end() ? checkpoint_scheme(*p) : it->second);
   }
   return bytes;
 }

@@ -7,9 +7,11 @@
 // already bf16); on a wider checkpoint (f32, f16) the values are rounded to bf16, since that is
 // what storing them as bf16 means. f16/f32 likewise round (or copy).
 //
-// Size: components in the assignment at QuantScheme::storage_bytes (codes + scales + zero
-// points); every other tensor, including components outside the assignment, at bf16 (2 bytes per
-// parameter), the precision the models are distributed in.
+// Size: the exact tensor data bytes of the GGUF file `kllens quantize` writes for the assignment
+// (export/gguf_export.h): components at the ggml type of their scheme (quant/formats.h
+// gguf_storage_type: codes, scales and mins of whole blocks), components outside the assignment
+// in the checkpoint's dtype, every other tensor (norms, biases, A_log, D, conv1d in llama.cpp's
+// layout) F32, as llama.cpp's converter stores them. No alignment padding or metadata.
 #pragma once
 
 #include <cstdint>
@@ -36,8 +38,9 @@ using SchemeAssignment = std::map<std::string, QuantScheme>;
 // ImportanceMatrix supplies it, eval/imatrix.h). An empty function: no importance vectors.
 using ImportanceFn = std::function<const float*(const Param&)>;
 
-// Every component at `scheme`, except conv1d unless include_conv1d, and except components whose
-// row length the scheme cannot store (appended to *unsupported, they stay as loaded).
+// Every component at `scheme`, except conv1d unless include_conv1d. Components whose row length
+// the scheme cannot hold are in it too, stored as quant/formats.h stored_scheme says (they are
+// appended to *unsupported).
 SchemeAssignment uniform_assignment(const Model& model, const QuantScheme& scheme, bool include_conv1d,
                                     std::vector<std::string>* unsupported = nullptr);
 
@@ -46,6 +49,10 @@ SchemeAssignment uniform_assignment(const Model& model, const QuantScheme& schem
 void validate_assignment(const Model& model, const SchemeAssignment& assignment);
 
 // Bytes of the whole model under an assignment (see above).
+QuantScheme checkpoint_scheme(const Param& p);  // bf16 / f16 / f32: the checkpoint's dtype
+// The GGUF bytes of one component at a scheme, and of all the tensors that are not components.
+int64_t component_gguf_bytes(const Model& model, const Param& p, const QuantScheme& scheme);
+int64_t non_component_gguf_bytes(const Model& model);
 int64_t assignment_bytes(const Model& model, const SchemeAssignment& assignment);
 
 // Holds fake-quantized weights in the model and the originals aside; the destructor puts the

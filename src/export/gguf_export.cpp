@@ -60,12 +60,6 @@ std::vector<uint8_t> keep_bytes(QuantFormat format, const float* w, int64_t rows
   return quantize(s, w, rows, cols).data;
 }
 
-// The ggml type nearest to an intB scheme.
-GgmlType nearest_block_type(const QuantScheme& s) {
-  if (s.bits <= 4) return s.symmetric ? GgmlType::kQ4_0 : GgmlType::kQ4_1;
-  return GgmlType::kQ8_0;
-}
-
 // Packs the codes and scales of an intB QTensor into ggml blocks without changing a value, or
 // returns nullopt when the blocks cannot express them (groups not whole multiples of 32, scales
 // or Q4_1 minimums that are not float16 values, codes out of the block's range).
@@ -119,10 +113,6 @@ std::optional<std::vector<uint8_t>> repack_exact(const QTensor& q, GgmlType type
   return out;
 }
 
-GgmlType block_ggml_type(const QuantScheme& s) {
-  return static_cast<GgmlType>(block_traits(s.format)->ggml_type);
-}
-
 std::vector<uint8_t> requantize(GgmlType type, const float* w, int64_t rows, int64_t cols) {
   const BlockFormatTraits* t = block_traits_by_ggml_type(static_cast<uint32_t>(type));
   KLLENS_CHECK(t, "no quantizer for ggml type {}", gguf::type_name(type));
@@ -152,13 +142,7 @@ GgufEncoded encode_for_gguf(const QuantScheme& requested, const float* w, int64_
                            has_fallback ? ", llama-quantize's fallback for this shape"
                                         : " (llama-quantize has no fallback for it and refuses)");
   }
-  switch (s.format) {
-    case QuantFormat::kBF16: e.type = GgmlType::kBF16; break;
-    case QuantFormat::kF16: e.type = GgmlType::kF16; break;
-    case QuantFormat::kF32: e.type = GgmlType::kF32; break;
-    case QuantFormat::kInt: e.type = nearest_block_type(s); break;
-    default: e.type = block_ggml_type(s); break;
-  }
+  e.type = gguf_storage_type(s, ne0);
   if (s.is_keep()) {
     e.data = keep_bytes(s.format, w, rows, cols);
     return e;
@@ -168,7 +152,6 @@ GgufEncoded encode_for_gguf(const QuantScheme& requested, const float* w, int64_
     return e;
   }
   if (ne0 % 32 != 0) {
-    e.type = GgmlType::kF16;
     e.fallback = true;
     e.exact = false;
     e.reason = fmt::format("row length {} is not a multiple of 32, so no block type can hold it: "
@@ -217,14 +200,6 @@ std::string read_text(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
-}
-
-QuantScheme source_scheme(const Param& p) {
-  switch (p.source_dtype) {
-    case DType::kBF16: return QuantScheme::parse("bf16");
-    case DType::kF16: return QuantScheme::parse("f16");
-    default: return QuantScheme::parse("f32");
-  }
 }
 
 }  // namespace
@@ -337,7 +312,7 @@ GgufExportResult export_gguf(const Model& model, const SchemeAssignment& assignm
     } else {
       auto it = assignment.find(p.name);
       const bool assigned = it != assignment.end();
-      const QuantScheme scheme = assigned ? it->second : source_scheme(p);
+      const QuantScheme scheme = assigned ? it->second : checkpoint_scheme(p);
       rec.scheme = scheme.to_string();
       w.set("kllens.scheme." + rec.name, rec.scheme);
       const int64_t rows = p.rows(), cols = p.cols();
@@ -413,3 +388,4 @@ GgufExportResult export_gguf(const Model& model, const SchemeAssignment& assignm
 }
 
 }  // namespace kllens
+

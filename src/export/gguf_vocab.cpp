@@ -1,6 +1,7 @@
 #include "export/gguf_vocab.h"
 
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "core/error.h"
@@ -119,6 +120,159 @@ GgufVocab read_gguf_vocab(const std::string& path, int64_t n_vocab, const nlohma
                                   "tokenizer's {} normalizer is not carried over",
                                   j["normalizer"].value("type", "?")));
   return v;
+}
+
+nlohmann::json tokenizer_json_from_llama_keys(const gguf::File& file) {
+  using nlohmann::json;
+  const std::string& path = file.path();
+  const gguf::Value* model = file.find("tokenizer.ggml.model");
+  if (!model)
+    fail("{}: the file has no tokenizer: neither kllens.tokenizer_json nor llama.cpp's "
+         "tokenizer.ggml.model is there",
+         path);
+  const std::string* model_name = model->get_if<std::string>();
+  if (!model_name) fail("{}: tokenizer.ggml.model is not a string", path);
+  if (*model_name != "gpt2")
+    fail("{}: tokenizer.ggml.model is '{}': kllens rebuilds only llama.cpp's \"gpt2\" "
+         "tokenizers (byte-level BPE) from a GGUF file's keys",
+         path, *model_name);
+  const gguf::Value* pre = file.find("tokenizer.ggml.pre");
+  if (!pre)
+    fail("{}: tokenizer.ggml.pre is missing: llama.cpp then pre-tokenizes with its 'default' BPE "
+         "regexes, which a byte-level tokenizer.json cannot express; kllens refuses rather than "
+         "tokenize differently",
+         path);
+  const std::string* pre_name = pre->get_if<std::string>();
+  if (!pre_name) fail("{}: tokenizer.ggml.pre is not a string", path);
+  // llama-vocab.cpp splits these with exactly GPT-2's regex, which is what HF's ByteLevel
+  // pre-tokenizer (use_regex) does.
+  if (*pre_name != "gpt-2" && *pre_name != "mpt" && *pre_name != "olmo")
+    fail("{}: tokenizer.ggml.pre is '{}': kllens can rebuild only the pre-tokenizers that split "
+         "with GPT-2's regex (gpt-2, mpt, olmo) and refuses rather than tokenize differently "
+         "from llama.cpp",
+         path, *pre_name);
+  const auto& tokens = file.get_as<std::vector<std::string>>("tokenizer.ggml.tokens");
+  if (tokens.empty()) fail("{}: tokenizer.ggml.tokens is empty", path);
+  std::vector<int32_t> types(tokens.size(), kNormal);
+  if (file.find("tokenizer.ggml.token_type")) {
+    types = file.get_as<std::vector<int32_t>>("tokenizer.ggml.token_type");
+    if (types.size() != tokens.size())
+      fail("{}: tokenizer.ggml.token_type has {} entries for {} tokenizer.ggml.tokens", path,
+           types.size(), tokens.size());
+  }
+  const auto& merges = file.get_as<std::vector<std::string>>("tokenizer.ggml.merges");
+
+  json vocab = json::object();
+  json added = json::array();
+  std::map<std::string, size_t> seen;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    const int32_t type = types[i];
+    // 0 undefined, 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte.
+    if (type < 0 || type > 6)
+      fail("{}: tokenizer.ggml.token_type[{}] = {} is not a llama.cpp token type", path, i, type);
+    if (type == kUnused) continue;
+    const std::string& t = tokens[i];
+    if (auto [it, fresh] = seen.emplace(t, i); !fresh)
+      fail("{}: tokenizer.ggml.tokens has \"{}\" at ids {} and {}", path, t, it->second, i);
+    vocab[t] = i;
+    if ((type == kControl || type == kUserDefined) && !t.empty())
+      added.push_back({{"id", i}, {"content", t}, {"single_word", false}, {"lstrip", false},
+                       {"rstrip", false}, {"normalized", false}, {"special", type == kControl}});
+  }
+  json merge_list = json::array();
+  for (size_t i = 0; i < merges.size(); ++i) {
+    // llama.cpp splits a merge at its first space after the first character.
+    const std::string& m = merges[i];
+    const size_t sp = m.size() > 1 ? m.find(' ', 1) : std::string::npos;
+    if (sp == std::string::npos)
+      fail("{}: tokenizer.ggml.merges[{}] \"{}\" is not two tokens separated by a space", path, i,
+           m);
+    merge_list.push_back(json::array({m.substr(0, sp), m.substr(sp + 1)}));
+  }
+
+  const auto token_id = [&](const char* key) -> std::optional<size_t> {
+    const gguf::Value* v = file.find(key);
+    if (!v) return std::nullopt;
+    const uint32_t* id = v->get_if<uint32_t>();
+    if (!id) fail("{}: {} is not a u32", path, key);
+    if (*id >= tokens.size() || types[*id] == kUnused)
+      fail("{}: {} = {} is not a token of tokenizer.ggml.tokens", path, key, *id);
+    return *id;
+  };
+  const auto flag = [&](const char* key) {
+    const gguf::Value* v = file.find(key);
+    if (!v) return false;  // llama.cpp's default for these pre-tokenizers
+    const bool* b = v->get_if<bool>();
+    if (!b) fail("{}: {} is not a bool", path, key);
+    return *b;
+  };
+  json unk = nullptr;
+  if (const auto id = token_id("tokenizer.ggml.unknown_token_id")) unk = tokens[*id];
+  const bool add_bos = flag("tokenizer.ggml.add_bos_token");
+  const bool add_eos = flag("tokenizer.ggml.add_eos_token");
+  json post = nullptr;
+  if (add_bos || add_eos) {
+    json single = json::array(), pair = json::array(), specials = json::object();
+    const auto special = [&](const char* key, const char* flag_key) {
+      const auto id = token_id(key);
+      if (!id) fail("{}: {} is true but {} is missing", path, flag_key, key);
+      const std::string& t = tokens[*id];
+      specials[t] = {{"id", t}, {"ids", json::array({*id})}, {"tokens", json::array({t})}};
+      return json{{"SpecialToken", {{"id", t}, {"type_id", 0}}}};
+    };
+    json bos, eos;
+    if (add_bos) bos = special("tokenizer.ggml.bos_token_id", "tokenizer.ggml.add_bos_token");
+    if (add_eos) eos = special("tokenizer.ggml.eos_token_id", "tokenizer.ggml.add_eos_token");
+    const auto wrap = [&](json& out, const char* seq, int type_id) {
+      if (add_bos) out.push_back(bos);
+      out.push_back({{"Sequence", {{"id", seq}, {"type_id", type_id}}}});
+      if (add_eos) out.push_back(eos);
+    };
+    wrap(single, "A", 0);
+    wrap(pair, "A", 0);
+    wrap(pair, "B", 1);
+    post = {{"type", "TemplateProcessing"}, {"single", single}, {"pair", pair},
+            {"special_tokens", specials}};
+  }
+  const json byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", false},
+                           {"trim_offsets", true}, {"use_regex", true}};
+  json decoder = byte_level;
+  decoder["add_prefix_space"] = true;  // what HF writes; the ByteLevel decoder ignores it
+  return {{"version", "1.0"},
+          {"truncation", nullptr},
+          {"padding", nullptr},
+          {"added_tokens", added},
+          {"normalizer", nullptr},
+          {"pre_tokenizer", byte_level},
+          {"post_processor", post},
+          {"decoder", decoder},
+          {"model",
+           {{"type", "BPE"},
+            {"dropout", nullptr},
+            {"unk_token", unk},
+            {"continuing_subword_prefix", nullptr},
+            {"end_of_word_suffix", nullptr},
+            {"fuse_unk", false},
+            {"byte_fallback", false},
+            {"ignore_merges", false},
+            {"vocab", vocab},
+            {"merges", merge_list}}}};
+}
+
+GgufTokenizerJson gguf_tokenizer_json(const gguf::File& file) {
+  if (const gguf::Value* v = file.find("kllens.tokenizer_json")) {
+    const std::string* text = v->get_if<std::string>();
+    if (!text) fail("{}: kllens.tokenizer_json is not a string", file.path());
+    return {*text, file.path() + " (kllens.tokenizer_json)"};
+  }
+  const nlohmann::json j = tokenizer_json_from_llama_keys(file);
+  std::string text;
+  try {
+    text = j.dump();
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: tokenizer.ggml.tokens or merges hold invalid UTF-8: {}", file.path(), e.what());
+  }
+  return {std::move(text), file.path() + " (tokenizer rebuilt from tokenizer.ggml.*)"};
 }
 
 void add_vocab_keys(gguf::Writer& w, const GgufVocab& v) {

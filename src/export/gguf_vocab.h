@@ -33,4 +33,24 @@ GgufVocab read_gguf_vocab(const std::string& tokenizer_json, int64_t n_vocab,
 
 void add_vocab_keys(gguf::Writer& writer, const GgufVocab& vocab);
 
+// The inverse, for files written by llama.cpp (which carry no tokenizer.json): an HF
+// tokenizer.json rebuilt from tokenizer.ggml.* for model "gpt2" (byte-level BPE): the tokens by id
+// (unused "[PAD<id>]" fillers, type 5, left out), control tokens (type 3) as special added tokens
+// and user-defined ones (type 4) as non-special added tokens, the merges in order, the ByteLevel
+// pre-tokenizer with GPT-2's split regex and no prefix space, no normalizer (llama.cpp applies
+// none) and, when tokenizer.ggml.add_bos_token / add_eos_token say so, a TemplateProcessing that
+// adds them. Only the pre-tokenizers llama.cpp runs with exactly GPT-2's regex (tokenizer.ggml.pre
+// "gpt-2", "mpt", "olmo") can be rebuilt; any other, or a missing one (llama.cpp's "default",
+// several regexes), is an Error rather than a tokenizer that splits differently. Error naming
+// the key for a missing or malformed key.
+nlohmann::json tokenizer_json_from_llama_keys(const gguf::File& file);
+
+// The tokenizer.json of a GGUF file: kllens.tokenizer_json (written by `kllens quantize`) when
+// present, else the one rebuilt from llama.cpp's keys. origin names the source in messages.
+struct GgufTokenizerJson {
+  std::string text;
+  std::string origin;
+};
+GgufTokenizerJson gguf_tokenizer_json(const gguf::File& file);
+
 }  // namespace kllens

@@ -150,6 +150,9 @@ struct ModelInfo {
   // A GGUF file's matrices in a ggml format that has no packed kernel yet: dequantized to float32
   // at load (exactly ggml's dequantization). HF name -> ggml type name.
   std::map<std::string, std::string> dequantized_at_load;
+  // Whether kllens' GGUF files of this model use llama.cpp's layout (models/llama_names.h
+  // uses_llama_layout), decided from the checkpoint at load.
+  bool llama_cpp_layout = false;
 };
 
 // Per-sequence prefill state between layers. clone() must copy everything later layers read
@@ -221,6 +224,7 @@ class Model {
  public:
   virtual ~Model() = default;
   const ModelInfo& info() const { return info_; }
+  void set_llama_cpp_layout(bool llama) { info_.llama_cpp_layout = llama; }
   void set_dequantized_at_load(std::map<std::string, std::string> tensors) {
     info_.dequantized_at_load = std::move(tensors);
   }

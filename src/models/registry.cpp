@@ -2,6 +2,7 @@
 #include "io/hf_config.h"
 #include "io/safetensors.h"
 #include "models/families.h"
+#include "models/llama_names.h"
 
 namespace kllens {
 
@@ -40,7 +41,9 @@ std::unique_ptr<Model> load_model(const std::string& folder) {
   for (const auto& f : kFamilies) {
     if (type == f.model_type) {
       const TensorStore store = TensorStore::open_folder(folder);
-      return f.make(config, store, folder);
+      auto model = f.make(config, store, folder);
+      model->set_llama_cpp_layout(uses_llama_layout(*model, config.json()));
+      return model;
     }
   }
   std::string known;

@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "core/error.h"
+#include "eval/quantized_eval.h"
 #include "models/model.h"
 #include "quant/scheme.h"
 
@@ -169,6 +170,18 @@ PlanProblem build_problem(const SensitivityReport& report, const ProblemOptions&
   return p;
 }
 
+void use_gguf_sizes(PlanProblem& problem, const Model& model) {
+  problem.other_bytes_exact = non_component_gguf_bytes(model);
+  for (PlanComponent& c : problem.components) {
+    const Param* p = model.weights().find(c.name);
+    if (!p || !p->is_component())
+      fail("the sensitivity file names {}, which this model does not have as a component", c.name);
+    for (Candidate& cand : c.candidates)
+      cand.bytes = component_gguf_bytes(model, *p, QuantScheme::parse(cand.scheme));
+  }
+  problem.gguf_sizes = true;
+}
+
 int64_t plan_bytes(const PlanProblem& p, const Choice& c) {
   KLLENS_CHECK(c.size() == p.components.size(), "choice size {} != {}", c.size(), p.components.size());
   int64_t b = p.other_bytes();
@@ -216,8 +229,9 @@ void check_budget_feasible(const PlanProblem& p, int64_t budget_bytes) {
   if (budget_bytes < least)
     fail("the budget of {} cannot be met: the smallest plan this sensitivity file allows is {} "
          "(every component at its smallest scheme, --keep and conv1d rules applied, other tensors "
-         "at bf16)",
-         format_size(budget_bytes, p.total_params), format_size(least, p.total_params));
+         "{})",
+         format_size(budget_bytes, p.total_params), format_size(least, p.total_params),
+         p.gguf_sizes ? "F32 as in the GGUF file" : "at bf16");
 }
 
 // Multiple-choice knapsack by dynamic programming. Sizes are measured above each component's

@@ -24,6 +24,8 @@
 
 namespace kllens {
 
+class Model;
+
 // The scheme the planner calls "keep": the demo and published checkpoints are bf16, so keeping a
 // component costs 2 bytes per parameter and, by definition, no damage.
 inline constexpr const char* kKeepScheme = "bf16";
@@ -54,10 +56,21 @@ struct PlanComponent {
 struct PlanProblem {
   std::string metric;
   int64_t total_params = 0;     // every parameter of the model
-  int64_t other_params = 0;     // parameters outside the components (stored bf16)
+  int64_t other_params = 0;     // parameters outside the components
+  // Bytes of everything outside the components; -1: the sensitivity file alone, 2 per parameter
+  // (bf16). use_gguf_sizes sets the exact F32 size the GGUF file holds them in.
+  int64_t other_bytes_exact = -1;
   std::vector<PlanComponent> components;  // in sensitivity-file order
-  int64_t other_bytes() const { return 2 * other_params; }
+  bool gguf_sizes = false;      // use_gguf_sizes was applied: bytes are the file's tensor data
+  int64_t other_bytes() const { return other_bytes_exact >= 0 ? other_bytes_exact : 2 * other_params; }
 };
+
+// Makes every size of the problem the exact tensor data of the GGUF file `kllens quantize` writes
+// for the model (eval/quantized_eval.h assignment_bytes): every candidate at the ggml type of its
+// scheme, the other tensors at F32, and components whose type the file layout fixes (conv1d in
+// llama.cpp's layout, always F32) at that size whatever is chosen. plan_bytes of a choice then
+// equals assignment_bytes of its assignment (tested). Error when the model lacks a component.
+void use_gguf_sizes(PlanProblem& problem, const Model& model);
 
 // One --keep rule: `ROLE=SCHEME` (a role name of the sensitivity file: embed, head, in_proj,
 // conv1d, q_proj, ...) or `REGEX=SCHEME` (std::regex_search on the HF tensor name). The text is

@@ -79,4 +79,19 @@ QuantScheme stored_scheme(const QuantScheme& scheme, int64_t cols) {
   return llama_shape_fallback(scheme, cols);
 }
 
+gguf::GgmlType gguf_storage_type(const QuantScheme& requested, int64_t ne0) {
+  using gguf::GgmlType;
+  const QuantScheme s = stored_scheme(requested, ne0);
+  switch (s.format) {
+    case QuantFormat::kBF16: return GgmlType::kBF16;
+    case QuantFormat::kF16: return GgmlType::kF16;
+    case QuantFormat::kF32: return GgmlType::kF32;
+    case QuantFormat::kInt:
+      if (ne0 % 32 != 0) return GgmlType::kF16;
+      if (s.bits <= 4) return s.symmetric ? GgmlType::kQ4_0 : GgmlType::kQ4_1;
+      return GgmlType::kQ8_0;
+    default: return static_cast<GgmlType>(block_traits(s.format)->ggml_type);
+  }
+}
+
 }  // namespace kllens

@@ -9,6 +9,7 @@
 #include <span>
 #include <string_view>
 
+#include "io/gguf.h"
 #include "quant/scheme.h"
 
 namespace kllens {
@@ -51,5 +52,11 @@ QuantScheme llama_shape_fallback(const QuantScheme& scheme, int64_t cols);
 // stores those as f16 rather than refuse). The sweep measures, the planner sizes, evaluation
 // applies and the GGUF export writes this one scheme, so they never disagree.
 QuantScheme stored_scheme(const QuantScheme& scheme, int64_t cols);
+
+// The ggml type a GGUF file holds a matrix of rows of ne0 elements in when asked for `scheme`:
+// the block format of stored_scheme, BF16/F16/F32 for the keep schemes, and for intB (which has
+// no ggml type) the nearest block type, Q4_0 (sym, B <= 4), Q4_1 (asym, B <= 4) or Q8_0, or F16
+// when ne0 is not a multiple of 32 (export/gguf_export.h).
+gguf::GgmlType gguf_storage_type(const QuantScheme& scheme, int64_t ne0);
 
 }  // namespace kllens

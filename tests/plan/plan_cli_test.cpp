@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "eval/text.h"
+#include "io/gguf.h"
 #include "plan/plan_io.h"
 #include "test_util.h"
 
@@ -74,11 +75,11 @@ TEST_F(PlanCli, OptimalWithinBudgetAndEvalAgreesOnSize) {
 
 TEST_F(PlanCli, KeepRulesAndMaxBytes) {
   const std::string out = path("keep.json");
-  const auto r = test::run_cli({"plan", sens_, "--max-bytes", "3500000", "--keep", "embed=bf16", "--keep",
+  const auto r = test::run_cli({"plan", sens_, "--max-bytes", "3600000", "--keep", "embed=bf16", "--keep",
                                 "layers\\.0\\.=int8:g32", "--keep", "conv1d=int4:g32", "--out", out});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const Plan plan = read_plan_json(out);
-  EXPECT_LE(plan.bytes, 3500000);
+  EXPECT_LE(plan.bytes, 3600000);
   for (const auto& [name, scheme] : plan.components) {
     // Later rules win: the conv1d rule overrides the layer-0 regex for layer 0's conv1d.
     if (name.find("conv1d") != std::string::npos) {
@@ -134,6 +135,69 @@ TEST_F(PlanCli, GreedyStepsRespectGamma) {
   EXPECT_TRUE(j["budget"]["bytes"].is_null());
 }
 
+// --mix: llama-quantize's Q4_K_M (with an imatrix) as a plan of the sensitivity file's model:
+// every component gets the type llama.cpp's own file of the same model holds
+// (data/fixtures/llamacpp, written by llama-quantize), conv1d stays f32 as llama-quantize copies it.
+TEST_F(PlanCli, MixIsWhatLlamaQuantizeWrites) {
+  const std::string out = path("mix.json");
+  const auto r = test::run_cli({"plan", sens_, "--mix", "q4_k_m", "--with-imatrix", "--out", out});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("mix:Q4_K_M"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("fallback: blk.0.ssm_dt.weight"), std::string::npos) << r.out;
+  const Plan plan = read_plan_json(out);
+  EXPECT_EQ(plan.method, "mix:Q4_K_M");
+  EXPECT_EQ(plan.metric, "kl");
+  EXPECT_EQ(plan.params, params_json()["params"].get<int64_t>());
+  ASSERT_EQ(plan.components.size(), 21u);
+  const json& mix = plan.extra.at("mix");
+  EXPECT_EQ(mix["name"], "Q4_K_M");
+  EXPECT_EQ(mix["base_type"], "q4_K");
+  EXPECT_EQ(mix["imatrix"], true);
+  EXPECT_EQ(mix["llama_cpp_commit"], "3f545becc");
+  EXPECT_EQ(mix["llama_cpp_layout"], true);
+  // Block types: the embedding and 4 x (in_proj, x_proj, out_proj); dt_proj fell back to f16.
+  EXPECT_EQ(mix["quantized"], 13);
+  EXPECT_EQ(mix["fallbacks"], 4);
+  const gguf::File file(test::repo_path("data/fixtures/llamacpp/demo-mamba.Q4_K_M.imatrix.gguf"));
+  ASSERT_EQ(mix["tensors"].size(), 21u);
+  for (const json& t : mix["tensors"]) {
+    const std::string name = t["component"].get<std::string>();
+    const gguf::TensorInfo& ft = file.tensor(t["gguf_name"].get<std::string>());
+    EXPECT_EQ(plan.components.at(name), std::string(gguf::type_name(ft.type))) << name;
+  }
+  EXPECT_EQ(plan.components.at("backbone.embeddings.weight"), "q6_K");
+  EXPECT_EQ(plan.components.at("backbone.layers.0.mixer.conv1d.weight"), "f32");
+  EXPECT_EQ(plan.components.at("backbone.layers.0.mixer.dt_proj.weight"), "f16");
+  EXPECT_EQ(plan.components.at("backbone.layers.0.mixer.in_proj.weight"), "q4_K");
+  EXPECT_EQ(plan.predicted_metric_sum, 0.0);  // the file measured int4:g32 / int8:g32 only
+  EXPECT_EQ(mix["predicted_covers"], 0);
+  // kllens evaluates the plan (fake quantization in those formats) and sizes it the same way.
+  const auto e = test::run_cli({"eval", model(), "--plan", out, "--text", text_, "--ctx", "64",
+                                "--windows", "1", "--json"});
+  ASSERT_EQ(e.exit_code, 0) << e.err;
+  EXPECT_EQ(json::parse(e.out)["bytes"].get<int64_t>(), plan.bytes);
+  // `kllens quantize --plan` of the mix writes the same type for every tensor as llama-quantize.
+  const std::string gguf_out = path("mix.gguf");
+  const auto q = test::run_cli({"quantize", model(), "--plan", out, "--out", gguf_out});
+  ASSERT_EQ(q.exit_code, 0) << q.err;
+  const gguf::File ours(gguf_out);
+  ASSERT_EQ(ours.tensors().size(), file.tensors().size());
+  for (const auto& t : file.tensors())
+    EXPECT_EQ(gguf::type_name(ours.tensor(t.name).type), gguf::type_name(t.type)) << t.name;
+
+  // Q8_0: every quantized component q8_0 except dt_proj (16 columns: no fallback for q8_0, so
+  // llama-quantize itself stops, and so does the plan).
+  const auto q8 = test::run_cli({"plan", sens_, "--mix", "Q8_0", "--dry-run"});
+  EXPECT_EQ(q8.exit_code, 1);
+  EXPECT_NE(q8.err.find("ssm_dt.weight"), std::string::npos) << q8.err;
+  const auto q6 = test::run_cli({"plan", sens_, "--mix", "Q6_K", "--dry-run", "--json"});
+  ASSERT_EQ(q6.exit_code, 0) << q6.err;
+  const json j = json::parse(q6.out);
+  EXPECT_EQ(j["method"], "mix:Q6_K");
+  EXPECT_EQ(j["components"]["backbone.layers.3.mixer.out_proj.weight"], "q6_K");
+  EXPECT_EQ(j["components"]["backbone.layers.3.mixer.dt_proj.weight"], "f16");
+}
+
 TEST_F(PlanCli, BadInput) {
   auto expect_error = [](const std::vector<std::string>& args, int code, const std::string& text) {
     const auto r = test::run_cli(args);
@@ -155,6 +219,11 @@ TEST_F(PlanCli, BadInput) {
   expect_error({"plan", sens_, "--avg-bits", "4"}, 2, "--out");
   expect_error({"plan", sens_, "--avg-bits", "4", "--gamma", "1.1", "--out", path("x.json")}, 2, "greedy");
   expect_error({"plan", sens_, "--method", "points", "--point", "p11", "--dry-run"}, 2, "p01..p10");
+  expect_error({"plan", sens_, "--mix", "Q4_K_M", "--avg-bits", "4", "--dry-run"}, 2, "--mix");
+  expect_error({"plan", sens_, "--mix", "Q4_K_M", "--method", "greedy", "--dry-run"}, 2, "--mix");
+  expect_error({"plan", sens_, "--mix", "Q4_K_M", "--keep", "embed=bf16", "--dry-run"}, 2, "--mix");
+  expect_error({"plan", sens_, "--mix", "Q9_K", "--dry-run"}, 2, "Q9_K");
+  expect_error({"plan", sens_, "--avg-bits", "4", "--with-imatrix", "--dry-run"}, 2, "--mix");
   EXPECT_FALSE(std::filesystem::exists(path("x.json")));
   EXPECT_EQ(test::run_cli({"plan", "--help"}).exit_code, 0);
 }

@@ -1,0 +1,33 @@
+// The inputs of plan/llama_mix.h for a loaded model: every tensor as kllens' GGUF export names and
+// shapes it (llama.cpp's names and layout for the Mamba / Mamba-2 checkpoints llama.cpp can hold,
+// the Hugging Face names otherwise: models/llama_names.h), and the model facts the rules read,
+// all taken from the tensor table and roles (no tensor-name policy).
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "models/model.h"
+#include "plan/llama_mix.h"
+
+namespace kllens {
+
+struct LlamaMixInput {
+  std::vector<LlamaMixTensor> tensors;  // every tensor of the model, in table order
+  LlamaModelFacts facts;
+};
+
+// `config` is the checkpoint's config.json (for the layout decision); `input_type` the ggml type
+// the file llama-quantize reads holds its tensors in (kllens' F32 export: "f32").
+//  n_layer   the model's layer count (GGUF block_count)
+//  n_expert  config num_experts / num_local_experts when > 1, else 0
+//  n_gqa     rows of layer 0's q projection / rows of its k projection (0: no attention there)
+//  tied      the embedding's tied_head
+//  70B       llama with 80 layers and n_gqa != 1
+LlamaMixInput llama_mix_input(const Model& model, const nlohmann::json& config,
+                              const std::string& input_type = "f32");
+// Reads <model folder>/config.json.
+LlamaMixInput llama_mix_input(const Model& model, const std::string& input_type = "f32");
+
+}  // namespace kllens

@@ -1,0 +1,315 @@
+// GGUF files written by llama.cpp itself (llama-quantize --imatrix ... Q4_K_M of kllens' F32
+// export of the demo Mamba / Mamba-2, data/fixtures/llamacpp) load in every command: the config is
+// rebuilt from llama.cpp's keys and the tensor shapes, the tokenizer from tokenizer.ggml.*, and a
+// missing key or a value the shapes contradict is one clear error.
+//
+// The fixtures still carry the kllens.* keys of the file they were made from (llama-quantize
+// copies every key), so the tests also write copies without any kllens.* key: exactly what
+// llama.cpp's converter + llama-quantize write for these models.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <iostream>
+#include <optional>
+
+#include "core/error.h"
+#include "eval/text.h"
+#include "export/gguf_import.h"
+#include "export/gguf_vocab.h"
+#include "io/gguf.h"
+#include "io/safetensors.h"
+#include "models/model.h"
+#include "test_util.h"
+#include "tokenizer/tokenizer.h"
+
+namespace kllens {
+namespace {
+
+namespace fs = std::filesystem;
+using Metadata = std::vector<std::pair<std::string, gguf::Value>>;
+
+std::string fixture(const std::string& model) {
+  return test::repo_path("data/fixtures/llamacpp/" + model + ".Q4_K_M.imatrix.gguf");
+}
+
+// A copy of `src` without any kllens.* key, after `edit` changed the remaining metadata;
+// `drop_tensor` is left out.
+void write_llama_copy(const std::string& src, const std::string& dst,
+                      const std::function<void(Metadata&)>& edit = {},
+                      const std::string& drop_tensor = "") {
+  const gguf::File f(src);
+  Metadata kv;
+  for (const auto& [k, v] : f.metadata())
+    if (k.rfind("kllens.", 0) != 0) kv.emplace_back(k, v);
+  if (edit) edit(kv);
+  gguf::Writer w;
+  for (const auto& [k, v] : kv) w.set(k, v);
+  for (const gguf::TensorInfo& t : f.tensors()) {
+    if (t.name == drop_tensor) continue;
+    const auto* b = reinterpret_cast<const uint8_t*>(t.data);
+    w.add_tensor(t.name, t.ne, t.type, std::vector<uint8_t>(b, b + t.nbytes));
+  }
+  w.write(dst);
+}
+
+void erase_key(Metadata& kv, const std::string& key) {
+  const auto it = std::find_if(kv.begin(), kv.end(), [&](const auto& p) { return p.first == key; });
+  ASSERT_NE(it, kv.end()) << key;
+  kv.erase(it);
+}
+
+void set_key(Metadata& kv, const std::string& key, gguf::Value v) {
+  const auto it = std::find_if(kv.begin(), kv.end(), [&](const auto& p) { return p.first == key; });
+  ASSERT_NE(it, kv.end()) << key;
+  it->second = std::move(v);
+}
+
+std::string held_out_text() {
+  return select_articles(read_text_file(test::repo_path("data/wikitext-2-raw/wiki.test.raw")), 53,
+                         61);
+}
+
+class LlamaCppFiles : public ::testing::TestWithParam<const char*> {
+ protected:
+  void SetUp() override { dir_ = test::fresh_temp_dir("llamacpp-files"); }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string model() const { return GetParam(); }
+  std::string arch() const { return model() == "demo-mamba" ? "mamba" : "mamba2"; }
+  std::string out(const std::string& name) const { return (dir_ / name).string(); }
+  // The fixture as llama.cpp alone would have written it.
+  std::string llama_copy() {
+    const std::string path = out("llama.gguf");
+    if (!fs::exists(path)) write_llama_copy(fixture(model()), path);
+    return path;
+  }
+  fs::path dir_;
+};
+
+TEST_P(LlamaCppFiles, ConfigRebuiltFromLlamaKeysEqualsTheOriginalConfig) {
+  const gguf::File f(llama_copy());
+  ASSERT_EQ(f.find("kllens.hf_config"), nullptr);
+  const nlohmann::json rebuilt = hf_config_from_llama_cpp(f);
+  const nlohmann::json original = nlohmann::json::parse(
+      gguf::File(fixture(model())).get_as<std::string>("kllens.hf_config"));
+  // Every key kllens' families read, and every other key both have, is the same.
+  int compared = 0;
+  for (const auto& [k, v] : rebuilt.items()) {
+    if (!original.contains(k)) continue;
+    EXPECT_EQ(v, original[k]) << k;
+    ++compared;
+  }
+  EXPECT_GE(compared, model() == "demo-mamba" ? 19 : 20);
+  for (const char* k : {"model_type", "hidden_size", "num_hidden_layers", "vocab_size",
+                        "state_size", "conv_kernel", "expand", "layer_norm_epsilon",
+                        "tie_word_embeddings", "use_conv_bias", "use_bias"})
+    EXPECT_TRUE(rebuilt.contains(k)) << k;
+}
+
+// llama.cpp's F32 logits of the file (dequantized by ggml) against kllens' float-activation
+// prefill of the same file, loaded through kllens.hf_config and through llama.cpp's keys alone.
+TEST_P(LlamaCppFiles, LogitsEqualLlamaCppsDequantizedLogits) {
+  const SafetensorsFile ref(
+      test::repo_path("data/fixtures/llamacpp/" + model() + ".Q4_K_M.imatrix.dequant-logits.safetensors"));
+  const TensorView& ids_view = ref.get("input_ids");
+  const std::vector<int64_t> ids64 = read_int_tensor(ids_view);
+  const std::vector<float> want = ref.get("logits").to_f32();
+  const int64_t B = ids_view.shape[0], T = ids_view.shape[1];
+  ASSERT_EQ(static_cast<int64_t>(want.size()), B * T * 4096);
+
+  auto via_keys = load_gguf_model(llama_copy());
+  auto via_config = load_gguf_model(fixture(model()));
+  EXPECT_EQ(via_keys->info().arch, arch());
+  EXPECT_EQ(via_keys->info().vocab, 4096);
+  // The Q6_K / Q4_K matrices are dequantized at load, the F16 one stays packed.
+  EXPECT_EQ(via_keys->info().dequantized_at_load, via_config->info().dequantized_at_load);
+  EXPECT_EQ(via_keys->info().dequantized_at_load.at("backbone.embeddings.weight"), "q6_K");
+  double max_diff = 0, max_ref = 0, max_between = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    std::vector<int32_t> ids(static_cast<size_t>(T));
+    for (int64_t t = 0; t < T; ++t) ids[static_cast<size_t>(t)] = static_cast<int32_t>(ids64[b * T + t]);
+    const std::vector<float> got = via_keys->forward(ids);
+    const std::vector<float> got_config = via_config->forward(ids);
+    ASSERT_EQ(static_cast<int64_t>(got.size()), T * 4096);
+    for (size_t i = 0; i < got.size(); ++i) {
+      const float w = want[static_cast<size_t>(b * T * 4096) + i];
+      max_diff = std::max(max_diff, static_cast<double>(std::fabs(got[i] - w)));
+      max_ref = std::max(max_ref, static_cast<double>(std::fabs(w)));
+      max_between = std::max(max_between, static_cast<double>(std::fabs(got[i] - got_config[i])));
+    }
+  }
+  std::cout << model() << ": max |kllens - llama.cpp| = " << max_diff << " (logits up to "
+            << max_ref << "); config from keys vs kllens.hf_config: " << max_between << "\n";
+  EXPECT_LE(max_diff, 1e-4);
+  EXPECT_EQ(max_between, 0.0);
+}
+
+TEST_P(LlamaCppFiles, InspectListsTheStoredTypes) {
+  const auto r = test::run_cli({"inspect", llama_copy()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("architecture " + arch()), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("f32<-q6_K"), std::string::npos) << r.out;  // token_embd
+  EXPECT_NE(r.out.find("f32<-q4_K"), std::string::npos) << r.out;  // ssm_in, ssm_out
+  if (model() == "demo-mamba") {
+    EXPECT_NE(r.out.find("f16"), std::string::npos) << r.out;  // ssm_dt stays packed f16
+  }
+}
+
+TEST_P(LlamaCppFiles, EvalAgainstTheFloatModelPrintsKl) {
+  const std::string text = out("heldout.txt");
+  test::write_file(text, held_out_text());
+  const auto r = test::run_cli({"eval", llama_copy(), "--reference",
+                                test::repo_path("data/models/" + model()), "--text", text, "--ctx",
+                                "128", "--windows", "2"});
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  EXPECT_NE(r.out.find("KL(P_fp || P_q): mean"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("Final estimate: PPL"), std::string::npos) << r.out;
+}
+
+TEST_P(LlamaCppFiles, MissingOrLyingKeysAreOneClearError) {
+  const std::string a = arch();
+  struct Case {
+    std::string key;             // removed, or set to `value`
+    std::optional<gguf::Value> value;
+    std::string part;            // in the error
+  };
+  std::vector<Case> cases = {
+      {a + ".ssm.conv_kernel", std::nullopt, "key " + a + ".ssm.conv_kernel is missing"},
+      {a + ".embedding_length", std::nullopt, "key " + a + ".embedding_length is missing"},
+      {a + ".attention.layer_norm_rms_epsilon", std::nullopt,
+       "key " + a + ".attention.layer_norm_rms_epsilon is missing"},
+      {a + ".ssm.state_size", gguf::Value(uint32_t{17}), a + ".ssm.state_size = 17"},
+      {a + ".ssm.inner_size", gguf::Value(uint32_t{256}), a + ".ssm.inner_size = 256"},
+      {a + ".ssm.conv_kernel", gguf::Value(uint32_t{3}), a + ".ssm.conv_kernel = 3"},
+      {a + ".block_count", gguf::Value(uint32_t{3}), a + ".block_count = 3"},
+      {a + ".block_count", gguf::Value(uint32_t{5}), a + ".block_count = 5"},
+      {a + ".ssm.time_step_rank", gguf::Value(std::string("16")), "expected an unsigned integer"},
+      {"general.architecture", gguf::Value(std::string("jamba")), "only for 'mamba' and 'mamba2'"},
+  };
+  if (a == "mamba") {
+    cases.push_back({a + ".ssm.time_step_rank", gguf::Value(uint32_t{8}), a + ".ssm.time_step_rank = 8"});
+  } else {
+    cases.push_back({a + ".ssm.group_count", std::nullopt, "key " + a + ".ssm.group_count is missing"});
+    cases.push_back({a + ".ssm.group_count", gguf::Value(uint32_t{2}), a + ".ssm.group_count = 2"});
+    cases.push_back({a + ".ssm.time_step_rank", gguf::Value(uint32_t{16}), a + ".ssm.time_step_rank = 16"});
+  }
+  int n = 0;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.key);
+    const std::string path = out("bad" + std::to_string(n++) + ".gguf");
+    write_llama_copy(fixture(model()), path, [&](Metadata& kv) {
+      if (c.value) set_key(kv, c.key, *c.value);
+      else erase_key(kv, c.key);
+    });
+    try {
+      load_gguf_model(path);
+      ADD_FAILURE() << "loaded";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(c.part), std::string::npos) << e.what();
+    }
+  }
+  // Through the CLI: one error line, exit 1.
+  test::expect_cli_error(test::run_cli({"inspect", out("bad0.gguf")}), 1,
+                         "key " + a + ".ssm.conv_kernel is missing");
+  test::expect_cli_error(test::run_cli({"inspect", out("bad3.gguf")}), 1, a + ".ssm.state_size = 17");
+
+  // A layer's tensor whose shape disagrees with the keys, and a missing tensor.
+  const std::string missing = out("missing.gguf");
+  write_llama_copy(fixture(model()), missing, {}, "blk.2.ssm_out.weight");
+  test::expect_cli_error(test::run_cli({"inspect", missing}), 1, "'blk.2.ssm_out.weight'");
+  // A positive ssm_a cannot be -exp(A_log).
+  const std::string positive_a = out("positive-a.gguf");
+  {
+    const gguf::File f(fixture(model()));
+    gguf::Writer w;
+    for (const auto& [k, v] : f.metadata())
+      if (k.rfind("kllens.", 0) != 0) w.set(k, v);
+    for (const gguf::TensorInfo& t : f.tensors()) {
+      const auto* b = reinterpret_cast<const uint8_t*>(t.data);
+      std::vector<uint8_t> bytes(b, b + t.nbytes);
+      if (t.name == "blk.1.ssm_a") {
+        ASSERT_EQ(t.type, gguf::GgmlType::kF32);
+        const float one = 1.0f;
+        std::memcpy(bytes.data(), &one, 4);
+      }
+      w.add_tensor(t.name, t.ne, t.type, std::move(bytes));
+    }
+    w.write(positive_a);
+  }
+  test::expect_cli_error(test::run_cli({"inspect", positive_a}), 1, "'blk.1.ssm_a' holds 1");
+}
+
+INSTANTIATE_TEST_SUITE_P(Demo, LlamaCppFiles, ::testing::Values("demo-mamba", "demo-mamba2"),
+                         [](const auto& info) {
+                           return std::string(info.param) == "demo-mamba" ? "Mamba" : "Mamba2";
+                         });
+
+// The tokenizer rebuilt from tokenizer.ggml.* gives exactly the ids of the model folder's
+// tokenizer.json on the held-out articles 53..61.
+TEST(LlamaCppTokenizer, RebuiltFromGgufKeysEncodesLikeTheHfTokenizer) {
+  const gguf::File f(fixture("demo-mamba"));
+  const Tokenizer rebuilt =
+      Tokenizer::from_json_text(tokenizer_json_from_llama_keys(f).dump(), "rebuilt");
+  const Tokenizer hf = Tokenizer::load(test::repo_path("data/models/demo-mamba/tokenizer.json"));
+  const std::string text = held_out_text();
+  const std::vector<int32_t> want = hf.encode(text);
+  ASSERT_GT(want.size(), 10000u);
+  EXPECT_EQ(rebuilt.encode(text), want);
+  EXPECT_EQ(rebuilt.vocab_size(), hf.vocab_size());
+  EXPECT_EQ(rebuilt.decode(want), hf.decode(want));
+  EXPECT_EQ(rebuilt.token_to_id("<|endoftext|>"), 0);
+  // add_bos_token is false: no post-processor adds anything.
+  EXPECT_EQ(rebuilt.encode("Hello world", true), hf.encode("Hello world", true));
+}
+
+TEST(LlamaCppTokenizer, TokenizeCommandUsesTheRebuiltTokenizer) {
+  const fs::path dir = test::fresh_temp_dir("llamacpp-tok");
+  const std::string file = (dir / "llama.gguf").string();
+  write_llama_copy(fixture("demo-mamba"), file);
+  const std::string text = (dir / "heldout.txt").string();
+  test::write_file(text, held_out_text());
+  const std::string a = (dir / "a.safetensors").string(), b = (dir / "b.safetensors").string();
+  const auto r1 = test::run_cli({"tokenize", file, "--text", text, "--out", a});
+  ASSERT_EQ(r1.exit_code, 0) << r1.err;
+  const auto r2 = test::run_cli(
+      {"tokenize", test::repo_path("data/models/demo-mamba"), "--text", text, "--out", b});
+  ASSERT_EQ(r2.exit_code, 0) << r2.err;
+  EXPECT_EQ(read_int_tensor(SafetensorsFile(a).get("ids")),
+            read_int_tensor(SafetensorsFile(b).get("ids")));
+  fs::remove_all(dir);
+}
+
+TEST(LlamaCppTokenizer, UnreproduciblePreTokenizersAreRefused) {
+  const fs::path dir = test::fresh_temp_dir("llamacpp-tok-bad");
+  const std::string text = (dir / "t.txt").string();
+  test::write_file(text, "Hello world\n");
+  struct Case {
+    std::function<void(Metadata&)> edit;
+    std::string part;
+  };
+  const std::vector<Case> cases = {
+      {[](Metadata& kv) { erase_key(kv, "tokenizer.ggml.pre"); },
+       "tokenizer.ggml.pre is missing"},
+      {[](Metadata& kv) { set_key(kv, "tokenizer.ggml.pre", std::string("llama-bpe")); },
+       "tokenizer.ggml.pre is 'llama-bpe'"},
+      {[](Metadata& kv) { set_key(kv, "tokenizer.ggml.model", std::string("llama")); },
+       "tokenizer.ggml.model is 'llama'"},
+      {[](Metadata& kv) { erase_key(kv, "tokenizer.ggml.merges"); }, "tokenizer.ggml.merges"},
+  };
+  int n = 0;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.part);
+    const std::string file = (dir / ("t" + std::to_string(n++) + ".gguf")).string();
+    write_llama_copy(fixture("demo-mamba"), file, c.edit);
+    test::expect_cli_error(
+        test::run_cli({"tokenize", file, "--text", text, "--out", (dir / "ids.safetensors").string()}),
+        1, c.part);
+  }
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace kllens
