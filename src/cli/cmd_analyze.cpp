@@ -53,7 +53,8 @@ void check_budget_before_sweep(Model& model, const SweepOptions& options, double
   if (sizes.entries.empty()) throw UsageError("--schemes: no scheme can store any component of this model");
   ProblemOptions po;
   po.metric = "kl";
-  const PlanProblem problem = build_problem(sizes, po);
+  PlanProblem problem = build_problem(sizes, po);
+  use_gguf_sizes(problem, model);
   try {
     check_budget_feasible(problem, budget_bytes_for(budget, problem.total_params));
   } catch (const Error& e) {
@@ -201,7 +202,8 @@ void add_analyze(CLI::App& app) {
     // 2. The chosen plan: optimal, kl, at --budget.
     ProblemOptions po;
     po.metric = "kl";
-    const PlanProblem problem = build_problem(sens, po);
+    PlanProblem problem = build_problem(sens, po);
+    use_gguf_sizes(problem, *model);
     const int64_t budget_bytes = budget_bytes_for(o->budget, problem.total_params);
     check_budget_feasible(problem, budget_bytes);
     OptimalReport rep;

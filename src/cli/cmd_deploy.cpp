@@ -37,6 +37,7 @@ void add_deploy_table(CLI::App& app) {
     BenchOptions bench;
     bool json = false;
     ThreadsOption threads;
+    ImatrixOption imatrix;
   };
   auto o = std::make_shared<Opts>();
   o->bench.runs = 3;
@@ -58,6 +59,7 @@ void add_deploy_table(CLI::App& app) {
   cmd->add_option("--out", o->out, "also write the table as Markdown to this file");
   cmd->add_flag("--json", o->json, "print {\"rows\": [{label, bytes, bits_per_weight, ppl, kl, ...}], ...}");
   o->threads.add(cmd);
+  o->imatrix.add(cmd);
   cmd->callback([o] {
     o->threads.apply();
     if (is_gguf_path(o->model)) throw UsageError("deploy-table quantizes the model itself: give the Hugging Face folder");
@@ -74,6 +76,8 @@ void add_deploy_table(CLI::App& app) {
     }
     const SensitivityReport sens = read_sensitivity_json(o->sens);
     auto reference = open_model(o->model);
+    o->imatrix.load(*reference);
+    check_same_imatrix(sens.calibration.value("imatrix", nlohmann::json()), o->imatrix, o->sens);
     const auto evalset = load_calibration(o->model, o->text, o->ctx, o->windows);
     if (evalset.windows.empty()) fail("{}: too short for one window of {} tokens", o->text, o->ctx);
 
@@ -83,8 +87,9 @@ void add_deploy_table(CLI::App& app) {
       std::vector<std::string> unsupported;
       rows.push_back({label, uniform_assignment(*reference, QuantScheme::parse(scheme), false, &unsupported)});
       if (!unsupported.empty())
-        notes.push_back(fmt::format("{}: {} component(s) cannot hold it and stay as loaded", label,
-                                    unsupported.size()));
+        notes.push_back(fmt::format("{}: {} component(s) cannot hold it and are stored as the "
+                                    "GGUF file holds them (f16 or llama-quantize's fallback)",
+                                    label, unsupported.size()));
     };
     uniform_row("bf16", "bf16");
     uniform_row("uniform int8 (per-row, int8:g0)", "int8:g0");
@@ -92,7 +97,8 @@ void add_deploy_table(CLI::App& app) {
     uniform_row("uniform int4 (g32, int4:g32)", "int4:g32");
     ProblemOptions po;
     po.metric = "kl";
-    const PlanProblem problem = build_problem(sens, po);
+    PlanProblem problem = build_problem(sens, po);
+    use_gguf_sizes(problem, *reference);
     for (double b : budgets) {
       const int64_t budget_bytes = budget_bytes_for(b, problem.total_params);
       try {
@@ -113,7 +119,7 @@ void add_deploy_table(CLI::App& app) {
       std::cerr << "deploy-table: " << row.label << "\n";
       auto model = open_model(o->model);
       const int64_t bytes = assignment_bytes(*model, row.assignment);
-      pack_model(*model, row.assignment);
+      pack_model(*model, row.assignment, o->imatrix.fn());
       const QuantEvalResult ev = evaluate_models(*reference, *model, evalset.windows, false);
       const BenchResult br = run_bench(*model, o->bench);
       const int64_t token_bytes = decode_bytes_per_token(*model);

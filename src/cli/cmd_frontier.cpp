@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "cli/common.h"
+#include "plan/llama_mix.h"
 #include "core/error.h"
 #include "core/sha256.h"
 #include "report/frontier.h"
@@ -67,7 +68,9 @@ void add_frontier(CLI::App& app) {
     int64_t ctx = 512, windows = 0, greedy_windows = 4, cache_mb = 4096;
     double gamma = 1.10;
     bool greedy = false, fixed_base = false, json = false;
+    std::string mixes = "Q3_K_M,Q4_K_M,Q5_K_M";
     ThreadsOption threads;
+    ImatrixOption imatrix;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand(
@@ -91,6 +94,10 @@ void add_frontier(CLI::App& app) {
                   "the paper reports)");
   cmd->add_option("--uniform", o->uniform, "uniform baselines (every component but conv1d), comma-separated")
       ->capture_default_str();
+  cmd->add_option("--mixes", o->mixes,
+                  "llama-quantize's stock mixes to evaluate, each beside the optimal plan of every "
+                  "metric at exactly its bytes (\"\" for none)")
+      ->capture_default_str();
   cmd->add_flag("--greedy", o->greedy,
                 "also run the published perplexity-guarded greedy walk once per metric (no budget: "
                 "reported at the size it lands on)");
@@ -110,9 +117,11 @@ void add_frontier(CLI::App& app) {
   cmd->add_option("--out-prefix", o->out_prefix, "write the table to P.json, P.csv and P.md");
   cmd->add_flag("--json", o->json, "print the JSON document instead of the Markdown table");
   o->threads.add(cmd);
+  o->imatrix.add(cmd);
   cmd->callback([o] {
     o->threads.apply();
     FrontierOptions fo;
+    for (const auto& m : split_list(o->mixes)) fo.mixes.push_back(llama_mix_canonical(m));
     fo.budgets = parse_budgets(o->budgets, "--budgets");
     fo.metrics = parse_names(o->metrics, plan_metric_names(), "--metrics");
     fo.methods = parse_names(o->methods, frontier_method_names(), "--methods");
@@ -130,6 +139,9 @@ void add_frontier(CLI::App& app) {
 
     const SensitivityReport sens = read_sensitivity_json(o->sens);
     auto model = open_float_model(o->model, "frontier");
+    o->imatrix.load(*model);
+    check_same_imatrix(sens.calibration.value("imatrix", nlohmann::json()), o->imatrix, o->sens);
+    fo.mix_imatrix = o->imatrix.matrix.has_value();
     const auto text = load_calibration(o->model, o->text, o->ctx, o->windows);
     if (text.windows.empty())
       fail("{}: too short for one window of {} tokens", o->text, o->ctx);
@@ -143,6 +155,7 @@ void add_frontier(CLI::App& app) {
     }
     if (!o->json) fo.on_row = print_frontier_row;
     PlanEvaluator evaluator(*model, text.windows, o->cache_mb << 20, !o->json);
+    evaluator.set_importance(o->imatrix.fn());
     const FrontierResult result = run_frontier(evaluator, sens, fo);
     const nlohmann::json header = {{"model", model_description(o->model, *model)},
                                    {"sensitivity", {{"path", o->sens}, {"sha256", sha256_file_hex(o->sens)}}},
@@ -151,6 +164,8 @@ void add_frontier(CLI::App& app) {
                                    {"metrics", fo.metrics},
                                    {"methods", fo.methods},
                                    {"uniform", fo.uniform},
+                                   {"mixes", fo.mixes},
+                                   {"imatrix", o->imatrix.identity()},
                                    {"fixed_points", fo.fixed_points},
                                    {"keep_rules", o->keep},
                                    {"greedy", greedy_desc}};

@@ -12,6 +12,7 @@
 #include "core/progress.h"
 #include "eval/perplexity.h"
 #include "models/model.h"
+#include "plan/llama_mix_model.h"
 #include "quant/scheme.h"
 
 namespace kllens {
@@ -34,7 +35,7 @@ void PlanEvaluator::restore() {
 
 void PlanEvaluator::ensure_fp_cache() {
   if (fp_done_) return;
-  if (!swap_) swap_ = std::make_unique<WeightSwap>(model_);
+  if (!swap_) swap_ = std::make_unique<WeightSwap>(model_, importance_);
   const int64_t V = model_.info().vocab;
   int64_t used = 0;
   std::optional<Progress> progress;
@@ -131,7 +132,7 @@ QuantEvalResult PlanEvaluator::evaluate(const SchemeAssignment& assignment, bool
 
 double PlanEvaluator::perplexity_of(const SchemeAssignment& assignment,
                                     const std::vector<std::vector<int32_t>>& windows) {
-  if (!swap_) swap_ = std::make_unique<WeightSwap>(model_);
+  if (!swap_) swap_ = std::make_unique<WeightSwap>(model_, importance_);
   swap_->apply(assignment);
   ++q_passes_;
   return perplexity(model_, windows, false).ppl;
@@ -206,6 +207,7 @@ FrontierResult run_frontier(PlanEvaluator& evaluator, const SensitivityReport& s
     po.keep = options.keep;
     PerMetric pm;
     pm.problem = build_problem(sensitivity, po);
+    use_gguf_sizes(pm.problem, model);
     pm.min_bytes = plan_bytes(pm.problem, smallest_choice(pm.problem));
     if (std::find(options.methods.begin(), options.methods.end(), "points") != options.methods.end())
       pm.points = solve_points(pm.problem);
@@ -253,6 +255,53 @@ FrontierResult run_frontier(PlanEvaluator& evaluator, const SensitivityReport& s
     row.predicted = plan_cost(p, c);
     return row;
   };
+
+  // The competitors: llama-quantize's mixes for this model, and the optimal plan of each metric
+  // at exactly the mix's bytes.
+  if (!options.mixes.empty()) {
+    const LlamaMixInput in = llama_mix_input(model);
+    for (const auto& name : options.mixes) {
+      const LlamaMixResult mix = llama_mix(in.tensors, in.facts, {name, options.mix_imatrix});
+      FrontierRow row;
+      row.label = "mix " + mix.mix;
+      row.method = "mix";
+      row.point = mix.mix;
+      SchemeAssignment a;
+      for (const LlamaMixDecision& d : mix.tensors) {
+        const Param* p = model.weights().find(d.hf_name);
+        if (!p || !p->is_component()) continue;
+        a[d.hf_name] = QuantScheme::parse(d.type);
+        row.components[d.hf_name] = d.type;
+      }
+      row.note = fmt::format("llama-quantize {} as of llama.cpp {}{}", mix.mix, mix.commit,
+                             options.mix_imatrix ? ", --imatrix rules" : "");
+      const int64_t mix_bytes = assignment_bytes(model, a);
+      emit(std::move(row), &a);
+      for (const auto& metric : options.metrics) {
+        const PlanProblem& p = problems.at(metric).problem;
+        FrontierRow kl_row;
+        if (mix_bytes < problems.at(metric).min_bytes) {
+          kl_row.method = "optimal";
+          kl_row.metric = metric;
+          kl_row.feasible = false;
+          kl_row.note = "infeasible at the mix's size";
+        } else {
+          OptimalOptions oo;
+          oo.grid = options.grid;
+          OptimalReport rep;
+          const Choice c = solve_optimal(p, mix_bytes, oo, &rep);
+          kl_row = plan_row("optimal", metric, p, c);
+          kl_row.note = fmt::format("at the {} bytes of {}", mix_bytes, mix.mix);
+        }
+        kl_row.label = fmt::format("optimal/{} @{}", metric, mix.mix);
+        kl_row.budget_bytes = mix_bytes;
+        SchemeAssignment ka;
+        for (const auto& [n, sc] : kl_row.components) ka[n] = QuantScheme::parse(sc);
+        const bool ok = kl_row.feasible;
+        emit(std::move(kl_row), ok ? &ka : nullptr);
+      }
+    }
+  }
 
   for (const auto& method : options.methods) {
     for (const auto& metric : options.metrics) {

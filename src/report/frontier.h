@@ -46,6 +46,8 @@ class PlanEvaluator {
                        const std::vector<std::vector<int32_t>>& windows);
   void restore();
   Model& model() { return model_; }
+  // The importance vectors ggml's quantizers use (before the first evaluation).
+  void set_importance(ImportanceFn importance) { importance_ = std::move(importance); }
 
   const std::vector<std::vector<int32_t>>& windows() const { return windows_; }
   // Forward passes run so far (tests check the reuse).
@@ -62,6 +64,7 @@ class PlanEvaluator {
   bool fp_done_ = false;
   std::vector<std::vector<float>> fp_logits_;  // first cached_windows() windows
   std::unique_ptr<WeightSwap> swap_;
+  ImportanceFn importance_;
   std::map<std::string, QuantEvalResult> results_;  // by canonical assignment text
   int64_t fp_passes_ = 0, q_passes_ = 0;
 };
@@ -69,7 +72,7 @@ class PlanEvaluator {
 // One evaluated configuration of the frontier.
 struct FrontierRow {
   std::string label;   // "optimal/kl @4.5", "points/kl @4.5 (p07)", "greedy/kl", "uniform int4:g32", "full precision"
-  std::string method;  // optimal | points | greedy | uniform | fp
+  std::string method;  // optimal | points | greedy | uniform | mix | fp
   std::string metric;  // kl | rkl | mse | sqnr for plans; "" otherwise
   std::optional<double> budget;  // average bits per weight (optimal, points)
   int64_t budget_bytes = 0;      // floor(budget x params / 8) when budget
@@ -96,6 +99,12 @@ struct FrontierOptions {
   std::vector<std::string> uniform = {"int8:g0", "int8:g32", "int4:g0", "int4:g32"};
   bool full_precision = true;
   std::vector<KeepRule> keep;  // passed to every plan
+  // llama-quantize's stock mixes (plan/llama_mix.h: "Q3_K_M", "Q4_K_M", ...): each mix as
+  // llama.cpp would choose it for this model (rows "mix Q4_K_M"), and the optimal plan of each
+  // metric at exactly that mix's GGUF tensor bytes ("optimal/kl @Q4_K_M"). mix_imatrix: the
+  // rules as with llama-quantize --imatrix.
+  std::vector<std::string> mixes;
+  bool mix_imatrix = false;
   int64_t grid = 20000;        // optimal's DP cells
   // Called after each row is evaluated (progress lines for people).
   std::function<void(const FrontierRow&)> on_row;
