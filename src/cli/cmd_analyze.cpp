@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "cli/common.h"
+#include "plan/llama_mix.h"
 #include "core/error.h"
 #include "core/sha256.h"
 #include "plan/plan_io.h"
@@ -87,7 +88,8 @@ void add_analyze(CLI::App& app) {
                                          metrics = "kl,rkl,mse,sqnr", methods = "optimal,points";
     double budget = 4.5, gamma = 1.10;
     int64_t ctx = 256, windows = 16, eval_ctx = 512, eval_windows = 0, cache_mb = 4096, greedy_windows = 4;
-    bool resume = false, greedy = false;
+    bool resume = false, greedy = false, no_imatrix = false;
+    std::string mixes = "Q3_K_M,Q4_K_M,Q5_K_M";
     ThreadsOption threads;
   };
   auto o = std::make_shared<Opts>();
@@ -126,6 +128,14 @@ void add_analyze(CLI::App& app) {
   cmd->add_option("--greedy-windows", o->greedy_windows, "greedy: calibration windows guarding each step")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  cmd->add_option("--mixes", o->mixes,
+                  "llama-quantize's stock mixes in the frontier and the report, each beside the "
+                  "optimal plans at exactly its bytes (\"\" for none)")
+      ->capture_default_str();
+  cmd->add_flag("--no-imatrix", o->no_imatrix,
+                "do not compute an importance matrix from --calib (by default DIR/imatrix.gguf is "
+                "collected first and every ggml block format is quantized with it, as "
+                "llama-quantize --imatrix does)");
   cmd->add_flag("--resume", o->resume,
                 "continue a killed run: the sweep resumes from DIR's journal, a finished "
                 "sensitivity.json of the same inputs is reused");
@@ -146,6 +156,8 @@ void add_analyze(CLI::App& app) {
     std::vector<std::string> metrics = parse_names(o->metrics, plan_metric_names(), "--metrics");
     if (std::find(metrics.begin(), metrics.end(), "kl") == metrics.end()) metrics.insert(metrics.begin(), "kl");
     std::vector<std::string> methods = parse_names(o->methods, frontier_method_names(), "--methods");
+    std::vector<std::string> mixes;
+    for (const auto& m : split_list(o->mixes)) mixes.push_back(llama_mix_canonical(m));
     if (std::find(methods.begin(), methods.end(), "optimal") == methods.end()) methods.insert(methods.begin(), "optimal");
 
     std::error_code ec;
@@ -163,10 +175,24 @@ void add_analyze(CLI::App& app) {
       std::cerr << "warning: the calibration and evaluation texts are identical: the evaluation is not held out\n";
     check_budget_before_sweep(*model, sweep, o->budget);
 
+    // 0. The importance matrix of the calibration text (what llama-imatrix computes), used by
+    // every ggml block format of the sweep, the plans and the frontier.
+    std::optional<ImportanceMatrix> imatrix;
+    json imatrix_identity = nullptr;
+    if (!o->no_imatrix) {
+      const std::string imatrix_path = (dir / "imatrix.gguf").string();
+      imatrix = collect_imatrix(*model, calib.windows, o->calib, false);
+      write_imatrix(*imatrix, *model, imatrix_path);
+      imatrix_identity = {{"file", imatrix_path}, {"sha256", imatrix->sha256}};
+      sweep.importance = [&imatrix](const Param& p) { return imatrix->importance(p); };
+      std::cerr << fmt::format("imatrix: {} matrices, wrote {}\n", imatrix->entries.size(), imatrix_path);
+    }
+
     // 1. Sensitivity (the same header as `kllens sensitivity`, so the files are interchangeable).
     SensitivityReport sens;
     sens.model = model_description(o->model, *model);
     sens.calibration = calib.description;
+    sens.calibration["imatrix"] = imatrix_identity;
     sens.schemes = sweep.schemes;
     double sweep_seconds = 0;
     bool sweep_reused = false;
@@ -218,6 +244,7 @@ void add_analyze(CLI::App& app) {
       if (!c.is_free()) forced[c.name] = c.forced_by;
     plan.extra = {{"keep_rules", json::array()},
                   {"forced", forced},
+                  {"imatrix", imatrix_identity},
                   {"optimal",
                    {{"grid", OptimalOptions{}.grid},
                     {"granularity_bytes", rep.granularity},
@@ -231,6 +258,8 @@ void add_analyze(CLI::App& app) {
 
     // 3. Frontier on the evaluation text (the chosen plan is one of its rows).
     FrontierOptions fo;
+    fo.mixes = mixes;
+    fo.mix_imatrix = imatrix.has_value();
     fo.budgets = budgets;
     fo.metrics = metrics;
     fo.methods = methods;
@@ -246,6 +275,7 @@ void add_analyze(CLI::App& app) {
     std::cerr << fmt::format("frontier: {} windows of {} tokens of {}\n", evalset.windows.size(), o->eval_ctx,
                              o->eval);
     PlanEvaluator evaluator(*model, evalset.windows, o->cache_mb << 20, true);
+    if (imatrix) evaluator.set_importance([&imatrix](const Param& p) { return imatrix->importance(p); });
     FrontierResult frontier = run_frontier(evaluator, sens, fo);
     const json frontier_header = {
         {"model", sens.model},
@@ -255,6 +285,8 @@ void add_analyze(CLI::App& app) {
         {"metrics", metrics},
         {"methods", methods},
         {"uniform", fo.uniform},
+        {"mixes", fo.mixes},
+        {"imatrix", imatrix_identity},
         {"fixed_points", fo.fixed_points},
         {"keep_rules", json::array()},
         {"greedy", o->greedy ? json{{"gamma", o->gamma}, {"fixed_base", false}, {"text", calib.description},

@@ -16,6 +16,7 @@
 #include "plan/llama_mix_model.h"
 #include "plan/plan_io.h"
 #include "plan/planner.h"
+#include "report/frontier.h"
 #include "sensitivity/sweep.h"
 
 namespace kllens::cli {
@@ -206,7 +207,11 @@ void add_plan(CLI::App& app) {
     double avg_bits = 0, gamma = 1.10;
     int64_t max_bytes = 0, ctx = 512, eval_windows = 4, grid = 20000;
     bool fixed_base = false, dry_run = false, json = false, with_imatrix = false;
+    int refine = 0, refine_per_round = 4;
+    std::string calib;
+    int64_t calib_windows = 4;
     ThreadsOption threads;
+    ImatrixOption imatrix;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand(
@@ -248,12 +253,36 @@ void add_plan(CLI::App& app) {
   auto* point_opt = cmd->add_option("--point", o->point, "points: the configuration for \"components\" (p01..p10)");
   auto* grid_opt = cmd->add_option("--grid", o->grid, "optimal: byte cells of the dynamic program")
       ->capture_default_str()->check(CLI::Range(int64_t{1}, int64_t{10000000}));
+  auto* refine_opt = cmd->add_option(
+      "--refine", o->refine,
+      "optimal: up to N rounds of measured refinement (the sum of single-component damages "
+      "ignores interactions: each round measures the whole plan's KL on --calib for the best "
+      "neighbouring plans and keeps the best measured one; needs --calib)")
+      ->check(CLI::Range(0, 100));
+  auto* per_round_opt = cmd->add_option("--refine-per-round", o->refine_per_round,
+                                        "--refine: neighbouring plans measured per round")
+      ->capture_default_str()->check(CLI::Range(1, 1000));
+  auto* calib_opt = cmd->add_option("--calib", o->calib,
+                                    "--refine: calibration text the plans are measured on (the "
+                                    "sweep's, never the evaluation text)");
+  auto* calib_win_opt = cmd->add_option("--calib-windows", o->calib_windows,
+                                        "--refine: windows of --calib (of --ctx tokens; 0 = all)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  o->imatrix.add(cmd);
   cmd->add_option("--out", o->out, "PLAN.json to write");
   cmd->add_flag("--dry-run", o->dry_run, "print the plan, write nothing");
   cmd->add_flag("--json", o->json, "print the plan JSON instead of the table");
   o->threads.add(cmd);
   cmd->callback([o, avg, maxb, model_opt, eval_opt, ctx_opt, win_opt, gamma_opt, fixed_opt, point_opt,
-                 grid_opt, method_opt, mix_opt, imatrix_opt, keep_opt] {
+                 grid_opt, method_opt, mix_opt, imatrix_opt, keep_opt, refine_opt, per_round_opt,
+                 calib_opt, calib_win_opt] {
+    const bool refining = o->refine > 0;
+    for (auto* opt : {per_round_opt, calib_opt, calib_win_opt})
+      if (opt->count() && !refining)
+        throw UsageError(fmt::format("{} applies with --refine only", opt->get_name()));
+    if (refining && (o->method != "optimal" || mix_opt->count()))
+      throw UsageError("--refine refines an optimal plan: --method optimal with a budget");
+    if (refining && o->calib.empty()) throw UsageError("--refine needs --calib TEXT");
     o->threads.apply();
     const bool has_budget = avg->count() || maxb->count();
     const bool greedy = o->method == "greedy", points = o->method == "points";
@@ -276,7 +305,7 @@ void add_plan(CLI::App& app) {
                        "drop --avg-bits/--max-bytes");
     if (greedy && (o->model.empty() || o->eval.empty()))
       throw UsageError("--method greedy needs --model MODEL and --eval TEXT");
-    for (auto* opt : {eval_opt, ctx_opt, win_opt, gamma_opt, fixed_opt})
+    for (auto* opt : {eval_opt, win_opt, gamma_opt, fixed_opt})
       if (!greedy && opt->count())
         throw UsageError(fmt::format("{} applies to --method greedy only", opt->get_name()));
     if (!points && point_opt->count()) throw UsageError("--point applies to --method points only");
@@ -332,6 +361,45 @@ void add_plan(CLI::App& app) {
           rep.free_components, rep.cells, rep.granularity,
           rep.exact ? "exact: no rounding" : fmt::format("rounded; optimal among plans up to {} bytes below the budget", rep.slack_bytes),
           problem.metric, rep.lower_bound, cost);
+      if (refining) {
+        o->imatrix.load(*model);
+        check_same_imatrix(sensitivity_imatrix(report), o->imatrix, o->sens);
+        const auto calib = load_calibration(model->info().folder, o->calib, o->ctx, o->calib_windows);
+        if (calib.windows.empty()) fail("{}: too short for one window of {} tokens", o->calib, o->ctx);
+        PlanEvaluator evaluator(*model, calib.windows, int64_t{1} << 30, false);
+        evaluator.set_importance(o->imatrix.fn());
+        const auto measure = [&](const Choice& c) {
+          SchemeAssignment a;
+          for (const auto& [name, sc] : choice_schemes(problem, c)) a[name] = QuantScheme::parse(sc);
+          const QuantEvalResult r = evaluator.evaluate(a);
+          return problem.metric == "rkl" ? r.logits.kl_reverse.mean : r.logits.kl_forward.mean;
+        };
+        if (problem.metric != "kl" && problem.metric != "rkl")
+          throw UsageError("--refine measures KL: use --metric kl or rkl");
+        const RefineResult rr = refine_optimal(problem, budget, choice, measure, o->refine,
+                                               o->refine_per_round, opt);
+        evaluator.restore();
+        choice = rr.choice;
+        json steps = json::array();
+        for (const auto& st : rr.steps)
+          steps.push_back({{"round", st.round}, {"component", st.component}, {"scheme", st.scheme},
+                           {"predicted", st.predicted}, {"measured", st.measured},
+                           {"accepted", st.accepted}});
+        extra["refine"] = {{"calibration", calib.description},
+                           {"rounds", o->refine},
+                           {"per_round", o->refine_per_round},
+                           {"measurements", rr.measurements},
+                           {"start", {{"predicted", rr.start_predicted}, {"measured", rr.start_measured}}},
+                           {"final", {{"predicted", rr.final_predicted}, {"measured", rr.final_measured}}},
+                           {"steps", steps}};
+        detail += fmt::format(
+            "refine: {} measurements on {} windows of {}; the optimal plan's {} predicted {:.6g}, "
+            "measured {:.6g} (ratio {:.3f}); refined plan predicted {:.6g}, measured {:.6g} "
+            "({:+.2f}% measured)\n",
+            rr.measurements, calib.windows.size(), o->ctx, problem.metric, rr.start_predicted,
+            rr.start_measured, rr.start_measured / rr.start_predicted, rr.final_predicted,
+            rr.final_measured, 100.0 * (rr.final_measured / rr.start_measured - 1.0));
+      }
     } else if (greedy) {
       {
         SchemeAssignment names;

@@ -182,6 +182,73 @@ void use_gguf_sizes(PlanProblem& problem, const Model& model) {
   problem.gguf_sizes = true;
 }
 
+RefineResult refine_optimal(const PlanProblem& p, int64_t budget_bytes, const Choice& start,
+                            const std::function<double(const Choice&)>& measure, int rounds,
+                            int per_round, const OptimalOptions& options) {
+  KLLENS_CHECK(start.size() == p.components.size(), "refine: choice size {} != {}", start.size(),
+               p.components.size());
+  RefineResult r;
+  r.choice = start;
+  r.start_predicted = r.final_predicted = plan_cost(p, start);
+  r.start_measured = r.final_measured = measure(start);
+  r.measurements = 1;
+  std::set<Choice> measured = {start};
+  PlanProblem fixed = p;  // accepted moves become forced choices
+  for (int round = 1; round <= rounds; ++round) {
+    struct Neighbour {
+      double predicted;
+      Choice choice;
+      int component, candidate;
+    };
+    std::vector<Neighbour> neighbours;
+    for (size_t i = 0; i < fixed.components.size(); ++i) {
+      if (!fixed.components[i].is_free()) continue;
+      for (size_t c = 0; c < fixed.components[i].candidates.size(); ++c) {
+        if (static_cast<int>(c) == r.choice[i]) continue;
+        PlanProblem q = fixed;
+        q.components[i].forced = static_cast<int>(c);
+        if (plan_bytes(q, smallest_choice(q)) > budget_bytes) continue;
+        Choice n = solve_optimal(q, budget_bytes, options);
+        if (measured.count(n)) continue;
+        neighbours.push_back({plan_cost(q, n), std::move(n), static_cast<int>(i), static_cast<int>(c)});
+      }
+    }
+    std::sort(neighbours.begin(), neighbours.end(),
+              [](const Neighbour& a, const Neighbour& b) { return a.predicted < b.predicted; });
+    // Several moves can lead to the same plan: measure each plan once.
+    std::vector<Neighbour> chosen;
+    std::set<Choice> seen;
+    for (auto& n : neighbours) {
+      if (static_cast<int>(chosen.size()) >= per_round) break;
+      if (seen.insert(n.choice).second) chosen.push_back(std::move(n));
+    }
+    if (chosen.empty()) break;
+    int best = -1;
+    double best_measured = r.final_measured;
+    for (size_t k = 0; k < chosen.size(); ++k) {
+      const double m = measure(chosen[k].choice);
+      ++r.measurements;
+      measured.insert(chosen[k].choice);
+      const PlanComponent& c = fixed.components[static_cast<size_t>(chosen[k].component)];
+      r.steps.push_back({round, c.name, c.candidates[static_cast<size_t>(chosen[k].candidate)].scheme,
+                         chosen[k].predicted, m, false});
+      if (m < best_measured) {
+        best_measured = m;
+        best = static_cast<int>(k);
+      }
+    }
+    if (best < 0) break;
+    const Neighbour& b = chosen[static_cast<size_t>(best)];
+    r.steps[r.steps.size() - chosen.size() + static_cast<size_t>(best)].accepted = true;
+    fixed.components[static_cast<size_t>(b.component)].forced = b.candidate;
+    fixed.components[static_cast<size_t>(b.component)].forced_by = "refinement";
+    r.choice = b.choice;
+    r.final_measured = best_measured;
+    r.final_predicted = plan_cost(p, b.choice);
+  }
+  return r;
+}
+
 int64_t plan_bytes(const PlanProblem& p, const Choice& c) {
   KLLENS_CHECK(c.size() == p.components.size(), "choice size {} != {}", c.size(), p.components.size());
   int64_t b = p.other_bytes();

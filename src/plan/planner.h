@@ -125,6 +125,32 @@ struct OptimalReport {
 Choice solve_optimal(const PlanProblem& p, int64_t budget_bytes, const OptimalOptions& options = {},
                      OptimalReport* report = nullptr);
 
+// ---- measured refinement of an optimal plan (interactions) ----
+// The optimal plan minimises the *sum* of single-component damages; quantizing several
+// components at once can do more (or less) harm than that sum. Refinement measures instead of
+// predicting: each round builds the neighbours of the current plan (one free component moved to
+// another candidate, every other choice re-optimised within the budget, earlier accepted moves
+// kept), measures the `per_round` neighbours the sum ranks best with `measure` (the whole plan's
+// damage on calibration text), and moves to the best of them if it measures lower than the
+// current plan; it stops after `rounds` rounds or when no neighbour improves.
+struct RefineStep {
+  int round = 0;
+  std::string component, scheme;  // the move: component fixed at scheme
+  double predicted = 0;           // summed single-component damage of the neighbour
+  double measured = 0;            // its measured damage
+  bool accepted = false;
+};
+struct RefineResult {
+  Choice choice;
+  double start_predicted = 0, start_measured = 0;
+  double final_predicted = 0, final_measured = 0;
+  int measurements = 0;
+  std::vector<RefineStep> steps;
+};
+RefineResult refine_optimal(const PlanProblem& p, int64_t budget_bytes, const Choice& start,
+                            const std::function<double(const Choice&)>& measure, int rounds,
+                            int per_round, const OptimalOptions& options = {});
+
 // ---- greedy ----
 // Perplexity of the model with these components at these schemes (absent components kept).
 using PplOracle = std::function<double(const std::map<std::string, std::string>&)>;

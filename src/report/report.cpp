@@ -317,7 +317,7 @@ std::string frontier_svg(const std::vector<FrontierRow>& rows) {
   int k = 0;
   bool uniform_legend = false;
   for (const auto& r : rows) {
-    if ((r.method != "uniform" && r.method != "fp") || !drawable(r)) continue;
+    if ((r.method != "uniform" && r.method != "mix" && r.method != "fp") || !drawable(r)) continue;
     const double px = px_of(r), py = a.y(r.eval.ppl);
     const bool fp = r.method == "fp";
     s.marker(fp ? "diamond" : "square", px, py, 5, fp ? "#111111" : "#9d9d9d", tip_of(r));
@@ -633,7 +633,10 @@ std::string section_paper_table(const ReportInputs& in) {
       "KL-guided mixed precision) for this model, on the evaluation text. The chosen plan is <b>{}</b>: the least "
       "summed calibration KL within {} bits per weight over all weights. Uniform rows quantize every component "
       "but conv1d; g0 = one scale per row (the paper's per-channel NNCF setting), g32 = one scale per 32 weights. "
-      "Sizes count every weight, scales included; full precision is the bf16 checkpoint.</p>\n",
+      "\"mix Q4_K_M\" and the like are llama-quantize's stock mixes as llama.cpp would choose them for this "
+      "model, each followed by the KL-optimal plan at exactly its bytes. "
+      "Sizes are the GGUF file's tensor data (every tensor, scales included); full precision is the bf16 "
+      "checkpoint.</p>\n",
       h(in.chosen_label), format_number(in.budget, 4));
   const FrontierRow* fp = nullptr;
   for (const auto& r : in.frontier)
@@ -643,6 +646,12 @@ std::string section_paper_table(const ReportInputs& in) {
   for (const auto& r : in.frontier)
     if (r.method == "uniform") rows.push_back(&r);
   if (const auto* c = find_row(in.frontier, in.chosen_label)) rows.push_back(c);
+  // What engineers ship: llama-quantize's stock mixes, each beside the KL plan at its bytes.
+  for (const auto& r : in.frontier) {
+    if (r.method != "mix") continue;
+    rows.push_back(&r);
+    if (const auto* k = find_row(in.frontier, "optimal/kl @" + r.point)) rows.push_back(k);
+  }
   // The published selections next to ours: the points configuration at the same budget, the
   // paper's p05, greedy.
   for (const auto& r : in.frontier)

@@ -73,6 +73,24 @@ TEST_F(PlanCli, OptimalWithinBudgetAndEvalAgreesOnSize) {
   EXPECT_EQ(j["components_changed"].get<int>(), quantized);
 }
 
+TEST_F(PlanCli, RefineMeasuresThePlanAndNeverWorsensIt) {
+  const std::string out = path("refined.json");
+  const auto r = test::run_cli({"plan", sens_, "--avg-bits", "8", "--refine", "2", "--refine-per-round", "2",
+                                "--calib", text_, "--ctx", "64", "--calib-windows", "2", "--out", out});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json j = json::parse(test::read_file(out));
+  const json& ref = j.at("refine");
+  EXPECT_GE(ref["measurements"].get<int>(), 1);
+  EXPECT_GT(ref["start"]["measured"].get<double>(), 0.0);
+  EXPECT_LE(ref["final"]["measured"].get<double>(), ref["start"]["measured"].get<double>());
+  EXPECT_DOUBLE_EQ(ref["final"]["predicted"].get<double>(), j["predicted_metric_sum"].get<double>());
+  EXPECT_NE(r.out.find("refine: "), std::string::npos) << r.out;
+  test::expect_cli_error(test::run_cli({"plan", sens_, "--avg-bits", "8", "--refine", "2", "--out", out}), 2,
+                         "--calib");
+  test::expect_cli_error(test::run_cli({"plan", sens_, "--avg-bits", "8", "--calib", text_, "--out", out}), 2,
+                         "--refine");
+}
+
 TEST_F(PlanCli, KeepRulesAndMaxBytes) {
   const std::string out = path("keep.json");
   const auto r = test::run_cli({"plan", sens_, "--max-bytes", "3600000", "--keep", "embed=bf16", "--keep",
