@@ -183,7 +183,9 @@ void add_analyze(CLI::App& app) {
       const std::string imatrix_path = (dir / "imatrix.gguf").string();
       imatrix = collect_imatrix(*model, calib.windows, o->calib, false);
       write_imatrix(*imatrix, *model, imatrix_path);
-      imatrix_identity = {{"file", imatrix_path}, {"sha256", imatrix->sha256}};
+      // The name relative to DIR: a journal or sensitivity file moved with its folder still
+      // matches (the sha256 is what identifies the matrix).
+      imatrix_identity = {{"file", "imatrix.gguf"}, {"sha256", imatrix->sha256}};
       sweep.importance = [&imatrix](const Param& p) { return imatrix->importance(p); };
       std::cerr << fmt::format("imatrix: {} matrices, wrote {}\n", imatrix->entries.size(), imatrix_path);
     }

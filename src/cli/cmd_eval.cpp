@@ -65,7 +65,8 @@ void add_eval(CLI::App& app) {
     if (gguf) reference = open_model(o->reference);
     auto model = open_model(o->model);
     if (!gguf) o->imatrix.load(*model);
-    if (plan) check_same_imatrix(plan->extra.value("imatrix", nlohmann::json()), o->imatrix, o->plan);
+    if (plan) check_same_imatrix(plan->extra.value("imatrix", nlohmann::json()), o->imatrix, o->plan,
+                                 &plan->components);
 
     SchemeAssignment assignment;
     std::vector<std::string> unsupported, notes;

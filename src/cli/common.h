@@ -3,6 +3,7 @@
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <map>
 #include <memory>
 #include <optional>
 #include <nlohmann/json.hpp>
@@ -71,9 +72,12 @@ struct ImatrixOption {
   nlohmann::json identity() const;
 };
 // Fails unless `used` (what a sensitivity file or plan records, possibly null) names the same
-// importance matrix as `given`; `what` names the file for the message.
+// importance matrix as `given`; `what` names the file for the message. With `schemes` (a plan's
+// components), only a plan that holds a format an importance matrix changes (the ggml block
+// formats but q8_0) is checked: intB and keep schemes are the same bytes either way.
 void check_same_imatrix(const nlohmann::json& used, const ImatrixOption& given,
-                        const std::string& what);
+                        const std::string& what,
+                        const std::map<std::string, std::string>* schemes = nullptr);
 
 // Registration of each command (one file each).
 void add_inspect(CLI::App& app);

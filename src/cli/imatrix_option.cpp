@@ -2,6 +2,7 @@
 // files are used with the matrix they were measured with.
 #include "cli/common.h"
 #include "core/error.h"
+#include "quant/formats.h"
 
 namespace kllens::cli {
 
@@ -29,7 +30,15 @@ nlohmann::json ImatrixOption::identity() const {
 }
 
 void check_same_imatrix(const nlohmann::json& used, const ImatrixOption& given,
-                        const std::string& what) {
+                        const std::string& what, const std::map<std::string, std::string>* schemes) {
+  if (schemes) {
+    bool matters = false;
+    for (const auto& [name, text] : *schemes) {
+      const BlockFormatTraits* t = block_traits(QuantScheme::parse(text).format);
+      matters |= t && t->uses_importance;
+    }
+    if (!matters) return;
+  }
   const bool used_one = used.is_object() && used.contains("sha256");
   if (!used_one && !given.matrix) return;
   if (used_one && !given.matrix)

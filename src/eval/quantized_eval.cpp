@@ -60,8 +60,11 @@ int64_t component_gguf_bytes(const Model& model, const Param& p, const QuantSche
   const std::vector<int64_t> ne(p.shape.rbegin(), p.shape.rend());
   // llama.cpp's CPU ssm_conv reads F32 only, so its layout stores conv1d F32 whatever is asked.
   const bool fixed_f32 = model.info().llama_cpp_layout && p.role == Role::kConv1d;
-  const gguf::GgmlType type = fixed_f32 ? gguf::GgmlType::kF32 : gguf_storage_type(scheme, ne[0]);
-  return static_cast<int64_t>(gguf::tensor_bytes(type, ne));
+  if (fixed_f32) return 4 * p.numel();
+  // intB has no ggml type: it is sized as kllens packs it (what evaluation and the packed runtime
+  // hold); its GGUF file stores the nearest ggml type instead and says so (export/gguf_export.h).
+  if (scheme.is_int()) return scheme.storage_bytes(p.rows(), p.cols());
+  return static_cast<int64_t>(gguf::tensor_bytes(gguf_storage_type(scheme, ne[0]), ne));
 }
 
 int64_t non_component_gguf_bytes(const Model& model) {

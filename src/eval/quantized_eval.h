@@ -11,7 +11,10 @@
 // (export/gguf_export.h): components at the ggml type of their scheme (quant/formats.h
 // gguf_storage_type: codes, scales and mins of whole blocks), components outside the assignment
 // in the checkpoint's dtype, every other tensor (norms, biases, A_log, D, conv1d in llama.cpp's
-// layout) F32, as llama.cpp's converter stores them. No alignment padding or metadata.
+// layout) F32, as llama.cpp's converter stores them. No alignment padding or metadata. The one
+// exception is intB, which has no ggml type: it is sized as kllens packs it (codes + scales +
+// zero points), the values evaluation measures; the GGUF file then holds the nearest ggml type
+// (int4:g32 and int8:g32 have exactly the size of their q4_0 / q8_0 stand-ins).
 #pragma once
 
 #include <cstdint>

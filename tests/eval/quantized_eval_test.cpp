@@ -79,15 +79,12 @@ TEST_F(QuantizedEval, PlanEqualsFakeQuantizingByHand) {
   // Size: the GGUF file's tensor data. demo-mamba is written in llama.cpp's layout: tensors that
   // are not components and conv1d are F32, components at their scheme, the others in the
   // checkpoint's bf16.
-  // An intB scheme has no ggml type: the file holds int3:g0:asym as Q4_1 (its nearest type).
+  // intB is sized as kllens packs it (it has no ggml type).
   ASSERT_TRUE(model_->info().llama_cpp_layout);
   int64_t want = 0;
   for (const auto& p : model_->weights().all()) {
     auto it = plan.find(p->name);
-    const QuantScheme file_scheme =
-        it == plan.end() ? QuantScheme::parse("bf16")
-        : it->second == QuantScheme::parse("int3:g0:asym") ? QuantScheme::parse("q4_1")
-                                                           : it->second;
+    const QuantScheme file_scheme = it == plan.end() ? QuantScheme::parse("bf16") : it->second;
     want += !p->is_component() || p->role == Role::kConv1d
                 ? 4 * p->numel()
                 : file_scheme.storage_bytes(p->rows(), p->cols());
