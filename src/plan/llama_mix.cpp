@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "io/gguf.h"
+#include "quant/formats.h"
 
 namespace kllens {
 
@@ -365,21 +366,16 @@ std::string llama_shape_fallback(std::string_view type_name, int64_t ne0, std::s
   if (why) why->clear();
   const int64_t qk = block_of(type);
   if (ne0 % qk == 0) return type;
-  std::string to;
-  if (type == "iq4_xs") to = "iq4_nl";
-  else if (type == "q2_K" || type == "q3_K") to = "q4_0";
-  else if (type == "q4_K") to = "q5_0";
-  else if (type == "q5_K") to = "q5_1";
-  else if (type == "q6_K") to = "q8_0";
-  else
+  // The chain itself is the traits table's (quant/formats.h), one place for every format.
+  const BlockFormatTraits* t = block_traits_by_name(type);
+  if (!t || t->shape_fallback == QuantFormat::kF32)
     fail("ne0 {} is not a multiple of {} (the block of {}) and llama-quantize has no fallback for "
          "{}: it stops with \"no tensor type fallback is defined for type {}\"",
          ne0, qk, type, type, type);
-  std::string text = fmt::format("ne0 {} is not a multiple of {} ({}): falls back to {}", ne0, qk, type, to);
-  if (ne0 % block_of(to) != 0) {
-    text += fmt::format(", whose block {} does not divide it either: f16", block_of(to));
-    to = "f16";
-  }
+  const std::string next(block_traits(t->shape_fallback)->name);
+  const std::string to = llama_shape_fallback(QuantScheme::parse(type), ne0).to_string();
+  std::string text = fmt::format("ne0 {} is not a multiple of {} ({}): falls back to {}", ne0, qk, type, next);
+  if (to != next) text += fmt::format(", whose block {} does not divide it either: f16", block_of(next));
   if (why) *why = std::move(text);
   return to;
 }

@@ -18,6 +18,7 @@
 #include "io/safetensors.h"
 #include "quant/ggml_quants.h"
 #include "quant/ggml_search.h"
+#include "ggml_golden.h"
 #include "test_util.h"
 
 namespace kllens::ggml {
@@ -38,19 +39,9 @@ const Format kFormats[] = {
     {"q6_K", sizeof(BlockQ6_K), quantize_row_q6_K, dequantize_row_q6_K},
 };
 
-const char* const kCases[] = {"gauss", "heavy", "small"};
-
-const SafetensorsFile& golden() {
-  static const auto file = std::make_unique<SafetensorsFile>(
-      test::repo_path("data/fixtures/ggml-quants/ggml-quants.safetensors"));
-  return *file;
-}
-
-uint32_t bits(float v) {
-  uint32_t b;
-  std::memcpy(&b, &v, sizeof(b));
-  return b;
-}
+const auto& kCases = test::kGoldenCases;
+const SafetensorsFile& golden() { return test::ggml_golden(); }
+uint32_t bits(float v) { return test::float_bits(v); }
 
 struct Param {
   int format;  // index into kFormats

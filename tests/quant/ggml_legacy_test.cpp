@@ -17,6 +17,7 @@
 #include "core/dtype.h"
 #include "io/safetensors.h"
 #include "quant/ggml_quants.h"
+#include "ggml_golden.h"
 #include "test_util.h"
 
 namespace kllens::ggml {
@@ -40,19 +41,9 @@ const Format kFormats[] = {
     {"iq4_xs", kQK_K, sizeof(BlockIQ4_XS), quantize_row_iq4_xs, dequantize_row_iq4_xs},
 };
 
-const char* const kCases[] = {"gauss", "heavy", "small"};
-
-const SafetensorsFile& golden() {
-  static const auto file = std::make_unique<SafetensorsFile>(
-      test::repo_path("data/fixtures/ggml-quants/ggml-quants.safetensors"));
-  return *file;
-}
-
-uint32_t bits(float v) {
-  uint32_t b;
-  std::memcpy(&b, &v, sizeof(b));
-  return b;
-}
+const auto& kCases = test::kGoldenCases;
+const SafetensorsFile& golden() { return test::ggml_golden(); }
+uint32_t bits(float v) { return test::float_bits(v); }
 
 struct Param {
   int format;  // index into kFormats
