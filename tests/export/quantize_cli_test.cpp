@@ -103,5 +103,60 @@ TEST_F(QuantizeCliTest, BadInput) {
   EXPECT_NE(help.out.find("--uniform"), std::string::npos);
 }
 
+// The size promise end to end: a sweep over ggml formats with an importance matrix, a plan at
+// --max-bytes N, and the file `quantize` writes holds at most N bytes of tensor data (exactly the
+// planned bytes), with the recipe for llama-quantize naming every quantized tensor; the plan
+// refuses another importance matrix or none.
+TEST_F(QuantizeCliTest, MaxBytesPlanWritesAtMostThatManyTensorBytesAndItsRecipe) {
+  const std::string calib = path("calib.txt");
+  ASSERT_EQ(test::run_cli({"articles", test::repo_path("data/wikitext-2-raw/wiki.test.raw"), "--first", "44",
+                           "--last", "44", "--out", calib})
+                .exit_code,
+            0);
+  ASSERT_EQ(test::run_cli({"imatrix", model_, "--calib", calib, "--ctx", "64", "--windows", "2", "--out",
+                           path("im.gguf"), "--threads", "1"})
+                .exit_code,
+            0);
+  const auto s = test::run_cli({"sensitivity", model_, "--calib", calib, "--ctx", "64", "--windows", "1",
+                                "--schemes", "q4_K,q6_K,q8_0", "--imatrix", path("im.gguf"), "--out",
+                                path("sens.json"), "--threads", "1"});
+  ASSERT_EQ(s.exit_code, 0) << s.err;
+  const int64_t budget = 2100000;
+  const auto p = test::run_cli({"plan", path("sens.json"), "--max-bytes", std::to_string(budget), "--out",
+                                path("plan.json")});
+  ASSERT_EQ(p.exit_code, 0) << p.err;
+  const Plan plan = read_plan_json(path("plan.json"));
+  EXPECT_LE(plan.bytes, budget);
+  const auto q = test::run_cli({"quantize", model_, "--plan", path("plan.json"), "--imatrix", path("im.gguf"),
+                                "--recipe", path("recipe.txt"), "--out", path("p.gguf"), "--json"});
+  ASSERT_EQ(q.exit_code, 0) << q.err;
+  const json j = json::parse(q.out);
+  EXPECT_EQ(j["tensor_bytes"].get<int64_t>(), plan.bytes);
+  EXPECT_LE(j["tensor_bytes"].get<int64_t>(), budget);
+  int64_t sum = 0;
+  for (const auto& t : j["tensors"]) sum += t["bytes"].get<int64_t>();
+  EXPECT_EQ(sum, plan.bytes) << "the tensors the file lists";
+  const std::string recipe = test::read_file(path("recipe.txt"));
+  EXPECT_NE(recipe.find("^blk\\.0\\.ssm_in\\.weight$="), std::string::npos) << recipe;
+  EXPECT_EQ(j["recipe"]["llama_cpp_commit"], "3f545becc");
+  // The plan was measured with im.gguf: without it, or with another matrix, quantize refuses.
+  test::expect_cli_error(test::run_cli({"quantize", model_, "--plan", path("plan.json"), "--out", path("x.gguf")}),
+                         1, "--imatrix");
+  ASSERT_EQ(test::run_cli({"imatrix", model_, "--calib", calib, "--ctx", "64", "--windows", "1", "--out",
+                           path("other.gguf"), "--threads", "1"})
+                .exit_code,
+            0);
+  test::expect_cli_error(test::run_cli({"quantize", model_, "--plan", path("plan.json"), "--imatrix",
+                                        path("other.gguf"), "--out", path("x.gguf")}),
+                         1, "not");
+  // A recipe for a type the rows cannot hold: one clear error before any work.
+  json bad = {{"components", plan.components}};
+  bad["components"]["backbone.layers.0.mixer.dt_proj.weight"] = "q4_K";  // rows of 16
+  test::write_file(path("bad.json"), bad.dump());
+  test::expect_cli_error(test::run_cli({"quantize", model_, "--plan", path("bad.json"), "--recipe",
+                                        path("r.txt"), "--out", path("x.gguf")}),
+                         1, "dt");
+}
+
 }  // namespace
 }  // namespace kllens
