@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "cli/common.h"
+#include "plan/llama_mix_model.h"
 #include "core/error.h"
 #include "eval/bench.h"
 #include "eval/packed_model.h"
@@ -32,7 +33,7 @@ struct Row {
 
 void add_deploy_table(CLI::App& app) {
   struct Opts {
-    std::string model, sens, text, budgets = "4.5,5,6", out;
+    std::string model, sens, text, budgets = "4.5,5,6", out, mixes;
     int64_t ctx = 512, windows = 4;
     BenchOptions bench;
     bool json = false;
@@ -51,6 +52,10 @@ void add_deploy_table(CLI::App& app) {
   cmd->add_option("--text", o->text, "evaluation text (held out from the calibration)")->required();
   cmd->add_option("--budgets", o->budgets, "average bits per weight of the KL plans, comma-separated")
       ->capture_default_str();
+  cmd->add_option("--mixes", o->mixes,
+                  "also llama-quantize's mixes (e.g. Q4_K_M,Q5_K_M), each followed by the KL-optimal "
+                  "plan at exactly its bytes (formats without packed kernels run dequantized to "
+                  "float32, so their speed is not theirs)");
   cmd->add_option("--ctx", o->ctx, "evaluation window length in tokens")->capture_default_str()->check(CLI::Range(2, 1 << 20));
   cmd->add_option("--windows", o->windows, "evaluation windows (0 = all)")->capture_default_str()->check(CLI::NonNegativeNumber);
   cmd->add_option("--prompt", o->bench.prompt, "prefill tokens timed")->capture_default_str()->check(CLI::Range(1, 1 << 20));
@@ -111,6 +116,30 @@ void add_deploy_table(CLI::App& app) {
       Row row{fmt::format("KL-optimal plan, budget {} bits", b), {}};
       for (const auto& [name, sch] : plan.components) row.assignment[name] = QuantScheme::parse(sch);
       rows.push_back(std::move(row));
+    }
+    if (!o->mixes.empty()) {
+      const LlamaMixInput in = llama_mix_input(*reference);
+      for (const auto& name : split_list(o->mixes)) {
+        const LlamaMixResult mix =
+            llama_mix(in.tensors, in.facts, {llama_mix_canonical(name), o->imatrix.matrix.has_value()});
+        Row mix_row{fmt::format("llama.cpp {}", mix.mix), {}};
+        for (const LlamaMixDecision& d : mix.tensors) {
+          const Param* p = reference->weights().find(d.hf_name);
+          if (p && p->is_component()) mix_row.assignment[d.hf_name] = QuantScheme::parse(d.type);
+        }
+        const int64_t mix_bytes = assignment_bytes(*reference, mix_row.assignment);
+        rows.push_back(std::move(mix_row));
+        try {
+          check_budget_feasible(problem, mix_bytes);
+        } catch (const Error& e) {
+          notes.push_back(fmt::format("KL plan at the bytes of {}: {}", mix.mix, e.what()));
+          continue;
+        }
+        const Plan plan = make_plan(problem, solve_optimal(problem, mix_bytes));
+        Row row{fmt::format("KL-optimal plan at the {} bytes", mix.mix), {}};
+        for (const auto& [n, sch] : plan.components) row.assignment[n] = QuantScheme::parse(sch);
+        rows.push_back(std::move(row));
+      }
     }
 
     const double bandwidth = measure_read_bandwidth(num_threads());

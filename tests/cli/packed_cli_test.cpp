@@ -121,10 +121,10 @@ TEST_F(PackedCli, DeployTableRowsAreMeasuredAndOrdered) {
   ASSERT_EQ(s.exit_code, 0) << s.err;
   const auto r = test::run_cli({"deploy-table", model_, "--sens", sens, "--text", text_, "--budgets", "6.5,5.6",
                                 "--ctx", "128", "--windows", "2", "--prompt", "16", "--gen", "4", "--runs", "1",
-                                "--json", "--threads", "2", "--out", path("table.md")});
+                                "--json", "--threads", "2", "--out", path("table.md"), "--mixes", "Q4_K_M"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const json j = json::parse(r.out);
-  ASSERT_EQ(j["rows"].size(), 6u);
+  ASSERT_EQ(j["rows"].size(), 8u);
   auto row = [&](int i) { return j["rows"][static_cast<size_t>(i)]; };
   EXPECT_EQ(row(0)["label"], "bf16");
   // Sizes: bf16 > int8 per-row > int4 g32 > int4 per-row; the plans are within their budgets (GGUF tensor data: F32 norms and conv1d).
@@ -133,6 +133,10 @@ TEST_F(PackedCli, DeployTableRowsAreMeasuredAndOrdered) {
   EXPECT_GT(row(3)["bytes"].get<int64_t>(), row(2)["bytes"].get<int64_t>());
   EXPECT_LE(row(4)["bits_per_weight"].get<double>(), 6.5 + 1e-9);
   EXPECT_LE(row(5)["bits_per_weight"].get<double>(), 5.6 + 1e-9);
+  // llama.cpp's Q4_K_M for this model, then the KL plan at exactly its bytes.
+  EXPECT_EQ(row(6)["label"], "llama.cpp Q4_K_M");
+  EXPECT_EQ(row(7)["label"], "KL-optimal plan at the Q4_K_M bytes");
+  EXPECT_LE(row(7)["bytes"].get<int64_t>(), row(6)["bytes"].get<int64_t>());
   // Damage grows as bits shrink: int8 below int4; every row was timed.
   EXPECT_LT(row(1)["kl"]["mean"].get<double>(), row(3)["kl"]["mean"].get<double>());
   for (const auto& x : j["rows"]) {
