@@ -186,7 +186,7 @@ void add_analyze(CLI::App& app) {
       // The name relative to DIR: a journal or sensitivity file moved with its folder still
       // matches (the sha256 is what identifies the matrix).
       imatrix_identity = {{"file", "imatrix.gguf"}, {"sha256", imatrix->sha256}};
-      sweep.importance = [&imatrix](const Param& p) { return imatrix->importance(p); };
+      sweep.importance = importance_fn(*imatrix);
       std::cerr << fmt::format("imatrix: {} matrices, wrote {}\n", imatrix->entries.size(), imatrix_path);
     }
 
@@ -277,7 +277,7 @@ void add_analyze(CLI::App& app) {
     std::cerr << fmt::format("frontier: {} windows of {} tokens of {}\n", evalset.windows.size(), o->eval_ctx,
                              o->eval);
     PlanEvaluator evaluator(*model, evalset.windows, o->cache_mb << 20, true);
-    if (imatrix) evaluator.set_importance([&imatrix](const Param& p) { return imatrix->importance(p); });
+    if (imatrix) evaluator.set_importance(importance_fn(*imatrix));
     FrontierResult frontier = run_frontier(evaluator, sens, fo);
     const json frontier_header = {
         {"model", sens.model},

@@ -82,7 +82,7 @@ void add_deploy_table(CLI::App& app) {
     const SensitivityReport sens = read_sensitivity_json(o->sens);
     auto reference = open_model(o->model);
     o->imatrix.load(*reference);
-    check_same_imatrix(sens.calibration.value("imatrix", nlohmann::json()), o->imatrix, o->sens);
+    check_same_imatrix(sensitivity_imatrix(sens), o->imatrix, o->sens);
     const auto evalset = load_calibration(o->model, o->text, o->ctx, o->windows);
     if (evalset.windows.empty()) fail("{}: too short for one window of {} tokens", o->text, o->ctx);
 
@@ -122,11 +122,7 @@ void add_deploy_table(CLI::App& app) {
       for (const auto& name : split_list(o->mixes)) {
         const LlamaMixResult mix =
             llama_mix(in.tensors, in.facts, {llama_mix_canonical(name), o->imatrix.matrix.has_value()});
-        Row mix_row{fmt::format("llama.cpp {}", mix.mix), {}};
-        for (const LlamaMixDecision& d : mix.tensors) {
-          const Param* p = reference->weights().find(d.hf_name);
-          if (p && p->is_component()) mix_row.assignment[d.hf_name] = QuantScheme::parse(d.type);
-        }
+        Row mix_row{fmt::format("llama.cpp {}", mix.mix), llama_mix_assignment(*reference, mix)};
         const int64_t mix_bytes = assignment_bytes(*reference, mix_row.assignment);
         rows.push_back(std::move(mix_row));
         try {

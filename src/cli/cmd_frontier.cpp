@@ -140,7 +140,7 @@ void add_frontier(CLI::App& app) {
     const SensitivityReport sens = read_sensitivity_json(o->sens);
     auto model = open_float_model(o->model, "frontier");
     o->imatrix.load(*model);
-    check_same_imatrix(sens.calibration.value("imatrix", nlohmann::json()), o->imatrix, o->sens);
+    check_same_imatrix(sensitivity_imatrix(sens), o->imatrix, o->sens);
     fo.mix_imatrix = o->imatrix.matrix.has_value();
     const auto text = load_calibration(o->model, o->text, o->ctx, o->windows);
     if (text.windows.empty())

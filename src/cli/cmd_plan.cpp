@@ -101,12 +101,6 @@ std::unique_ptr<Model> open_sensitivity_model(const SensitivityReport& report, c
   return model;
 }
 
-// The importance matrix the sensitivities were measured with (null: none); plans record it and
-// `quantize` insists on the same one.
-json sensitivity_imatrix(const SensitivityReport& report) {
-  return report.calibration.is_object() ? report.calibration.value("imatrix", json()) : json();
-}
-
 void run_mix_plan(const std::string& sens, const std::string& model_override, const std::string& mix_name,
                   bool imatrix_rules, const std::string& metric, const std::string& out, bool dry_run,
                   bool as_json) {

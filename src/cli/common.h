@@ -13,6 +13,7 @@
 #include "eval/imatrix.h"
 #include "eval/quantized_eval.h"
 #include "models/model.h"
+#include "sensitivity/sweep.h"
 #include "tokenizer/tokenizer.h"
 
 namespace kllens::cli {
@@ -71,6 +72,8 @@ struct ImatrixOption {
   // plans; quantize compares it).
   nlohmann::json identity() const;
 };
+// The importance matrix a sensitivity file was measured with ({"file", "sha256"}), null if none.
+nlohmann::json sensitivity_imatrix(const SensitivityReport& report);
 // Fails unless `used` (what a sensitivity file or plan records, possibly null) names the same
 // importance matrix as `given`; `what` names the file for the message. With `schemes` (a plan's
 // components), only a plan that holds a format an importance matrix changes (the ggml block

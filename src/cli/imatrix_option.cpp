@@ -19,14 +19,17 @@ void ImatrixOption::load(const Model& model) {
 }
 
 ImportanceFn ImatrixOption::fn() const {
-  if (!matrix) return {};
-  const ImportanceMatrix* m = &*matrix;
-  return [m](const Param& p) { return m->importance(p); };
+  return matrix ? importance_fn(*matrix) : ImportanceFn{};
 }
 
 nlohmann::json ImatrixOption::identity() const {
   if (!matrix) return nullptr;
   return {{"file", path}, {"sha256", matrix->sha256}};
+}
+
+nlohmann::json sensitivity_imatrix(const SensitivityReport& report) {
+  return report.calibration.is_object() ? report.calibration.value("imatrix", nlohmann::json())
+                                        : nlohmann::json();
 }
 
 void check_same_imatrix(const nlohmann::json& used, const ImatrixOption& given,

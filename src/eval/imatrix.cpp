@@ -358,4 +358,9 @@ nlohmann::json imatrix_description(const ImportanceMatrix& im) {
           {"entries", im.entries.size()}};
 }
 
+ImportanceFn importance_fn(const ImportanceMatrix& im) {
+  const ImportanceMatrix* m = &im;
+  return [m](const Param& p) { return m->importance(p); };
+}
+
 }  // namespace kllens

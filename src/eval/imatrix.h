@@ -40,6 +40,8 @@
 #include <string>
 #include <vector>
 
+#include "eval/quantized_eval.h"
+
 namespace kllens {
 
 class Model;
@@ -83,6 +85,10 @@ struct ImportanceMatrix {
 ImportanceMatrix collect_imatrix(const Model& model,
                                  const std::vector<std::vector<int32_t>>& windows,
                                  const std::string& dataset, bool show_progress = true);
+
+// What the quantizers take (eval/quantized_eval.h): the matrix's importance vector of a
+// component, or nullptr. The matrix must outlive the function.
+ImportanceFn importance_fn(const ImportanceMatrix& im);
 
 // The name kllens' GGUF files give this component of the model (see above).
 std::string imatrix_tensor_name(const Model& model, const std::string& hf_name);

@@ -54,4 +54,13 @@ LlamaMixInput llama_mix_input(const Model& model, const std::string& input_type)
   return llama_mix_input(model, read_json_file(path), input_type);
 }
 
+SchemeAssignment llama_mix_assignment(const Model& model, const LlamaMixResult& mix) {
+  SchemeAssignment a;
+  for (const LlamaMixDecision& d : mix.tensors) {
+    const Param* p = model.weights().find(d.hf_name);
+    if (p && p->is_component()) a[d.hf_name] = QuantScheme::parse(d.type);
+  }
+  return a;
+}
+
 }  // namespace kllens

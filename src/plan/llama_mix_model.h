@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "eval/quantized_eval.h"
 #include "models/model.h"
 #include "plan/llama_mix.h"
 
@@ -29,5 +30,8 @@ LlamaMixInput llama_mix_input(const Model& model, const nlohmann::json& config,
                               const std::string& input_type = "f32");
 // Reads <model folder>/config.json.
 LlamaMixInput llama_mix_input(const Model& model, const std::string& input_type = "f32");
+
+// The mix's types for the model's components (what `plan --mix` writes), as an assignment.
+SchemeAssignment llama_mix_assignment(const Model& model, const LlamaMixResult& mix);
 
 }  // namespace kllens

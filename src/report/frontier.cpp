@@ -266,13 +266,8 @@ FrontierResult run_frontier(PlanEvaluator& evaluator, const SensitivityReport& s
       row.label = "mix " + mix.mix;
       row.method = "mix";
       row.point = mix.mix;
-      SchemeAssignment a;
-      for (const LlamaMixDecision& d : mix.tensors) {
-        const Param* p = model.weights().find(d.hf_name);
-        if (!p || !p->is_component()) continue;
-        a[d.hf_name] = QuantScheme::parse(d.type);
-        row.components[d.hf_name] = d.type;
-      }
+      const SchemeAssignment a = llama_mix_assignment(model, mix);
+      for (const auto& [name, scheme] : a) row.components[name] = scheme.to_string();
       row.note = fmt::format("llama-quantize {} as of llama.cpp {}{}", mix.mix, mix.commit,
                              options.mix_imatrix ? ", --imatrix rules" : "");
       const int64_t mix_bytes = assignment_bytes(model, a);
