@@ -54,8 +54,7 @@ void add_deploy_table(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--mixes", o->mixes,
                   "also llama-quantize's mixes (e.g. Q4_K_M,Q5_K_M), each followed by the KL-optimal "
-                  "plan at exactly its bytes (formats without packed kernels run dequantized to "
-                  "float32, so their speed is not theirs)");
+                  "plan at exactly its bytes");
   cmd->add_option("--ctx", o->ctx, "evaluation window length in tokens")->capture_default_str()->check(CLI::Range(2, 1 << 20));
   cmd->add_option("--windows", o->windows, "evaluation windows (0 = all)")->capture_default_str()->check(CLI::NonNegativeNumber);
   cmd->add_option("--prompt", o->bench.prompt, "prefill tokens timed")->capture_default_str()->check(CLI::Range(1, 1 << 20));

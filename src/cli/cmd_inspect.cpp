@@ -29,7 +29,7 @@ void add_inspect(CLI::App& app) {
     bool json = false;
   };
   // How a matrix is held in memory: its packed scheme, float32, or float32 dequantized at load
-  // from a GGUF format that has no packed kernel yet.
+  // (a block-format tensor in a role read element-wise, such as conv1d).
   const auto held_as = [](const Param& p, const ModelInfo& info) -> std::string {
     if (p.packed) return p.packed->scheme.to_string();
     const auto it = info.dequantized_at_load.find(p.name);
@@ -98,7 +98,7 @@ void add_inspect(CLI::App& app) {
                              human(total_bf16), 8.0 * total_bf16 / total, human(total_int8),
                              8.0 * total_int8 / total, human(total_int4), 8.0 * total_int4 / total);
     if (!info.dequantized_at_load.empty())
-      std::cout << fmt::format("\n{} matrices are in ggml formats without a packed kernel yet and "
+      std::cout << fmt::format("\n{} tensors in ggml block formats are read element by element and "
                                "were dequantized to float32 at load (\"f32<-TYPE\")\n",
                                info.dequantized_at_load.size());
     if (!model->weights().unused().empty())

@@ -19,7 +19,7 @@ PackResult pack_model(Model& model, const SchemeAssignment& assignment,
     const QuantScheme scheme = stored_scheme(requested, p.cols());
     if (p.is_packed() || scheme.format == QuantFormat::kF32) continue;
     const float* qw = importance ? importance(p) : nullptr;
-    if (packable_role(p.role) && has_packed_kernel(scheme)) {
+    if (packable_role(p.role)) {
       // q8_0/q4_0 run in kllens' int8/int4:g32 layout: the same values, faster kernels.
       p.packed = std::make_shared<const QTensor>(
           blocks_as_int_layout(quantize(scheme, p.value.data(), p.rows(), p.cols(), qw)));

@@ -24,8 +24,7 @@ struct PackResult {
 
 // Validates first (Error). A component at "f32" stays float32. Irreversible: reload the model to
 // get the float weights back.
-// Formats without a packed kernel yet (quant/qmatmul.h has_packed_kernel: the ggml block formats
-// other than q8_0/q4_0) are fake-quantized in float32, as a GGUF file holding them loads.
+// Every scheme has packed kernels (quant/qmatmul.h); only non-packable roles are fake-quantized.
 PackResult pack_model(Model& model, const SchemeAssignment& assignment,
                       const ImportanceFn& importance = {});
 

@@ -41,13 +41,13 @@ struct TempDir {
   }
 };
 
-// The ggml types the packed kernels run as they are. The other block formats (q4_1, q5_0, q5_1,
-// the K-quants, iq4_nl, iq4_xs) have no packed kernel yet and are dequantized to float32 at load
-// with ggml's exact dequantizers (quant/formats.h); `inspect` says so.
+// The ggml types the packed kernels run as they are: every block format of quant/formats.h and
+// the 16-bit floats. A block-format tensor in a role that is read element-wise (conv1d, ...) is
+// dequantized to float32 at load with ggml's exact dequantizer; `inspect` says so.
 std::optional<QuantScheme> runtime_scheme(gguf::GgmlType type) {
+  if (const BlockFormatTraits* t = block_traits_by_ggml_type(static_cast<uint32_t>(type)))
+    return QuantScheme::parse(t->name);
   switch (type) {
-    case gguf::GgmlType::kQ8_0: return QuantScheme::parse("q8_0");
-    case gguf::GgmlType::kQ4_0: return QuantScheme::parse("q4_0");
     case gguf::GgmlType::kBF16: return QuantScheme::parse("bf16");
     case gguf::GgmlType::kF16: return QuantScheme::parse("f16");
     default: return std::nullopt;

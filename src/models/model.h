@@ -147,8 +147,8 @@ struct ModelInfo {
   int64_t n_prefix_tokens = 0;  // Hymba meta tokens: prepended, never scored
   std::vector<std::string> layer_kinds;  // per layer, for inspect: "mamba", "attention(swa=32)+ssm", ...
   std::vector<std::pair<std::string, std::string>> details;  // family-specific config lines
-  // A GGUF file's matrices in a ggml format that has no packed kernel yet: dequantized to float32
-  // at load (exactly ggml's dequantization). HF name -> ggml type name.
+  // A GGUF file's block-format tensors in roles read element by element (conv1d, ...):
+  // dequantized to float32 at load (exactly ggml's dequantization). HF name -> ggml type name.
   std::map<std::string, std::string> dequantized_at_load;
   // Whether kllens' GGUF files of this model use llama.cpp's layout (models/llama_names.h
   // uses_llama_layout), decided from the checkpoint at load.

@@ -12,6 +12,7 @@
 #include "core/dtype.h"
 #include "core/error.h"
 #include "kernels/ops.h"
+#include "quant/qmatmul_decode_inl.h"
 #include "quant/qmatmul_kernels.h"
 
 namespace kllens {
@@ -139,6 +140,47 @@ void half_rows(const HalfRows& w, const float* x, float* y, int64_t r0, int64_t 
   }
 }
 
+void decode_row(const QTensor& w, int64_t r, qk::DecodedRow out) {
+  switch (g_isa) {
+    case Isa::kAvx512: qk::decode_row_avx512(w, r, out); return;
+    case Isa::kAvx2: qk::decode_row_avx2(w, r, out); return;
+    case Isa::kScalar: qk::decode_row_scalar(w, r, out); return;
+  }
+}
+
+void coded_dot(const qk::DecodedRow& w, int64_t K, bool codes_8bit, const ActivationQ8* acts,
+               int64_t T, float* y, int64_t y_stride) {
+  switch (g_isa) {
+    case Isa::kAvx512: qk::coded_dot_avx512(w, K, codes_8bit, acts, T, y, y_stride); return;
+    case Isa::kAvx2: qk::coded_dot_avx2(w, K, codes_8bit, acts, T, y, y_stride); return;
+    case Isa::kScalar: qk::coded_dot_scalar(w, K, codes_8bit, acts, T, y, y_stride); return;
+  }
+}
+
+// Whether some code of the scheme can exceed 127 (unsigned codes of 8 bits, or iq4's levels
+// shifted by 128).
+bool codes_need_8_bits(const QuantScheme& s) {
+  return s.format == QuantFormat::kQ8_0 || s.format == QuantFormat::kIQ4_NL ||
+         s.format == QuantFormat::kIQ4_XS || (s.is_int() && s.bits == 8);
+}
+
+// Decoded rows, reused by each thread across calls (no allocation once warm).
+struct DecodedPanel {
+  std::vector<uint8_t> codes;
+  std::vector<float> scale16, offset16;
+  void reserve(int64_t rows, int64_t K) {
+    const auto n = static_cast<size_t>(rows * K);
+    if (codes.size() < n) {
+      codes.resize(n);
+      scale16.resize(n / 16);
+      offset16.resize(n / 16);
+    }
+  }
+  qk::DecodedRow row(int64_t i, int64_t K) {
+    return {codes.data() + i * K, scale16.data() + i * K / 16, offset16.data() + i * K / 16};
+  }
+};
+
 void add_bias(float* y, const float* bias, int64_t T, int64_t N) {
   if (!bias) return;
   for (int64_t t = 0; t < T; ++t)
@@ -157,6 +199,21 @@ void matvec(float* y, const float* x, const QTensor& w) {
     const ActivationQ8& act = buffer;
     quantize_activation_q8(x, K, ir.layout == CodeLayout::kU4EvenOdd, &buffer);
     parallel_rows(N, K, [&](int64_t r0, int64_t r1) { int_rows(ir, act, y, r0, r1); });
+  } else if (qk::decodable(w)) {
+    // The other integer and block formats: each row decoded to codes in L1, then integer dots.
+    thread_local ActivationQ8 buffer;
+    const ActivationQ8& act = buffer;
+    quantize_activation_q8(x, K, false, &buffer);
+    const bool wide = codes_need_8_bits(w.scheme);
+    parallel_rows(N, K, [&](int64_t r0, int64_t r1) {
+      thread_local DecodedPanel panel;
+      panel.reserve(1, K);
+      const qk::DecodedRow row = panel.row(0, K);
+      for (int64_t r = r0; r < r1; ++r) {
+        decode_row(w, r, row);
+        coded_dot(row, K, wide, &act, 1, y + r, 1);
+      }
+    });
   } else if (half_layout(w, &hr)) {
     parallel_rows(N, K, [&](int64_t r0, int64_t r1) { half_rows(hr, x, y, r0, r1); });
   } else if (w.scheme.is_int() && (w.scheme.bits == 4 || w.scheme.bits == 8)) {
@@ -230,9 +287,49 @@ void matmul_panels(float* y, const float* x, const QTensor& w, int64_t T) {
   }
 }
 
+// Many tokens on integer dot products: every token row quantized to int8 once, then panels of
+// weight rows decoded once each and multiplied against tiles of tokens (a tile's activations
+// stay in L1 while the panel's rows pass over them).
+void matmul_int8(float* y, const float* x, const QTensor& w, int64_t T) {
+  const int64_t N = w.rows, K = w.cols;
+  thread_local std::vector<ActivationQ8> token_buffer;
+  if (token_buffer.size() < static_cast<size_t>(T)) token_buffer.resize(static_cast<size_t>(T));
+  ActivationQ8* acts = token_buffer.data();
+  const int threads = omp_in_parallel() ? 1 : num_threads();
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t t = 0; t < T; ++t) quantize_activation_q8(x + t * K, K, false, &acts[t]);
+  const bool wide = codes_need_8_bits(w.scheme);
+  constexpr int64_t kPanelRows = 16;
+  // Tokens per tile: their int8 rows and lane scales (2 K bytes each) within about 32 KiB.
+  const int64_t tile = std::clamp<int64_t>((int64_t{32} << 10) / (2 * K) / 4 * 4, 4, 64);
+  const int64_t panels = (N + kPanelRows - 1) / kPanelRows;
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+  for (int64_t p = 0; p < panels; ++p) {
+    thread_local DecodedPanel panel;
+    const int64_t r0 = p * kPanelRows, rows = std::min(kPanelRows, N - r0);
+    panel.reserve(kPanelRows, K);
+    for (int64_t i = 0; i < rows; ++i) decode_row(w, r0 + i, panel.row(i, K));
+    for (int64_t t0 = 0; t0 < T; t0 += tile) {
+      const int64_t nt = std::min(tile, T - t0);
+      for (int64_t i = 0; i < rows; ++i)
+        coded_dot(panel.row(i, K), K, wide, acts + t0, nt, y + t0 * N + r0 + i, N);
+    }
+  }
+}
+
+PrefillPath g_prefill = PrefillPath::kAuto;
+
 }  // namespace
 
 Isa qmatmul_isa() { return g_isa; }
+
+void set_prefill_path(PrefillPath path) { g_prefill = path; }
+PrefillPath prefill_path() { return g_prefill; }
+
+bool uses_int8_prefill(const QTensor& w) {
+  if (!qk::decodable(w)) return false;
+  return g_prefill != PrefillPath::kFloatPanels;
+}
 
 Isa set_qmatmul_isa(Isa isa) {
   g_isa = std::min(isa, best_supported_isa());
@@ -248,6 +345,8 @@ void quantize_activation_q8(const float* x, int64_t K, bool even_odd, Activation
   out->d.resize(static_cast<size_t>(nb));
   out->sum.resize(static_cast<size_t>(nb));
   out->neg_lane_sum.resize(static_cast<size_t>(K / 4));
+  out->d_lane.resize(even_odd ? 0 : static_cast<size_t>(K / 4));
+  out->dsum16.resize(even_odd ? 0 : static_cast<size_t>(K / 16));
   out->even_odd = even_odd;
   for (int64_t b = 0; b < nb; ++b) {
     const float* xb = x + 32 * b;
@@ -268,12 +367,15 @@ void quantize_activation_q8(const float* x, int64_t K, bool even_odd, Activation
     out->sum[b] = sum;
     for (int l = 0; l < 8; ++l)
       out->neg_lane_sum[8 * b + l] = -(qb[4 * l] + qb[4 * l + 1] + qb[4 * l + 2] + qb[4 * l + 3]);
+    if (!even_odd) {
+      for (int l = 0; l < 8; ++l) out->d_lane[8 * b + l] = d;
+      for (int h = 0; h < 2; ++h) {
+        int32_t s16 = 0;
+        for (int j = 0; j < 16; ++j) s16 += qb[16 * h + j];
+        out->dsum16[2 * b + h] = d * static_cast<float>(s16);
+      }
+    }
   }
-}
-
-bool has_packed_kernel(const QuantScheme& scheme) {
-  return !scheme.is_block() || scheme.format == QuantFormat::kQ8_0 ||
-         scheme.format == QuantFormat::kQ4_0;
 }
 
 void qmatmul_nt(float* y, const float* x, const QTensor& w, const float* bias, int64_t T) {
@@ -285,6 +387,8 @@ void qmatmul_nt(float* y, const float* x, const QTensor& w, const float* bias, i
   }
   if (T == 1) {
     matvec(y, x, w);
+  } else if (uses_int8_prefill(w)) {
+    matmul_int8(y, x, w, T);
   } else {
     matmul_panels(y, x, w, T);
   }
@@ -292,6 +396,29 @@ void qmatmul_nt(float* y, const float* x, const QTensor& w, const float* bias, i
 }
 
 namespace qk {
+
+bool decodable(const QTensor& w) {
+  const QuantScheme& s = w.scheme;
+  if (w.cols % 32 != 0 || w.cols == 0 || s.is_keep()) return false;
+  if (s.is_int()) return w.group_size() % 16 == 0;
+  return w.cols % s.group_size == 0;
+}
+
+void decode_row_scalar(const QTensor& w, int64_t r, DecodedRow out) { decode_row_any(w, r, out); }
+
+void coded_dot_scalar(const DecodedRow& w, int64_t K, bool, const ActivationQ8* acts, int64_t T,
+                      float* y, int64_t y_stride) {
+  for (int64_t t = 0; t < T; ++t) {
+    const ActivationQ8& a = acts[t];
+    float acc = 0;
+    for (int64_t j = 0; j < K / 16; ++j) {
+      int32_t dot = 0;
+      for (int k = 0; k < 16; ++k) dot += static_cast<int32_t>(w.codes[16 * j + k]) * a.q[16 * j + k];
+      acc += w.scale16[j] * a.d[j / 2] * static_cast<float>(dot) + w.offset16[j] * a.dsum16[j];
+    }
+    y[t * y_stride] = acc;
+  }
+}
 
 void block_scale_offset(const IntRows& w, int64_t r, int64_t b, float* s, float* o) {
   switch (w.layout) {
@@ -385,6 +512,32 @@ void qmatmul_nt(float* y, const float* x, const QTensor& w, const float* bias, i
       double acc = bias ? bias[n] : 0.0;
       for (int64_t k = 0; k < K; ++k) acc += static_cast<double>(row[k]) * x[t * K + k];
       y[t * N + n] = static_cast<float>(acc);
+    }
+  }
+}
+
+void qmatmul_decoded(float* y, const float* x, const QTensor& w, const float* bias, int64_t T) {
+  KLLENS_CHECK(qk::decodable(w), "{} does not decode to integer rows", w.scheme.to_string());
+  const int64_t K = w.cols;
+  std::vector<uint8_t> codes(static_cast<size_t>(K));
+  std::vector<float> s16(static_cast<size_t>(K / 16)), o16(s16.size());
+  std::vector<ActivationQ8> acts(static_cast<size_t>(T));
+  for (int64_t t = 0; t < T; ++t) quantize_activation_q8(x + t * K, K, false, &acts[t]);
+  for (int64_t r = 0; r < w.rows; ++r) {
+    qk::decode_row_scalar(w, r, {codes.data(), s16.data(), o16.data()});
+    for (int64_t t = 0; t < T; ++t) {
+      const ActivationQ8& a = acts[t];
+      double acc = bias ? bias[r] : 0.0;
+      for (int64_t j = 0; j < K / 16; ++j) {
+        int64_t dot = 0, qsum = 0;
+        for (int k = 0; k < 16; ++k) {
+          dot += static_cast<int64_t>(codes[16 * j + k]) * a.q[16 * j + k];
+          qsum += a.q[16 * j + k];
+        }
+        acc += static_cast<double>(a.d[j / 2]) * (static_cast<double>(s16[j]) * static_cast<double>(dot) +
+                                                  static_cast<double>(o16[j]) * static_cast<double>(qsum));
+      }
+      y[t * w.rows + r] = static_cast<float>(acc);
     }
   }
 }

@@ -2,18 +2,22 @@
 // the dequantized QTensor {N, K}. This is what makes a quantized model run at its stored size.
 //
 // Which arithmetic runs (docs/quantization.md, "Runtime"):
-//  * decode (T == 1), integer schemes with 32-aligned groups (q8_0, q4_0, int8 and int4 with
-//    G a multiple of 32 or G = 0, sym or asym): the activation row is quantized to int8 in blocks
-//    of 32 (scale max|x|/127, round half away from zero: ggml's q8_0 activations, with a float32
-//    scale) and the block dot products are integer (AVX-512 VNNI vpdpbusd, or AVX2 pmaddubsw);
-//    the weight's scale and zero point are applied per group in float32. This is how llama.cpp
-//    runs q8_0/q4_0, and it reads the fewest bytes per token.
-//  * decode, bf16/f16 and the other integer schemes (B not 4 or 8, groups not 32-aligned):
-//    float activations; each weight row is widened to float32 in registers (bf16/f16) or
-//    dequantized row by row (generic) and multiplied in float32.
-//  * prefill (T > 1), every scheme: panels of rows are dequantized to float32 (bit for bit the
-//    fake-quantized weights) and multiplied by BLAS, so a quantized model's prefill logits equal
-//    fake-quantized evaluation up to summation order.
+//  * integer weights (intB with groups of a multiple of 16, and every ggml block format): the
+//    activation rows are quantized to int8 in blocks of 32 (scale max|x|/127, round half away
+//    from zero: ggml's q8_0 activations, with a float32 scale) and the weights multiply them with
+//    integer dot products (AVX-512 VNNI vpdpbusd, or AVX2 pmaddubsw); the weights' scales and
+//    offsets are applied per 16 or 32 elements in float32.
+//     - decode (T == 1), q8_0/q4_0 (held as int8/int4:g32) and int8/int4 with 32-aligned groups:
+//       kernels that read the codes straight from the stream (the fewest instructions per byte).
+//     - decode, the other formats (K-quants, q4_1, q5_x, iq4_x, other intB): each row is decoded
+//       into unsigned codes with a scale and offset per 16 elements (qk::DecodedRow, in L1), then
+//       the same integer dot products.
+//     - prefill (T > 1): panels of 16 decoded rows against tiles of tokens, so each row is
+//       decoded once per call. set_prefill_path can force the float path below (benchmarks).
+//  * bf16/f16, and intB whose groups do not fit 16-element steps (e.g. rows of 48 at g32): float
+//    activations; each weight row is widened to float32 in registers (bf16/f16) or dequantized
+//    row by row (generic) and multiplied in float32. Prefill multiplies dequantized float32
+//    panels with BLAS (bit for bit the fake-quantized weights).
 //
 // Every fast path has a scalar reference in namespace ref; tests compare them.
 #pragma once
@@ -36,14 +40,17 @@ Isa qmatmul_isa();
 // Clamps to what the CPU supports; returns the path now in use.
 Isa set_qmatmul_isa(Isa isa);
 
-// Whether the packed runtime has kernels of its own for this scheme: intB, q8_0, q4_0 and the keep
-// schemes. The other ggml block formats (q4_1, q5_x, K-quants, iq4_x) would only run through
-// the row-by-row dequantizing fallback, so models hold them dequantized to float32 instead
-// (GGUF import, pack_model) until their kernels exist.
-bool has_packed_kernel(const QuantScheme& scheme);
-
-// Whether decode runs the int8-activation path for this tensor (see above).
+// Whether decode runs the streaming int8-activation kernels for this tensor (q8_0/q4_0/int8/int4
+// with 32-aligned groups, see above).
 bool uses_int8_activations(const QTensor& w);
+
+// Which arithmetic prefill uses for integer weights: kAuto (integer dot products, the measured
+// faster one; docs/quantization.md) or float32 panels through BLAS (kFloatPanels).
+enum class PrefillPath : uint8_t { kAuto, kFloatPanels };
+void set_prefill_path(PrefillPath path);
+PrefillPath prefill_path();
+// Whether T > 1 products with this tensor run on int8 activations.
+bool uses_int8_prefill(const QTensor& w);
 
 // An activation row quantized in blocks of 32 (the int8 path's other operand).
 struct ActivationQ8 {
@@ -53,6 +60,10 @@ struct ActivationQ8 {
   // K / 4: minus the sum of each 4 consecutive q (the lanes of one vpdpbusd), so a block's
   // Σ (u - z) q starts from z · neg_lane_sum without a scalar correction when z is a power of 2.
   std::vector<int32_t> neg_lane_sum;
+  // Natural order only (the decoded-row path): K / 4 copies of each block's scale, one per lane
+  // of four elements, and K / 16 products d · Σq over 16 consecutive elements.
+  std::vector<float> d_lane;
+  std::vector<float> dsum16;
   bool even_odd = false;
 };
 // K must be a multiple of 32. even_odd: order each block as elements 0,2,..,30,1,3,..,31 (the
@@ -66,6 +77,9 @@ void qmatmul_nt(float* y, const float* x, const QTensor& w, const float* bias, i
 namespace ref {
 // Float activations: dequantize_row, double accumulation.
 void qmatmul_nt(float* y, const float* x, const QTensor& w, const float* bias, int64_t T);
+// The decoded-row integer path (every format qk::decodable accepts) in plain scalar code: exact
+// integer sums per 16 elements, double accumulation. T rows of x, y {T, N}.
+void qmatmul_decoded(float* y, const float* x, const QTensor& w, const float* bias, int64_t T);
 // The int8-activation path in plain scalar code (same quantized activations, exact integer block
 // sums, double accumulation of the scaled sums). w must satisfy uses_int8_activations.
 void qmatvec_int8(float* y, const float* x, const QTensor& w, const float* bias);

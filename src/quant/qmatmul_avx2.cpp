@@ -8,6 +8,7 @@
 #include <bit>
 #include <cstring>
 
+#include "quant/qmatmul_decode_inl.h"
 #include "quant/qmatmul_kernels.h"
 #include "quant/qmatmul_simd_inl.h"
 
@@ -82,6 +83,34 @@ void int_rows_avx2(const IntRows& w, const ActivationQ8& a, float* y, int64_t r0
     case CodeLayout::kQ4_0: rows<CodeLayout::kQ4_0>(w, a, y, r0, r1); return;
     case CodeLayout::kU8: rows<CodeLayout::kU8>(w, a, y, r0, r1); return;
     case CodeLayout::kU4EvenOdd: rows<CodeLayout::kU4EvenOdd>(w, a, y, r0, r1); return;
+  }
+}
+
+void decode_row_avx2(const QTensor& w, int64_t r, DecodedRow out) { decode_row_any(w, r, out); }
+
+// Per block of 32: 8 lanes of 4-element sums (lanes 0..3 the block's first 16-group, 4..7 its
+// second). Codes above 127 go through signed bytes (u - 128, ggml's sign trick, so pmaddubsw
+// cannot saturate), and the 128 Σq they leave out joins the offsets: o + 128 s per group.
+void coded_dot_avx2(const DecodedRow& w, int64_t K, bool codes_8bit, const ActivationQ8* acts,
+                    int64_t T, float* y, int64_t y_stride) {
+  const int64_t nb = K / 32, groups = K / 16;
+  const __m256i spread = _mm256_set_epi32(1, 1, 1, 1, 0, 0, 0, 0);
+  const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
+  for (int64_t t = 0; t < T; ++t) {
+    const ActivationQ8& a = acts[t];
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+      const __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.codes + 32 * b));
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q.data() + 32 * b));
+      const __m256i dot = codes_8bit ? block_dot<true>(_mm256_xor_si256(u, flip), q) : block_dot<false>(u, q);
+      const __m256 ws = _mm256_permutevar8x32_ps(
+          _mm256_castps128_ps256(_mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(w.scale16 + 2 * b)))), spread);
+      acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(ws, _mm256_loadu_ps(a.d_lane.data() + 8 * b)), acc);
+    }
+    float off = 0;
+    for (int64_t j = 0; j < groups; ++j)
+      off += (codes_8bit ? w.offset16[j] + 128.0f * w.scale16[j] : w.offset16[j]) * a.dsum16[j];
+    y[t * y_stride] = hsum256(acc) + off;
   }
 }
 

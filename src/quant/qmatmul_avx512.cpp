@@ -6,11 +6,13 @@
 // GCC 12's AVX-512 intrinsics headers trip -Wmaybe-uninitialized on their own internal
 // "undefined" operands (GCC bug 105593), not on anything of ours.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 
 #include <bit>
 #include <cstring>
 
+#include "quant/qmatmul_decode_inl.h"
 #include "quant/qmatmul_kernels.h"
 #include "quant/qmatmul_simd_inl.h"
 
@@ -281,6 +283,69 @@ void half_rows_avx512(const HalfRows& w, const float* x, float* y, int64_t r0, i
     for (; k < K; ++k) acc += _cvtsh_ss(row[k]) * x[k];
     y[r] = acc;
   }
+}
+
+void decode_row_avx512(const QTensor& w, int64_t r, DecodedRow out) { decode_row_any(w, r, out); }
+
+namespace {
+
+// NT tokens against one decoded row. Per pair of activation blocks (64 elements): one vpdpbusd
+// gives 16 lanes of 4-element sums; lane l belongs to 16-group l / 4 (its weight scale, spread
+// by one permutation) and block l / 8 (the token's d_lane). The offsets meet the tokens'
+// d · Σq per 16-group in the same accumulators.
+template <int NT>
+void coded_tile(const DecodedRow& w, int64_t K, const ActivationQ8* acts, float* y, int64_t y_stride) {
+  const int64_t pairs = K / 64;
+  const __m512i spread = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+  __m512 acc[NT];
+  for (int i = 0; i < NT; ++i) acc[i] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < pairs; ++p) {
+    const __m512i u = _mm512_loadu_si512(w.codes + 64 * p);
+    const __m512 ws = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(_mm_loadu_ps(w.scale16 + 4 * p)));
+    for (int i = 0; i < NT; ++i) {
+      const __m512i q = _mm512_loadu_si512(acts[i].q.data() + 64 * p);
+      const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, q);
+      const __m512 scale = _mm512_mul_ps(ws, _mm512_loadu_ps(acts[i].d_lane.data() + 16 * p));
+      acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[i]);
+    }
+  }
+  __m256 tail[NT];
+  for (int i = 0; i < NT; ++i) tail[i] = _mm256_setzero_ps();
+  if (K % 64 != 0) {  // one last block of 32: two 16-groups
+    const int64_t b = K / 32 - 1;
+    const __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.codes + 32 * b));
+    const __m256 ws = _mm256_permutevar8x32_ps(
+        _mm256_castps128_ps256(_mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(w.scale16 + 2 * b)))),
+        _mm256_set_epi32(1, 1, 1, 1, 0, 0, 0, 0));
+    for (int i = 0; i < NT; ++i) {
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acts[i].q.data() + 32 * b));
+      const __m256i dot = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, q);
+      const __m256 scale = _mm256_mul_ps(ws, _mm256_loadu_ps(acts[i].d_lane.data() + 8 * b));
+      tail[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, tail[i]);
+    }
+  }
+  const int64_t groups = K / 16;
+  int64_t j = 0;
+  for (; j + 16 <= groups; j += 16) {
+    const __m512 o = _mm512_loadu_ps(w.offset16 + j);
+    for (int i = 0; i < NT; ++i) acc[i] = _mm512_fmadd_ps(o, _mm512_loadu_ps(acts[i].dsum16.data() + j), acc[i]);
+  }
+  if (j < groups) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (groups - j)) - 1);
+    const __m512 o = _mm512_maskz_loadu_ps(m, w.offset16 + j);
+    for (int i = 0; i < NT; ++i)
+      acc[i] = _mm512_fmadd_ps(o, _mm512_maskz_loadu_ps(m, acts[i].dsum16.data() + j), acc[i]);
+  }
+  for (int i = 0; i < NT; ++i) y[i * y_stride] = _mm512_reduce_add_ps(acc[i]) + hsum256(tail[i]);
+}
+
+}  // namespace
+
+void coded_dot_avx512(const DecodedRow& w, int64_t K, bool, const ActivationQ8* acts, int64_t T,
+                      float* y, int64_t y_stride) {
+  int64_t t = 0;
+  for (; t + 4 <= T; t += 4) coded_tile<4>(w, K, acts + t, y + t * y_stride, y_stride);
+  for (; t < T; ++t) coded_tile<1>(w, K, acts + t, y + t * y_stride, y_stride);
 }
 
 }  // namespace kllens::qk

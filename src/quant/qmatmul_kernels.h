@@ -56,6 +56,33 @@ void half_rows_scalar(const HalfRows& w, const float* x, float* y, int64_t r0, i
 void half_rows_avx2(const HalfRows& w, const float* x, float* y, int64_t r0, int64_t r1);
 void half_rows_avx512(const HalfRows& w, const float* x, float* y, int64_t r0, int64_t r1);
 
+// One weight row decoded for the integer path (quant/qmatmul_decode_inl.h): cols unsigned codes
+// u in natural element order, and per 16 consecutive elements j a scale and an offset, so that
+// w = scale16[j] u + offset16[j]. Every integer and ggml block format decodes into this.
+struct DecodedRow {
+  uint8_t* codes;
+  float* scale16;
+  float* offset16;
+};
+
+// Whether w decodes into DecodedRow: intB with groups of a multiple of 16 (or g0) and every ggml
+// block format, with cols a multiple of 32 (the activation blocks).
+bool decodable(const QTensor& w);
+// Row r of w; the ISA versions are the same code compiled for that instruction set.
+void decode_row_scalar(const QTensor& w, int64_t r, DecodedRow out);
+void decode_row_avx2(const QTensor& w, int64_t r, DecodedRow out);
+void decode_row_avx512(const QTensor& w, int64_t r, DecodedRow out);
+
+// y[t * y_stride] = Σ_j Σ_{k in 16-group j} d_a(k) q_t[k] (scale16[j] u[k] + offset16[j]) for
+// the T activation rows acts[0..T): one decoded weight row against T tokens. codes_8bit: some
+// code exceeds 127 (q8_0, iq4, int8; AVX2 multiplies those through signed bytes).
+void coded_dot_scalar(const DecodedRow& w, int64_t K, bool codes_8bit, const ActivationQ8* acts,
+                      int64_t T, float* y, int64_t y_stride);
+void coded_dot_avx2(const DecodedRow& w, int64_t K, bool codes_8bit, const ActivationQ8* acts,
+                    int64_t T, float* y, int64_t y_stride);
+void coded_dot_avx512(const DecodedRow& w, int64_t K, bool codes_8bit, const ActivationQ8* acts,
+                      int64_t T, float* y, int64_t y_stride);
+
 // The scale and offset of block b of row r (every layout), in float32.
 void block_scale_offset(const IntRows& w, int64_t r, int64_t b, float* s, float* o);
 // Block b of row r as 32 unsigned codes in the order the activations use.

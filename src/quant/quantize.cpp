@@ -523,6 +523,11 @@ void dequantize_row(const QTensor& q, int64_t row, float* out) {
   }
 }
 
+void unpack_int_codes(const QTensor& q, int64_t row, uint8_t* out) {
+  KLLENS_CHECK(q.scheme.is_int(), "unpack_int_codes on {}", q.scheme.to_string());
+  unpack_codes(q.data.data(), row * q.cols, q.cols, q.scheme.bits, out);
+}
+
 QTensor blocks_as_int_layout(QTensor q) {
   if (q.scheme.format != QuantFormat::kQ8_0 && q.scheme.format != QuantFormat::kQ4_0) return q;
   const bool q8 = q.scheme.format == QuantFormat::kQ8_0;

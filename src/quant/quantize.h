@@ -58,6 +58,8 @@ QTensor quantize(const QuantScheme& scheme, const float* w, int64_t rows, int64_
 void dequantize(const QTensor& q, float* out);
 // out: cols floats.
 void dequantize_row(const QTensor& q, int64_t row, float* out);
+// intB: the stored codes of one row (code + 2^(B-1) for sym, the code for asym), cols bytes.
+void unpack_int_codes(const QTensor& q, int64_t row, uint8_t* out);
 // q8_0 / q4_0 blocks moved into kllens' int8:g32:sym:s16 / int4:g32:sym:s16 layout: the same
 // codes and the same float16 scales, in separate arrays, so dequantize() gives the same floats bit
 // for bit (tested). The packed kernels read this layout faster than ggml's interleaved blocks

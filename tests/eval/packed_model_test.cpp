@@ -1,6 +1,8 @@
-// eval/packed_model: a model packed in memory runs on the packed kernels and gives the logits of
-// fake quantization (prefill: the panels hold exactly the fake-quantized weights, so only the
-// summation order differs), holds the quantized bytes, and refuses what it cannot do.
+// eval/packed_model: a model packed in memory runs on the packed kernels
+// and gives the logits of fake quantization (float32 panels: the panels hold exactly the
+// fake-quantized weights, so only the summation order differs; the default integer path is
+// bounded through perplexity in tests/export/packed_file_test.cpp), holds the quantized bytes,
+// and refuses what it cannot do.
 #include "eval/packed_model.h"
 
 #include <gtest/gtest.h>
@@ -11,6 +13,7 @@
 #include "core/error.h"
 #include "eval/quantized_eval.h"
 #include "models/model.h"
+#include "quant/qmatmul.h"
 #include "test_util.h"
 
 namespace kllens {
@@ -26,7 +29,13 @@ std::vector<int32_t> ids(int64_t n, int64_t vocab) {
   return out;
 }
 
+struct FloatPrefill {
+  FloatPrefill() { set_prefill_path(PrefillPath::kFloatPanels); }
+  ~FloatPrefill() { set_prefill_path(PrefillPath::kAuto); }
+};
+
 TEST(PackedModel, HymbaMixedPlanEqualsFakeQuantization) {
+  FloatPrefill float_prefill;  // the exact comparison; the integer path is bounded below
   const std::string folder = test::repo_path("data/models/demo-hymba");
   auto reference = load_model(folder);
   auto packed = load_model(folder);

@@ -15,6 +15,7 @@
 #include "export/gguf_export.h"
 #include "io/gguf.h"
 #include "models/model.h"
+#include "quant/formats.h"
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"
 
@@ -112,12 +113,11 @@ TEST_F(GgufImportTest, HymbaKllensLayoutPerplexityMatchesFakeQuant) {
 TEST_F(GgufImportTest, PackedDecodeMatchesPrefill) {
   const std::string folder = test::repo_path("data/models/demo-mamba");
   auto model = load_model(folder);
-  for (const char* scheme : {"q4_0", "q8_0", "int4:g32"}) {
+  for (const char* scheme : {"q4_0", "q8_0", "int4:g32", "q4_K", "q6_K", "iq4_xs", "q5_1"}) {
     SCOPED_TRACE(scheme);
     SchemeAssignment a;
     for (const Param* p : model->weights().components())
-      if (p->role != Role::kConv1d && QuantScheme::parse(scheme).supports(p->cols()))
-        a[p->name] = QuantScheme::parse(scheme);
+      if (p->role != Role::kConv1d) a[p->name] = stored_scheme(QuantScheme::parse(scheme), p->cols());
     const std::string path = out(std::string("d-") + scheme + ".gguf");
     export_gguf(*model, a, path);
     auto loaded = load_gguf_model(path);

@@ -23,6 +23,7 @@
 #include "io/gguf.h"
 #include "io/safetensors.h"
 #include "models/model.h"
+#include "quant/qmatmul.h"
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"
 
@@ -110,8 +111,14 @@ TEST_P(LlamaCppFiles, ConfigRebuiltFromLlamaKeysEqualsTheOriginalConfig) {
 }
 
 // llama.cpp's F32 logits of the file (dequantized by ggml) against kllens' float-activation
-// prefill of the same file, loaded through kllens.hf_config and through llama.cpp's keys alone.
+// prefill of the same file (the float32-panel path; the default integer path rounds activations
+// to int8, which tests/eval/packed_model_test.cpp bounds through perplexity), loaded through
+// kllens.hf_config and through llama.cpp's keys alone.
 TEST_P(LlamaCppFiles, LogitsEqualLlamaCppsDequantizedLogits) {
+  struct FloatPrefill {
+    FloatPrefill() { set_prefill_path(PrefillPath::kFloatPanels); }
+    ~FloatPrefill() { set_prefill_path(PrefillPath::kAuto); }
+  } float_prefill;
   const SafetensorsFile ref(
       test::repo_path("data/fixtures/llamacpp/" + model() + ".Q4_K_M.imatrix.dequant-logits.safetensors"));
   const TensorView& ids_view = ref.get("input_ids");
@@ -124,9 +131,12 @@ TEST_P(LlamaCppFiles, LogitsEqualLlamaCppsDequantizedLogits) {
   auto via_config = load_gguf_model(fixture(model()));
   EXPECT_EQ(via_keys->info().arch, arch());
   EXPECT_EQ(via_keys->info().vocab, 4096);
-  // The Q6_K / Q4_K matrices are dequantized at load, the F16 one stays packed.
-  EXPECT_EQ(via_keys->info().dequantized_at_load, via_config->info().dequantized_at_load);
-  EXPECT_EQ(via_keys->info().dequantized_at_load.at("backbone.embeddings.weight"), "q6_K");
+  // Every matrix stays packed in its file's type (Q6_K, Q4_K, F16): nothing is dequantized at load.
+  EXPECT_TRUE(via_keys->info().dequantized_at_load.empty());
+  EXPECT_TRUE(via_config->info().dequantized_at_load.empty());
+  const Param& embedding = via_keys->weights().get("backbone.embeddings.weight");
+  ASSERT_TRUE(embedding.is_packed());
+  EXPECT_EQ(embedding.packed->scheme.to_string(), "q6_K");
   double max_diff = 0, max_ref = 0, max_between = 0;
   for (int64_t b = 0; b < B; ++b) {
     std::vector<int32_t> ids(static_cast<size_t>(T));
@@ -151,8 +161,9 @@ TEST_P(LlamaCppFiles, InspectListsTheStoredTypes) {
   const auto r = test::run_cli({"inspect", llama_copy()});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("architecture " + arch()), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("f32<-q6_K"), std::string::npos) << r.out;  // token_embd
-  EXPECT_NE(r.out.find("f32<-q4_K"), std::string::npos) << r.out;  // ssm_in, ssm_out
+  EXPECT_NE(r.out.find("q6_K"), std::string::npos) << r.out;  // token_embd, packed
+  EXPECT_NE(r.out.find("q4_K"), std::string::npos) << r.out;  // ssm_in, ssm_out, packed
+  EXPECT_EQ(r.out.find("f32<-"), std::string::npos) << r.out;  // nothing dequantized at load
   if (model() == "demo-mamba") {
     EXPECT_NE(r.out.find("f16"), std::string::npos) << r.out;  // ssm_dt stays packed f16
   }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "kernels/ops.h"
+#include "quant/qmatmul_kernels.h"
 
 namespace kllens {
 namespace {
@@ -69,26 +70,136 @@ const Case kCases[] = {
     {"bf16", 31, 100},          {"f16", 27, 68},         {"f32", 19, 50},
     // 16+ blocks per row: the AVX-512 loop that converts sixteen g32 scales at once, and its tail.
     {"int4:g32", 7, 544},       {"int8:g32", 5, 1056},   {"q4_0", 9, 544},
+    // The decoded-row formats: an odd number of 32-blocks (the 256-bit tail) and of 16-groups
+    // beyond a multiple of 16 (the masked offsets) for the 32-element formats; several
+    // super-blocks for the 256-element ones.
+    {"q4_1", 37, 160},  {"q5_0", 19, 224},  {"q5_1", 23, 96},   {"iq4_nl", 29, 160},
+    {"q2_K", 21, 512},  {"q3_K", 17, 768},  {"q4_K", 33, 256},  {"q5_K", 13, 512},
+    {"q6_K", 19, 768},  {"iq4_xs", 11, 512}, {"int5:g16:asym", 15, 96}, {"int6:g16", 9, 96},
+    {"int4:g8", 7, 64},  // groups smaller than 16: float activations
 };
 
-TEST(QMatmul, PrefillPanelsMatchFloatReference) {
+// Row r of q as the integer path reads it.
+struct Decoded {
+  std::vector<uint8_t> u;
+  std::vector<float> s, o;
+};
+Decoded decode(const QTensor& q, int64_t r) {
+  Decoded d{std::vector<uint8_t>(q.cols), std::vector<float>(q.cols / 16), std::vector<float>(q.cols / 16)};
+  qk::decode_row_scalar(q, r, {d.u.data(), d.s.data(), d.o.data()});
+  return d;
+}
+
+// y {T, N} from the integer path against (1) its scalar reference on the same int8 activations
+// (exact integer sums per 16 elements, double accumulation) and (2) float activations.
+void expect_integer_path_close(const std::vector<float>& got, const std::vector<float>& x,
+                               const QTensor& q, const std::vector<float>& bias, int64_t T) {
+  const int64_t N = q.rows, K = q.cols;
+  std::vector<float> want(got.size()), exact(got.size());
+  ref::qmatmul_decoded(want.data(), x.data(), q, bias.data(), T);
+  ref::qmatmul_nt(exact.data(), x.data(), q, bias.data(), T);
+  std::vector<float> wrow(static_cast<size_t>(K));
+  for (int64_t r = 0; r < N; ++r) {
+    const Decoded d = decode(q, r);
+    dequantize_row(q, r, wrow.data());
+    for (int64_t t = 0; t < T; ++t) {
+      ActivationQ8 a;
+      quantize_activation_q8(x.data() + t * K, K, false, &a);
+      // M: the magnitude every partial sum of the kernel is bounded by, Σ d_a|q| (|s u| + |o|);
+      // A: the activation rounding, each x moves by at most half its block's step.
+      double M = 0, A = 0, W = 0;
+      for (int64_t k = 0; k < K; ++k) {
+        const double xa = a.d[k / 32] * std::fabs(static_cast<double>(a.q[k]));
+        M += xa * (std::fabs(static_cast<double>(d.s[k / 16]) * d.u[k]) + std::fabs(d.o[k / 16]));
+        A += (a.d[k / 32] / 2) * (1 + 1e-6) * std::fabs(wrow[k]);
+        W += std::fabs(static_cast<double>(wrow[k]) * x[t * K + k]);
+      }
+      const size_t i = static_cast<size_t>(t * N + r);
+      // Each 16-group adds at most five float32 roundings (s·d_a, its product with the integer
+      // sum, d_a·Σq, its product with the offset, the accumulation), each at most u times a
+      // partial sum bounded by M; the lane and horizontal sums add fewer than 16 more.
+      const double tol = (5.0 * K / 16 + 16) * kU * (M + std::fabs(bias[r]));
+      EXPECT_NEAR(got[i], want[i], tol) << "row " << r << " token " << t;
+      // Against float activations: A, plus s u + o differing from ggml's dequantized weight by at
+      // most two roundings of its terms (2 u M), plus the float sums on both sides.
+      EXPECT_NEAR(got[i], exact[i], A + tol + 2 * kU * M + (K + 2) * kU * (W + std::fabs(bias[r])))
+          << "row " << r << " token " << t;
+    }
+  }
+}
+
+// Float panels: the dequantized weights exactly, then BLAS sums K products in float32:
+// |error| <= K u Σ|ŵx| (+ the bias addition, one more rounding of |y|).
+void expect_float_panels_close(const std::vector<float>& got, const std::vector<float>& x,
+                               const QTensor& q, const std::vector<float>& bias, int64_t T) {
+  std::vector<float> want(got.size());
+  ref::qmatmul_nt(want.data(), x.data(), q, bias.data(), T);
+  const auto scale = abs_dot(q, x.data(), T);
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double tol = (q.cols + 2) * kU * (scale[i] + std::fabs(bias[i % q.rows]));
+    EXPECT_NEAR(got[i], want[i], tol) << "output " << i;
+  }
+}
+
+TEST(QMatmul, PrefillEveryIsaMatchesItsReferences) {
+  IsaGuard guard;
   set_num_threads(2);
+  for (Isa isa : available_isas()) {
+    set_qmatmul_isa(isa);
+    for (const Case& c : kCases) {
+      // T = 7 and 5: the AVX-512 tile of four tokens and the single-token tail.
+      for (int64_t T : {7, 5}) {
+        SCOPED_TRACE(std::string(isa_name(isa)) + " " + c.scheme + " T=" + std::to_string(T));
+        const auto w = gaussian(c.rows * c.cols, 11, 0.05f);
+        const QTensor q = quantize(QuantScheme::parse(c.scheme), w.data(), c.rows, c.cols);
+        const auto x = gaussian(T * c.cols, 12 + T, 1.0f);
+        const auto bias = gaussian(c.rows, 13, 0.1f);
+        std::vector<float> got(static_cast<size_t>(T * c.rows));
+        qmatmul_nt(got.data(), x.data(), q, bias.data(), T);
+        if (uses_int8_prefill(q)) expect_integer_path_close(got, x, q, bias, T);
+        else expect_float_panels_close(got, x, q, bias, T);
+      }
+    }
+  }
+}
+
+TEST(QMatmul, PrefillCanBeForcedOntoFloatPanels) {
+  for (const char* scheme : {"q4_K", "q8_0", "int4:g32"}) {
+    SCOPED_TRACE(scheme);
+    const auto w = gaussian(19 * 256, 41, 0.05f);
+    const QTensor q = quantize(QuantScheme::parse(scheme), w.data(), 19, 256);
+    const auto x = gaussian(6 * 256, 42, 1.0f);
+    const auto bias = gaussian(19, 43, 0.1f);
+    std::vector<float> got(6 * 19);
+    EXPECT_TRUE(uses_int8_prefill(q));
+    set_prefill_path(PrefillPath::kFloatPanels);
+    EXPECT_FALSE(uses_int8_prefill(q));
+    qmatmul_nt(got.data(), x.data(), q, bias.data(), 6);
+    set_prefill_path(PrefillPath::kAuto);
+    expect_float_panels_close(got, x, q, bias, 6);
+  }
+}
+
+// s u + o against ggml's own dequantizer (quant/formats.h), every format: the same float
+// products ggml forms, so at most two roundings apart (the product s u and the sum with o; ggml
+// rounds d·(u - z) or d·u - m once or twice).
+TEST(QMatmul, DecodedRowsAreTheDequantizedWeights) {
   for (const Case& c : kCases) {
+    const QTensor probe = quantize(QuantScheme::parse(c.scheme), gaussian(c.rows * c.cols, 51, 0.05f).data(), c.rows, c.cols);
+    if (!qk::decodable(probe)) continue;
     SCOPED_TRACE(c.scheme);
-    const auto w = gaussian(c.rows * c.cols, 11, 0.05f);
+    auto w = gaussian(c.rows * c.cols, 51, 0.05f);
+    w[7] = 1.5f;  // an outlier: extreme codes in its block
     const QTensor q = quantize(QuantScheme::parse(c.scheme), w.data(), c.rows, c.cols);
-    const int64_t T = 7;
-    const auto x = gaussian(T * c.cols, 12, 1.0f);
-    const auto bias = gaussian(c.rows, 13, 0.1f);
-    std::vector<float> got(static_cast<size_t>(T * c.rows)), want(got.size());
-    qmatmul_nt(got.data(), x.data(), q, bias.data(), T);
-    ref::qmatmul_nt(want.data(), x.data(), q, bias.data(), T);
-    const auto scale = abs_dot(q, x.data(), T);
-    for (size_t i = 0; i < got.size(); ++i) {
-      // The panels hold the dequantized weights exactly; BLAS sums K products in float32:
-      // |error| <= K u Σ|ŵx| (+ the bias addition, one more rounding of |y|).
-      const double tol = (c.cols + 2) * kU * (scale[i] + std::fabs(bias[i % c.rows]));
-      EXPECT_NEAR(got[i], want[i], tol) << "output " << i;
+    std::vector<float> row(static_cast<size_t>(c.cols));
+    for (int64_t r = 0; r < c.rows; ++r) {
+      const Decoded d = decode(q, r);
+      dequantize_row(q, r, row.data());
+      for (int64_t k = 0; k < c.cols; ++k) {
+        const double su = static_cast<double>(d.s[k / 16]) * d.u[k];
+        const double tol = 2 * kU * (std::fabs(su) + std::fabs(d.o[k / 16]));
+        ASSERT_NEAR(su + d.o[k / 16], row[k], tol) << "row " << r << " element " << k;
+      }
     }
   }
 }
@@ -108,7 +219,9 @@ TEST(QMatmul, DecodeEveryIsaMatchesItsScalarReference) {
       qmatmul_nt(got.data(), x.data(), q, bias.data(), 1);
       ref::qmatmul_nt(exact.data(), x.data(), q, bias.data(), 1);
       const auto scale = abs_dot(q, x.data(), 1);
-      if (uses_int8_activations(q)) {
+      if (!uses_int8_activations(q) && qk::decodable(q)) {
+        expect_integer_path_close(got, x, q, bias, 1);
+      } else if (uses_int8_activations(q)) {
         ref::qmatvec_int8(want.data(), x.data(), q, bias.data());
         // Against the scalar int8 reference the integer block sums are exact; what differs is
         // float32 rounding of the per-block products s·d_a, the fused multiply-adds over
@@ -180,6 +293,14 @@ TEST(QMatmul, ActivationQuantizationIsGgmlQ8WithFloatScale) {
         EXPECT_EQ(a.neg_lane_sum[8 * b + l],
                   -(a.q[32 * b + 4 * l] + a.q[32 * b + 4 * l + 1] + a.q[32 * b + 4 * l + 2] +
                     a.q[32 * b + 4 * l + 3]));
+      if (!even_odd) {
+        for (int l = 0; l < 8; ++l) EXPECT_EQ(a.d_lane[8 * b + l], a.d[b]);
+        for (int h = 0; h < 2; ++h) {
+          int32_t s16 = 0;
+          for (int j = 0; j < 16; ++j) s16 += a.q[32 * b + 16 * h + j];
+          EXPECT_EQ(a.dsum16[2 * b + h], a.d[b] * static_cast<float>(s16));
+        }
+      }
     }
   }
 }
@@ -188,10 +309,10 @@ TEST(QMatmul, ZeroActivationsGiveTheBias) {
   IsaGuard guard;
   for (Isa isa : available_isas()) {
     set_qmatmul_isa(isa);
-    for (const char* scheme : {"q8_0", "q4_0", "int4:g32:asym", "bf16"}) {
-      const auto w = gaussian(5 * 64, 3, 0.1f);
-      const QTensor q = quantize(QuantScheme::parse(scheme), w.data(), 5, 64);
-      const std::vector<float> x(64, 0.0f);
+    for (const char* scheme : {"q8_0", "q4_0", "int4:g32:asym", "bf16", "q4_K", "iq4_nl", "q5_1"}) {
+      const auto w = gaussian(5 * 256, 3, 0.1f);
+      const QTensor q = quantize(QuantScheme::parse(scheme), w.data(), 5, 256);
+      const std::vector<float> x(256, 0.0f);
       const std::vector<float> bias = {1, -2, 3, -4, 5};
       std::vector<float> y(5);
       qmatmul_nt(y.data(), x.data(), q, bias.data(), 1);
