@@ -205,6 +205,10 @@ void matvec(float* y, const float* x, const QTensor& w) {
     const ActivationQ8& act = buffer;
     quantize_activation_q8(x, K, false, &buffer);
     const bool wide = codes_need_8_bits(w.scheme);
+    if (g_isa == Isa::kAvx512 && qk::has_fused_avx512(w.scheme.format)) {
+      parallel_rows(N, K, [&](int64_t r0, int64_t r1) { qk::fused_rows_avx512(w, &act, 1, y, 1, r0, r1); });
+      return;
+    }
     parallel_rows(N, K, [&](int64_t r0, int64_t r1) {
       thread_local DecodedPanel panel;
       panel.reserve(1, K);
@@ -303,8 +307,15 @@ void matmul_int8(float* y, const float* x, const QTensor& w, int64_t T) {
   // Tokens per tile: their int8 rows and lane scales (2 K bytes each) within about 32 KiB.
   const int64_t tile = std::clamp<int64_t>((int64_t{32} << 10) / (2 * K) / 4 * 4, 4, 64);
   const int64_t panels = (N + kPanelRows - 1) / kPanelRows;
+  const bool fused = g_isa == Isa::kAvx512 && qk::has_fused_avx512(w.scheme.format);
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
   for (int64_t p = 0; p < panels; ++p) {
+    if (fused) {
+      const int64_t r0 = p * kPanelRows, r1 = std::min(N, r0 + kPanelRows);
+      for (int64_t t0 = 0; t0 < T; t0 += tile)
+        qk::fused_rows_avx512(w, acts + t0, std::min(tile, T - t0), y + t0 * N, N, r0, r1);
+      continue;
+    }
     thread_local DecodedPanel panel;
     const int64_t r0 = p * kPanelRows, rows = std::min(kPanelRows, N - r0);
     panel.reserve(kPanelRows, K);
@@ -347,6 +358,7 @@ void quantize_activation_q8(const float* x, int64_t K, bool even_odd, Activation
   out->neg_lane_sum.resize(static_cast<size_t>(K / 4));
   out->d_lane.resize(even_odd ? 0 : static_cast<size_t>(K / 4));
   out->dsum16.resize(even_odd ? 0 : static_cast<size_t>(K / 16));
+  out->dsum32.resize(even_odd ? 0 : static_cast<size_t>(K / 32));
   out->even_odd = even_odd;
   for (int64_t b = 0; b < nb; ++b) {
     const float* xb = x + 32 * b;
@@ -374,6 +386,7 @@ void quantize_activation_q8(const float* x, int64_t K, bool even_odd, Activation
         for (int j = 0; j < 16; ++j) s16 += qb[16 * h + j];
         out->dsum16[2 * b + h] = d * static_cast<float>(s16);
       }
+      out->dsum32[b] = d * static_cast<float>(sum);
     }
   }
 }

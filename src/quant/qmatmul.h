@@ -60,10 +60,12 @@ struct ActivationQ8 {
   // K / 4: minus the sum of each 4 consecutive q (the lanes of one vpdpbusd), so a block's
   // Σ (u - z) q starts from z · neg_lane_sum without a scalar correction when z is a power of 2.
   std::vector<int32_t> neg_lane_sum;
-  // Natural order only (the decoded-row path): K / 4 copies of each block's scale, one per lane
-  // of four elements, and K / 16 products d · Σq over 16 consecutive elements.
+  // Natural order only (the decoded-row and fused K-quant paths): K / 4 copies of each block's
+  // scale, one per lane of four elements, and the products d · Σq over 16 and over 32 elements.
   std::vector<float> d_lane;
   std::vector<float> dsum16;
+  std::vector<float> dsum32;  // K / 32 products d · Σq over each block
+
   bool even_odd = false;
 };
 // K must be a multiple of 32. even_odd: order each block as elements 0,2,..,30,1,3,..,31 (the

@@ -83,6 +83,12 @@ void coded_dot_avx2(const DecodedRow& w, int64_t K, bool codes_8bit, const Activ
 void coded_dot_avx512(const DecodedRow& w, int64_t K, bool codes_8bit, const ActivationQ8* acts,
                       int64_t T, float* y, int64_t y_stride);
 
+// AVX-512 kernels that unpack a format's blocks in registers (no decoded row): q4_K, q5_K, q6_K.
+// Rows [r0, r1) of w against the T activation rows acts; y[t * y_stride + r].
+bool has_fused_avx512(QuantFormat format);
+void fused_rows_avx512(const QTensor& w, const ActivationQ8* acts, int64_t T, float* y, int64_t y_stride,
+                       int64_t r0, int64_t r1);
+
 // The scale and offset of block b of row r (every layout), in float32.
 void block_scale_offset(const IntRows& w, int64_t r, int64_t b, float* s, float* o);
 // Block b of row r as 32 unsigned codes in the order the activations use.
