@@ -12,6 +12,7 @@
 #include "core/dtype.h"
 #include "core/error.h"
 #include "kernels/ops.h"
+#include "quant/formats.h"
 #include "quant/qmatmul_decode_inl.h"
 #include "quant/qmatmul_kernels.h"
 
@@ -203,7 +204,7 @@ void matvec(float* y, const float* x, const QTensor& w) {
     // The other integer and block formats: each row decoded to codes in L1, then integer dots.
     thread_local ActivationQ8 buffer;
     const ActivationQ8& act = buffer;
-    quantize_activation_q8(x, K, false, &buffer);
+    quantize_activation_q8(x, K, false, &buffer, activation_block(w));
     const bool wide = codes_need_8_bits(w.scheme);
     if (g_isa == Isa::kAvx512 && qk::has_fused_avx512(w.scheme.format)) {
       parallel_rows(N, K, [&](int64_t r0, int64_t r1) { qk::fused_rows_avx512(w, &act, 1, y, 1, r0, r1); });
@@ -300,8 +301,9 @@ void matmul_int8(float* y, const float* x, const QTensor& w, int64_t T) {
   if (token_buffer.size() < static_cast<size_t>(T)) token_buffer.resize(static_cast<size_t>(T));
   ActivationQ8* acts = token_buffer.data();
   const int threads = omp_in_parallel() ? 1 : num_threads();
+  const int block = activation_block(w);
 #pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t t = 0; t < T; ++t) quantize_activation_q8(x + t * K, K, false, &acts[t]);
+  for (int64_t t = 0; t < T; ++t) quantize_activation_q8(x + t * K, K, false, &acts[t], block);
   const bool wide = codes_need_8_bits(w.scheme);
   constexpr int64_t kPanelRows = 16;
   // Tokens per tile: their int8 rows and lane scales (2 K bytes each) within about 32 KiB.
@@ -349,22 +351,28 @@ Isa set_qmatmul_isa(Isa isa) {
 
 bool uses_int8_activations(const QTensor& w) { return int_layout(w, nullptr); }
 
-void quantize_activation_q8(const float* x, int64_t K, bool even_odd, ActivationQ8* out) {
-  KLLENS_CHECK(K % 32 == 0, "activation length {} is not a multiple of 32", K);
+void quantize_activation_q8(const float* x, int64_t K, bool even_odd, ActivationQ8* out, int block) {
+  KLLENS_CHECK(block == 32 || block == 256, "activation block {} is not 32 or 256", block);
+  KLLENS_CHECK(K % block == 0, "activation length {} is not a multiple of {}", K, block);
+  KLLENS_CHECK(block == 32 || !even_odd, "even/odd order is for blocks of 32");
   const int64_t nb = K / 32;
+  out->block = block;
   out->q.resize(static_cast<size_t>(K));
-  out->d.resize(static_cast<size_t>(nb));
+  out->d.resize(static_cast<size_t>(K / block));
   out->sum.resize(static_cast<size_t>(nb));
   out->neg_lane_sum.resize(static_cast<size_t>(K / 4));
   out->d_lane.resize(even_odd ? 0 : static_cast<size_t>(K / 4));
   out->dsum16.resize(even_odd ? 0 : static_cast<size_t>(K / 16));
-  out->dsum32.resize(even_odd ? 0 : static_cast<size_t>(K / 32));
+  out->sum16.resize(even_odd ? 0 : static_cast<size_t>(K / 16));
   out->even_odd = even_odd;
+  for (int64_t s0 = 0; s0 < K; s0 += block) {
+    float amax = 0;
+    for (int j = 0; j < block; ++j) amax = std::max(amax, std::fabs(x[s0 + j]));
+    out->d[s0 / block] = amax / 127.0f;
+  }
   for (int64_t b = 0; b < nb; ++b) {
     const float* xb = x + 32 * b;
-    float amax = 0;
-    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(xb[j]));
-    const float d = amax / 127.0f;
+    const float d = out->d[32 * b / block];
     const float inv = d > 0 ? 1.0f / d : 0.0f;
     int8_t* qb = out->q.data() + 32 * b;
     int32_t sum = 0;
@@ -375,7 +383,6 @@ void quantize_activation_q8(const float* x, int64_t K, bool even_odd, Activation
       qb[slot] = static_cast<int8_t>(v);
       sum += v;
     }
-    out->d[b] = d;
     out->sum[b] = sum;
     for (int l = 0; l < 8; ++l)
       out->neg_lane_sum[8 * b + l] = -(qb[4 * l] + qb[4 * l + 1] + qb[4 * l + 2] + qb[4 * l + 3]);
@@ -384,11 +391,16 @@ void quantize_activation_q8(const float* x, int64_t K, bool even_odd, Activation
       for (int h = 0; h < 2; ++h) {
         int32_t s16 = 0;
         for (int j = 0; j < 16; ++j) s16 += qb[16 * h + j];
+        out->sum16[2 * b + h] = static_cast<int16_t>(s16);
         out->dsum16[2 * b + h] = d * static_cast<float>(s16);
       }
-      out->dsum32[b] = d * static_cast<float>(sum);
     }
   }
+}
+
+int activation_block(const QTensor& w) {
+  const BlockFormatTraits* t = block_traits(w.scheme.format);
+  return t && t->block_elems == 256 ? 256 : 32;
 }
 
 void qmatmul_nt(float* y, const float* x, const QTensor& w, const float* bias, int64_t T) {
@@ -427,7 +439,7 @@ void coded_dot_scalar(const DecodedRow& w, int64_t K, bool, const ActivationQ8* 
     for (int64_t j = 0; j < K / 16; ++j) {
       int32_t dot = 0;
       for (int k = 0; k < 16; ++k) dot += static_cast<int32_t>(w.codes[16 * j + k]) * a.q[16 * j + k];
-      acc += w.scale16[j] * a.d[j / 2] * static_cast<float>(dot) + w.offset16[j] * a.dsum16[j];
+      acc += w.scale16[j] * a.d_lane[4 * j] * static_cast<float>(dot) + w.offset16[j] * a.dsum16[j];
     }
     y[t * y_stride] = acc;
   }
@@ -535,7 +547,7 @@ void qmatmul_decoded(float* y, const float* x, const QTensor& w, const float* bi
   std::vector<uint8_t> codes(static_cast<size_t>(K));
   std::vector<float> s16(static_cast<size_t>(K / 16)), o16(s16.size());
   std::vector<ActivationQ8> acts(static_cast<size_t>(T));
-  for (int64_t t = 0; t < T; ++t) quantize_activation_q8(x + t * K, K, false, &acts[t]);
+  for (int64_t t = 0; t < T; ++t) quantize_activation_q8(x + t * K, K, false, &acts[t], activation_block(w));
   for (int64_t r = 0; r < w.rows; ++r) {
     qk::decode_row_scalar(w, r, {codes.data(), s16.data(), o16.data()});
     for (int64_t t = 0; t < T; ++t) {
@@ -547,8 +559,8 @@ void qmatmul_decoded(float* y, const float* x, const QTensor& w, const float* bi
           dot += static_cast<int64_t>(codes[16 * j + k]) * a.q[16 * j + k];
           qsum += a.q[16 * j + k];
         }
-        acc += static_cast<double>(a.d[j / 2]) * (static_cast<double>(s16[j]) * static_cast<double>(dot) +
-                                                  static_cast<double>(o16[j]) * static_cast<double>(qsum));
+        acc += static_cast<double>(a.d_lane[4 * j]) * (static_cast<double>(s16[j]) * static_cast<double>(dot) +
+                                                       static_cast<double>(o16[j]) * static_cast<double>(qsum));
       }
       y[t * w.rows + r] = static_cast<float>(acc);
     }

@@ -54,23 +54,28 @@ bool uses_int8_prefill(const QTensor& w);
 
 // An activation row quantized in blocks of 32 (the int8 path's other operand).
 struct ActivationQ8 {
+  int block = 32;             // elements per scale: 32, or 256 for the super-block formats
   std::vector<int8_t> q;      // K values; for int4 tensors each block's even elements come first
-  std::vector<float> d;       // K / 32 scales
-  std::vector<int32_t> sum;   // K / 32 sums of q per block
+  std::vector<float> d;       // K / block scales
+  std::vector<int32_t> sum;   // K / 32 sums of q per 32 elements
   // K / 4: minus the sum of each 4 consecutive q (the lanes of one vpdpbusd), so a block's
   // Σ (u - z) q starts from z · neg_lane_sum without a scalar correction when z is a power of 2.
   std::vector<int32_t> neg_lane_sum;
-  // Natural order only (the decoded-row and fused K-quant paths): K / 4 copies of each block's
-  // scale, one per lane of four elements, and the products d · Σq over 16 and over 32 elements.
+  // Natural order only (the decoded-row and fused K-quant paths): K / 4 copies of the scale, one
+  // per lane of four elements, and per 16 elements Σq and d · Σq.
   std::vector<float> d_lane;
   std::vector<float> dsum16;
-  std::vector<float> dsum32;  // K / 32 products d · Σq over each block
-
+  std::vector<int16_t> sum16;
   bool even_odd = false;
 };
-// K must be a multiple of 32. even_odd: order each block as elements 0,2,..,30,1,3,..,31 (the
-// order of kllens' int4 bit stream, whose byte j holds elements 2j and 2j+1).
-void quantize_activation_q8(const float* x, int64_t K, bool even_odd, ActivationQ8* out);
+// K must be a multiple of block (32 or 256: one scale max|x|/127 per block). even_odd (block 32
+// only): order each 32 as elements 0,2,..,30,1,3,..,31 (the order of kllens' int4 bit stream,
+// whose byte j holds elements 2j and 2j+1).
+void quantize_activation_q8(const float* x, int64_t K, bool even_odd, ActivationQ8* out, int block = 32);
+// The activation block the integer path quantizes w's input in: 256 for the super-block formats
+// (K-quants, iq4_xs: one scale per super-block, as llama.cpp's q8_K, so the sub-block scales can
+// be applied in integer arithmetic), else 32.
+int activation_block(const QTensor& w);
 
 // y {T, N} = x {T, K} · Wᵀ (+ bias {N}); N = w.rows, K = w.cols. Keep schemes f32 go to
 // ops::matmul_nt. Parallel over rows of W (OpenMP).

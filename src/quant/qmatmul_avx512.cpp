@@ -345,17 +345,22 @@ namespace {
 
 // The K-quants that llama.cpp's stock mixes are made of (q4_K, q5_K, q6_K), fused: each
 // super-block's codes are unpacked into registers and meet the activations there, without the
-// decoded row's trip through memory (which cost half the decode time). Lane layout and scaling
-// are those of coded_tile: one vpdpbusd per 64 elements, lane scales by permutation.
-inline __m512i pair_lanes(int first) {  // [first x8, first+1 x8]
-  return _mm512_set_epi32(first + 1, first + 1, first + 1, first + 1, first + 1, first + 1, first + 1, first + 1,
-                          first, first, first, first, first, first, first, first);
-}
-inline __m512i quad_lanes(int first) {  // [first x4, .., first+3 x4]
-  return _mm512_set_epi32(first + 3, first + 3, first + 3, first + 3, first + 2, first + 2, first + 2, first + 2,
-                          first + 1, first + 1, first + 1, first + 1, first, first, first, first);
-}
+// decoded row's trip through memory (which cost half the decode time). The activations have one
+// scale per super-block (activation_block), so the sub-block scales, small integers, apply in
+// integer arithmetic: vpmaddubsw (u8 codes x s8 activations, pairs summed to int16; codes <= 63 so
+// 2 * 63 * 127 cannot saturate) then vpdpwssd with the sub-block scale as the other int16
+// operand, summed over the super-block in int32 (at most 16 * 2 * 16002 * 127 < 2^31), converted
+// once per super-block and token.
 inline __m512i join(__m256i lo, __m256i hi) { return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1); }
+// vpermw indices: int16 lanes [first x16, first+1 x16] and [first x8, .., first+3 x8].
+inline __m512i halves16(int first) {
+  return join(_mm256_set1_epi16(static_cast<int16_t>(first)), _mm256_set1_epi16(static_cast<int16_t>(first + 1)));
+}
+inline __m512i quarters16(int first) {
+  const __m256i a = _mm256_set_m128i(_mm_set1_epi16(static_cast<int16_t>(first + 1)), _mm_set1_epi16(static_cast<int16_t>(first)));
+  const __m256i b = _mm256_set_m128i(_mm_set1_epi16(static_cast<int16_t>(first + 3)), _mm_set1_epi16(static_cast<int16_t>(first + 2)));
+  return join(a, b);
+}
 
 // q4_K (kFifth = false) and q5_K: 8 sub-blocks of 32 with 6-bit scale and min codes packed in 12
 // bytes (ggml's get_scale_min_k4 layout, unpacked four at a time in 32-bit words).
@@ -378,13 +383,14 @@ void q45k_tile(const uint8_t* row, int64_t superblocks, const ActivationQ8* acts
     const uint32_t sc_lo = u[0] & 0x3F3F3F3Fu, m_lo = u[1] & 0x3F3F3F3Fu;
     const uint32_t sc_hi = (u[2] & 0x0F0F0F0Fu) | (((u[0] >> 6) & 0x03030303u) << 4);
     const uint32_t m_hi = ((u[2] >> 4) & 0x0F0F0F0Fu) | (((u[1] >> 6) & 0x03030303u) << 4);
-    const __m256 sc = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_set_epi32(0, 0, static_cast<int>(sc_hi), static_cast<int>(sc_lo)))), _mm256_set1_ps(d));
-    const __m256 neg_min = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_set_epi32(0, 0, static_cast<int>(m_hi), static_cast<int>(m_lo)))), _mm256_set1_ps(-dmin));
-    const __m512 sc512 = _mm512_castps256_ps512(sc);
+    // The 8 scales as int16 (for vpermw), the 8 mins each twice (one per 16-element Σq).
+    const __m512i sc16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_set_epi32(0, 0, static_cast<int>(sc_hi), static_cast<int>(sc_lo))));
+    const __m128i m8 = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, static_cast<int>(m_hi), static_cast<int>(m_lo)));
+    const __m256i m_twice = _mm256_set_m128i(_mm_unpackhi_epi16(m8, m8), _mm_unpacklo_epi16(m8, m8));
     __m256i qh = _mm256_setzero_si256();
     if constexpr (kFifth) qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 16));
-    for (int i = 0; i < NT; ++i)
-      off[i] = _mm256_fmadd_ps(neg_min, _mm256_loadu_ps(acts[i].dsum32.data() + 8 * sb), off[i]);
+    __m512i isum[NT];
+    for (int i = 0; i < NT; ++i) isum[i] = _mm512_setzero_si512();
 #pragma GCC unroll 4
     for (int c = 0; c < 4; ++c) {
       const __m256i qs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kCodes + 32 * c));
@@ -394,19 +400,25 @@ void q45k_tile(const uint8_t* row, int64_t superblocks, const ActivationQ8* acts
         hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one), 4));
       }
       const __m512i codes = join(lo, hi);
-      const __m512 ws = _mm512_permutexvar_ps(pair_lanes(2 * c), sc512);
+      const __m512i scales = _mm512_permutexvar_epi16(halves16(2 * c), sc16);
       const int64_t e = 256 * sb + 64 * c;
       for (int i = 0; i < NT; ++i) {
-        const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), codes, _mm512_loadu_si512(acts[i].q.data() + e));
-        acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(ws, _mm512_loadu_ps(acts[i].d_lane.data() + e / 4)), acc[i]);
+        const __m512i pairs = _mm512_maddubs_epi16(codes, _mm512_loadu_si512(acts[i].q.data() + e));
+        isum[i] = _mm512_dpwssd_epi32(isum[i], pairs, scales);
       }
+    }
+    for (int i = 0; i < NT; ++i) {
+      const float da = acts[i].d[sb];
+      acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[i]), _mm512_set1_ps(d * da), acc[i]);
+      const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acts[i].sum16.data() + 16 * sb));
+      off[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(bsums, m_twice)), _mm256_set1_ps(-dmin * da), off[i]);
     }
   }
   for (int i = 0; i < NT; ++i) y[i * y_stride] = _mm512_reduce_add_ps(acc[i]) + hsum256(off[i]);
 }
 
 // q6_K: 16 sub-blocks of 16 with int8 scales; codes are 4 low bits in ql and 2 high bits in qh,
-// offset -32 per code (folded into the per-16 offsets).
+// offset -32 per code: -32 Σ_j sc_j Σq_j, exact in int32 (|.| < 2^27), joins the sums.
 template <int NT>
 void q6k_tile(const uint8_t* row, int64_t superblocks, const ActivationQ8* acts, float* y, int64_t y_stride) {
   const __m256i low4 = _mm256_set1_epi8(0x0F), two = _mm256_set1_epi8(3);
@@ -414,12 +426,14 @@ void q6k_tile(const uint8_t* row, int64_t superblocks, const ActivationQ8* acts,
   for (int i = 0; i < NT; ++i) acc[i] = _mm512_setzero_ps();
   for (int64_t sb = 0; sb < superblocks; ++sb) {
     const uint8_t* blk = row + sb * 210;
-    const __m512 s16 = _mm512_mul_ps(
-        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 192)))),
-        _mm512_set1_ps(f16(blk + 208)));
-    const __m512 o16 = _mm512_mul_ps(s16, _mm512_set1_ps(-32.0f));
-    for (int i = 0; i < NT; ++i)
-      acc[i] = _mm512_fmadd_ps(o16, _mm512_loadu_ps(acts[i].dsum16.data() + 16 * sb), acc[i]);
+    const __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 192)));
+    const __m512i sc16 = _mm512_castsi256_si512(sc);
+    const float d = f16(blk + 208);
+    __m512i isum[NT];
+    for (int i = 0; i < NT; ++i) {
+      const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acts[i].sum16.data() + 16 * sb));
+      isum[i] = _mm512_zextsi256_si512(_mm256_slli_epi32(_mm256_sub_epi32(_mm256_setzero_si256(), _mm256_madd_epi16(bsums, sc)), 5));
+    }
 #pragma GCC unroll 2
     for (int h = 0; h < 2; ++h) {
       const __m256i qa = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 64 * h));
@@ -435,14 +449,16 @@ void q6k_tile(const uint8_t* row, int64_t superblocks, const ActivationQ8* acts,
         const __m256i hb = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4 * e + 2), two), 4);
         const __m512i codes = join(_mm256_or_si256(na, ha), _mm256_or_si256(nb, hb));
         const int p = 2 * h + e;
-        const __m512 ws = _mm512_permutexvar_ps(quad_lanes(4 * p), s16);
+        const __m512i scales = _mm512_permutexvar_epi16(quarters16(4 * p), sc16);
         const int64_t el = 256 * sb + 64 * p;
         for (int i = 0; i < NT; ++i) {
-          const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), codes, _mm512_loadu_si512(acts[i].q.data() + el));
-          acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(ws, _mm512_loadu_ps(acts[i].d_lane.data() + el / 4)), acc[i]);
+          const __m512i pairs = _mm512_maddubs_epi16(codes, _mm512_loadu_si512(acts[i].q.data() + el));
+          isum[i] = _mm512_dpwssd_epi32(isum[i], pairs, scales);
         }
       }
     }
+    for (int i = 0; i < NT; ++i)
+      acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[i]), _mm512_set1_ps(d * acts[i].d[sb]), acc[i]);
   }
   for (int i = 0; i < NT; ++i) y[i * y_stride] = _mm512_reduce_add_ps(acc[i]);
 }

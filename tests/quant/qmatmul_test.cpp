@@ -104,14 +104,14 @@ void expect_integer_path_close(const std::vector<float>& got, const std::vector<
     dequantize_row(q, r, wrow.data());
     for (int64_t t = 0; t < T; ++t) {
       ActivationQ8 a;
-      quantize_activation_q8(x.data() + t * K, K, false, &a);
+      quantize_activation_q8(x.data() + t * K, K, false, &a, activation_block(q));
       // M: the magnitude every partial sum of the kernel is bounded by, Σ d_a|q| (|s u| + |o|);
       // A: the activation rounding, each x moves by at most half its block's step.
       double M = 0, A = 0, W = 0;
       for (int64_t k = 0; k < K; ++k) {
-        const double xa = a.d[k / 32] * std::fabs(static_cast<double>(a.q[k]));
+        const double xa = a.d_lane[k / 4] * std::fabs(static_cast<double>(a.q[k]));
         M += xa * (std::fabs(static_cast<double>(d.s[k / 16]) * d.u[k]) + std::fabs(d.o[k / 16]));
-        A += (a.d[k / 32] / 2) * (1 + 1e-6) * std::fabs(wrow[k]);
+        A += (a.d_lane[k / 4] / 2) * (1 + 1e-6) * std::fabs(wrow[k]);
         W += std::fabs(static_cast<double>(wrow[k]) * x[t * K + k]);
       }
       const size_t i = static_cast<size_t>(t * N + r);
