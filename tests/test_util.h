@@ -30,6 +30,17 @@ CliResult run_cli(const std::vector<std::string>& args);
 // A bad-input run: no signal, exit `code`, stderr starting "error: " and containing `part`.
 void expect_cli_error(const CliResult& r, int code, const std::string& part);
 
+// A gtest parameter name from a model name: "demo-mamba" -> "demo_mamba" (names may not hold '-').
+struct ModelParamName {
+  template <typename Info>
+  std::string operator()(const Info& info) const {
+    std::string n = info.param;
+    for (char& c : n)
+      if (c == '-') c = '_';
+    return n;
+  }
+};
+
 // Writes a small file, creating directories.
 void write_file(const std::filesystem::path& path, std::string_view bytes);
 std::string read_file(const std::filesystem::path& path);

@@ -80,39 +80,18 @@ void decode_q8_0(const QTensor& w, int64_t r, DecodedRow out) {
   }
 }
 
-void decode_q4_0(const QTensor& w, int64_t r, DecodedRow out) {
-  const BlockQ4_0* b = row_blocks<BlockQ4_0>(w, r, 32);
+// q4_0, q4_1, q5_0, q5_1: nibbles (plus q5's fifth bits), scale d and offset m (the _1 formats)
+// or -zero d.
+template <typename Block, bool kFifth, bool kMin>
+void decode_legacy(const QTensor& w, int64_t r, DecodedRow out, float zero = 0) {
+  const Block* b = row_blocks<Block>(w, r, 32);
   for (int64_t i = 0; i < w.cols / 32; ++i, ++b) {
     split_nibbles(b->qs, out.codes + 32 * i);
+    if constexpr (kFifth) add_fifth_bits(b->qh, out.codes + 32 * i);
     const float d = half(b->d);
-    set_pair(out.scale16, out.offset16, 2 * static_cast<int>(i), d, -8.0f * d);
-  }
-}
-
-void decode_q4_1(const QTensor& w, int64_t r, DecodedRow out) {
-  const auto* b = row_blocks<ggml::BlockQ4_1>(w, r, 32);
-  for (int64_t i = 0; i < w.cols / 32; ++i, ++b) {
-    split_nibbles(b->qs, out.codes + 32 * i);
-    set_pair(out.scale16, out.offset16, 2 * static_cast<int>(i), half(b->d), half(b->m));
-  }
-}
-
-void decode_q5_0(const QTensor& w, int64_t r, DecodedRow out) {
-  const auto* b = row_blocks<ggml::BlockQ5_0>(w, r, 32);
-  for (int64_t i = 0; i < w.cols / 32; ++i, ++b) {
-    split_nibbles(b->qs, out.codes + 32 * i);
-    add_fifth_bits(b->qh, out.codes + 32 * i);
-    const float d = half(b->d);
-    set_pair(out.scale16, out.offset16, 2 * static_cast<int>(i), d, -16.0f * d);
-  }
-}
-
-void decode_q5_1(const QTensor& w, int64_t r, DecodedRow out) {
-  const auto* b = row_blocks<ggml::BlockQ5_1>(w, r, 32);
-  for (int64_t i = 0; i < w.cols / 32; ++i, ++b) {
-    split_nibbles(b->qs, out.codes + 32 * i);
-    add_fifth_bits(b->qh, out.codes + 32 * i);
-    set_pair(out.scale16, out.offset16, 2 * static_cast<int>(i), half(b->d), half(b->m));
+    float o = -zero * d;
+    if constexpr (kMin) o = half(b->m);
+    set_pair(out.scale16, out.offset16, 2 * static_cast<int>(i), d, o);
   }
 }
 
@@ -255,10 +234,10 @@ void decode_row_any(const QTensor& w, int64_t r, DecodedRow out) {
   switch (w.scheme.format) {
     case QuantFormat::kInt: decode_int(w, r, out); return;
     case QuantFormat::kQ8_0: decode_q8_0(w, r, out); return;
-    case QuantFormat::kQ4_0: decode_q4_0(w, r, out); return;
-    case QuantFormat::kQ4_1: decode_q4_1(w, r, out); return;
-    case QuantFormat::kQ5_0: decode_q5_0(w, r, out); return;
-    case QuantFormat::kQ5_1: decode_q5_1(w, r, out); return;
+    case QuantFormat::kQ4_0: decode_legacy<BlockQ4_0, false, false>(w, r, out, 8.0f); return;
+    case QuantFormat::kQ4_1: decode_legacy<ggml::BlockQ4_1, false, true>(w, r, out); return;
+    case QuantFormat::kQ5_0: decode_legacy<ggml::BlockQ5_0, true, false>(w, r, out, 16.0f); return;
+    case QuantFormat::kQ5_1: decode_legacy<ggml::BlockQ5_1, true, true>(w, r, out); return;
     case QuantFormat::kIQ4_NL: decode_iq4_nl(w, r, out); return;
     case QuantFormat::kIQ4_XS: decode_iq4_xs(w, r, out); return;
     case QuantFormat::kQ2_K: decode_q2_K(w, r, out); return;

@@ -61,11 +61,7 @@ TEST_P(DemoPerplexity, HeldOutPerplexityMatchesTrainingRecord) {
 INSTANTIATE_TEST_SUITE_P(Models, DemoPerplexity,
                          ::testing::Values("demo-mamba", "demo-mamba2", "demo-hymba",
                                            "demo-falcon_h1"),
-                         [](const auto& info) {
-                           std::string n = info.param;
-                           std::replace(n.begin(), n.end(), '-', '_');
-                           return n;
-                         });
+                         test::ModelParamName());
 
 }  // namespace
 }  // namespace kllens

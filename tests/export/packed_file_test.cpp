@@ -57,11 +57,7 @@ TEST_P(PackedFile, MixedKQuantPlanPerplexityIsWithinHalfAPercentOfFakeQuantizati
 
 INSTANTIATE_TEST_SUITE_P(Demo, PackedFile,
                          ::testing::Values("demo-mamba", "demo-mamba2", "demo-hymba", "demo-falcon_h1"),
-                         [](const auto& info) {
-                           std::string n = info.param;
-                           std::replace(n.begin(), n.end(), '-', '_');
-                           return n;
-                         });
+                         test::ModelParamName());
 
 }  // namespace
 }  // namespace kllens

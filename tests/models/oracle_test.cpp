@@ -92,11 +92,7 @@ TEST_P(OracleTest, GreedyContinuationMatchesReference) {
 INSTANTIATE_TEST_SUITE_P(Families, OracleTest,
                          ::testing::Values("mamba", "mamba-tied-bias", "mamba2", "mamba2-g1",
                                            "falcon_h1", "llama", "hymba"),
-                         [](const auto& info) {
-                           std::string n = info.param;
-                           std::replace(n.begin(), n.end(), '-', '_');
-                           return n;
-                         });
+                         test::ModelParamName());
 
 }  // namespace
 }  // namespace kllens

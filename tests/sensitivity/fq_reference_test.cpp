@@ -61,11 +61,7 @@ TEST_P(FqReference, OneComponentMetricsMatchReference) {
 INSTANTIATE_TEST_SUITE_P(Families, FqReference,
                          ::testing::Values("mamba", "mamba-tied-bias", "mamba2", "mamba2-g1",
                                            "llama", "hymba", "falcon_h1", "jamba"),
-                         [](const auto& info) {
-                           std::string n = info.param;
-                           std::replace(n.begin(), n.end(), '-', '_');
-                           return n;
-                         });
+                         test::ModelParamName());
 
 }  // namespace
 }  // namespace kllens
