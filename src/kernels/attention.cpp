@@ -8,6 +8,8 @@
 #include <limits>
 #include <vector>
 
+#include "core/scratch.h"
+
 namespace kllens {
 namespace {
 
@@ -61,16 +63,18 @@ void attention(float* out, const float* q, const float* k, const float* v, const
   const float neg_inf = -std::numeric_limits<float>::infinity();
 #pragma omp parallel if (s.T * s.S * s.Hq * s.Dk >= 32768)
   {
-    std::vector<float> scores(static_cast<size_t>(s.T * s.S));
+    // One per OpenMP thread; the first product of each head overwrites it whole.
+    thread_local ScratchVec scores_buf;
+    float* scores = scores_buf.get(static_cast<size_t>(s.T * s.S));
 #pragma omp for schedule(dynamic, 1)
     for (int64_t h = 0; h < s.Hq; ++h) {
       const int64_t kh = h / group;
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(s.T),
                   static_cast<int>(s.S), static_cast<int>(s.Dk), scale, q + h * s.Dk,
                   static_cast<int>(s.ldq), k + kh * s.Dk, static_cast<int>(s.ldk), 0.0f,
-                  scores.data(), static_cast<int>(s.S));
+                  scores, static_cast<int>(s.S));
       for (int64_t t = 0; t < s.T; ++t) {
-        float* row = scores.data() + t * s.S;
+        float* row = scores + t * s.S;
         float maxv = neg_inf;
         for (int64_t j = 0; j < s.S; ++j) {
           if (!visible(q_pos[t], k_pos[j], window, n_sink)) row[j] = neg_inf;
@@ -89,7 +93,7 @@ void attention(float* out, const float* q, const float* k, const float* v, const
         for (int64_t j = 0; j < s.S; ++j) row[j] *= inv;
       }
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(s.T),
-                  static_cast<int>(s.Dv), static_cast<int>(s.S), 1.0f, scores.data(),
+                  static_cast<int>(s.Dv), static_cast<int>(s.S), 1.0f, scores,
                   static_cast<int>(s.S), v + kh * s.Dv, static_cast<int>(s.ldv), 0.0f,
                   out + h * s.Dv, static_cast<int>(s.ldo));
     }

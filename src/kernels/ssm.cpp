@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/scratch.h"
 #include "kernels/ops.h"
 #include "kernels/vec_math.h"
 
@@ -14,14 +15,16 @@ void causal_conv1d(float* y, const float* x, int64_t ldx, const float* weight, c
                    float* state, int64_t T, int64_t C, int64_t K, bool apply_silu) {
   // Time outer, channels inner (contiguous, vectorised). The K-1 carried inputs are laid in
   // front of x as rows of a {K-1+T, C} view: row r < K-1 is state column r, else x row r-K+1.
-  std::vector<float> w_t(static_cast<size_t>(K * C));     // {K, C}
-  std::vector<float> head(static_cast<size_t>((K - 1) * C));  // state as rows {K-1, C}
+  // Both written whole here.
+  thread_local ScratchVec w_t_buf, head_buf;
+  float* w_t = w_t_buf.get(static_cast<size_t>(K * C));          // {K, C}
+  float* head = head_buf.get(static_cast<size_t>((K - 1) * C));  // state as rows {K-1, C}
   for (int64_t c = 0; c < C; ++c)
     for (int64_t k = 0; k < K; ++k) w_t[k * C + c] = weight[c * K + k];
   for (int64_t c = 0; c < C; ++c)
     for (int64_t k = 0; k < K - 1; ++k) head[k * C + c] = state[c * (K - 1) + k];
   auto row = [&](int64_t r) -> const float* {
-    return r < K - 1 ? head.data() + r * C : x + (r - (K - 1)) * ldx;
+    return r < K - 1 ? head + r * C : x + (r - (K - 1)) * ldx;
   };
 #pragma omp parallel for schedule(static) if (T * C > 32768)
   for (int64_t t = 0; t < T; ++t) {
@@ -31,7 +34,7 @@ void causal_conv1d(float* y, const float* x, int64_t ldx, const float* weight, c
     for (int64_t c = 0; c < C; ++c) out[c] = w_t[c] * u0[c];
     for (int64_t k = 1; k < K; ++k) {
       const float* uk = row(t + k);
-      const float* wk = w_t.data() + k * C;
+      const float* wk = w_t + k * C;
       for (int64_t c = 0; c < C; ++c) out[c] += wk[c] * uk[c];
     }
     if (bias)

@@ -5,6 +5,7 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "core/scratch.h"
 #include "io/hf_config.h"
 #include "kernels/ops.h"
 
@@ -38,11 +39,14 @@ SwiGluMlp SwiGluMlp::bind(const Weights& weights, const std::string& prefix, int
 
 void SwiGluMlp::forward(float* out, const float* x, int64_t T) const {
   // HF LlamaMLP.forward: down_proj(act_fn(gate_proj(x)) * up_proj(x))   {T, ffn} -> {T, hidden}
-  std::vector<float> g(static_cast<size_t>(T * ffn)), u(static_cast<size_t>(T * ffn));
-  linear(g.data(), x, *gate, gate_bias ? gate_bias->data() : nullptr, T, ffn, hidden);
-  linear(u.data(), x, *up, up_bias ? up_bias->data() : nullptr, T, ffn, hidden);
-  for (size_t i = 0; i < g.size(); ++i) g[i] = ops::silu(g[i]) * u[i];
-  linear(out, g.data(), *down, down_bias ? down_bias->data() : nullptr, T, hidden, ffn);
+  thread_local ScratchVec g_buf, u_buf;  // each written whole before it is read
+  const int64_t n = T * ffn;
+  float* g = g_buf.get(static_cast<size_t>(n));
+  float* u = u_buf.get(static_cast<size_t>(n));
+  linear(g, x, *gate, gate_bias ? gate_bias->data() : nullptr, T, ffn, hidden);
+  linear(u, x, *up, up_bias ? up_bias->data() : nullptr, T, ffn, hidden);
+  for (int64_t i = 0; i < n; ++i) g[i] = ops::silu(g[i]) * u[i];
+  linear(out, g, *down, down_bias ? down_bias->data() : nullptr, T, hidden, ffn);
 }
 
 namespace {

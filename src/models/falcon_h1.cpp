@@ -14,6 +14,7 @@
 #include <numeric>
 
 #include "core/error.h"
+#include "core/scratch.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
 #include "kernels/attention.h"
@@ -367,14 +368,20 @@ class FalconH1Model : public Model {
 
   void run_layer(int l, ForwardState& s) const override {
     const FalconH1Layer& L = layers_[static_cast<size_t>(l)];
-    std::vector<float> conv_state(L.mixer.conv_state_size(), 0.0f);
-    std::vector<float> ssm_state(L.mixer.ssm_state_size(), 0.0f);
-    std::vector<int64_t> pos(static_cast<size_t>(s.rows));
+    // A fresh sequence starts from zero states.
+    thread_local ScratchVec conv_buf, ssm_buf;
+    float* conv_state = conv_buf.zeroed(L.mixer.conv_state_size());
+    float* ssm_state = ssm_buf.zeroed(L.mixer.ssm_state_size());
+    // Vectors, not Scratch: layer() takes the key positions and appends to keys / values as it
+    // does to a decode cache. Kept per thread so that clear() + the append reuse their capacity.
+    thread_local std::vector<int64_t> pos;
+    pos.resize(static_cast<size_t>(s.rows));
     std::iota(pos.begin(), pos.end(), int64_t{0});
     // Prefill: the keys/values are this call's own; nothing outlives the layer.
-    std::vector<float> keys, values;
-    layer(L, s.hidden.data(), s.rows, pos.data(), conv_state.data(), ssm_state.data(), keys,
-          values, pos);
+    thread_local std::vector<float> keys, values;
+    keys.clear();
+    values.clear();
+    layer(L, s.hidden.data(), s.rows, pos.data(), conv_state, ssm_state, keys, values, pos);
     s.next_layer = l + 1;
   }
 
@@ -396,7 +403,8 @@ class FalconH1Model : public Model {
   void decode_step(DecodeState& base, int32_t token, float* logits) const override {
     auto& s = static_cast<FalconH1DecodeState&>(base);
     check_ids(std::span<const int32_t>(&token, 1));
-    FalconH1ForwardState fs;
+    // Kept across steps so that its row is allocated once; embed() overwrites it.
+    thread_local FalconH1ForwardState fs;
     embed(std::span<const int32_t>(&token, 1), fs);
     const int64_t pos = s.position;
     s.positions.push_back(pos);
@@ -424,9 +432,10 @@ class FalconH1Model : public Model {
 
   // logits {T, V} = lm_head(rmsnorm(hidden, final_layernorm)) * lm_head_multiplier
   void head(const float* hidden, int64_t T, float* logits) const {
-    std::vector<float> normed(static_cast<size_t>(T * cfg_.hidden));
-    ops::rmsnorm(normed.data(), hidden, norm_f_->data(), T, cfg_.hidden, cfg_.eps);
-    linear(logits, normed.data(), *head_, nullptr, T, cfg_.vocab, cfg_.hidden);
+    thread_local ScratchVec normed_buf;
+    float* normed = normed_buf.get(static_cast<size_t>(T * cfg_.hidden));
+    ops::rmsnorm(normed, hidden, norm_f_->data(), T, cfg_.hidden, cfg_.eps);
+    linear(logits, normed, *head_, nullptr, T, cfg_.vocab, cfg_.hidden);
     const auto mult = static_cast<float>(cfg_.lm_head_mult);
     for (int64_t k = 0; k < T * cfg_.vocab; ++k) logits[k] *= mult;
   }
@@ -439,8 +448,9 @@ class FalconH1Model : public Model {
                  const std::vector<int64_t>& k_pos, const FalconH1Layer& L) const {
     const int64_t H = cfg_.hidden, Dh = cfg_.head_dim;
     const int64_t QD = cfg_.attn_heads * Dh, KD = cfg_.kv_heads * Dh;
-    std::vector<float> q(static_cast<size_t>(T * QD));
-    linear(q.data(), x, *L.q, L.q_bias ? L.q_bias->data() : nullptr, T, QD, H);
+    thread_local ScratchVec q_buf, ctx_buf;  // each written whole before it is read
+    float* q = q_buf.get(static_cast<size_t>(T * QD));
+    linear(q, x, *L.q, L.q_bias ? L.q_bias->data() : nullptr, T, QD, H);
     const size_t old = keys.size();
     keys.resize(old + static_cast<size_t>(T * KD));
     values.resize(old + static_cast<size_t>(T * KD));
@@ -450,7 +460,7 @@ class FalconH1Model : public Model {
                    KD, H);
     const auto key_mult = static_cast<float>(cfg_.key_mult);
     for (int64_t i = 0; i < T * KD; ++i) k[i] *= key_mult;
-    ops::apply_rope(q.data(), QD, T, cfg_.attn_heads, Dh, q_pos, inv_freq_.data(), Dh);
+    ops::apply_rope(q, QD, T, cfg_.attn_heads, Dh, q_pos, inv_freq_.data(), Dh);
     ops::apply_rope(k, KD, T, cfg_.kv_heads, Dh, q_pos, inv_freq_.data(), Dh);
     ops::AttentionShape shape;
     shape.T = T;
@@ -459,10 +469,10 @@ class FalconH1Model : public Model {
     shape.Hkv = cfg_.kv_heads;
     shape.Dk = Dh;
     shape.Dv = Dh;
-    std::vector<float> ctx(static_cast<size_t>(T * QD));
-    ops::attention(ctx.data(), q.data(), keys.data(), values.data(), q_pos, k_pos.data(), shape,
+    float* ctx = ctx_buf.get(static_cast<size_t>(T * QD));
+    ops::attention(ctx, q, keys.data(), values.data(), q_pos, k_pos.data(), shape,
                    0, 0, 1.0f / std::sqrt(static_cast<float>(Dh)));
-    linear(out, ctx.data(), *L.o, L.o_bias ? L.o_bias->data() : nullptr, T, H, QD);
+    linear(out, ctx, *L.o, L.o_bias ? L.o_bias->data() : nullptr, T, H, QD);
   }
 
   // One HF FalconH1DecoderLayer over T rows (see the top of the file).
@@ -471,27 +481,31 @@ class FalconH1Model : public Model {
              std::vector<float>& values, const std::vector<int64_t>& k_pos) const {
     const int64_t H = cfg_.hidden, F = cfg_.ffn;
     const size_t n = static_cast<size_t>(T * H);
-    std::vector<float> normed(n), ssm_out(n), attn_in(n), attn_out(n);
-    ops::rmsnorm(normed.data(), hidden, L.input_norm->data(), T, H, cfg_.eps);
-    L.mixer.forward(ssm_out.data(), normed.data(), T, conv_state, ssm_state);
+    // Every buffer below is written whole before it is read.
+    thread_local ScratchVec normed_buf, ssm_out_buf, attn_in_buf, attn_out_buf, gate_buf, up_buf;
+    float* normed = normed_buf.get(n);
+    float* ssm_out = ssm_out_buf.get(n);
+    float* attn_in = attn_in_buf.get(n);
+    float* attn_out = attn_out_buf.get(n);
+    ops::rmsnorm(normed, hidden, L.input_norm->data(), T, H, cfg_.eps);
+    L.mixer.forward(ssm_out, normed, T, conv_state, ssm_state);
     const auto attn_in_mult = static_cast<float>(cfg_.attn_in_mult);
     for (size_t i = 0; i < n; ++i) attn_in[i] = normed[i] * attn_in_mult;
-    attention(attn_out.data(), attn_in.data(), T, q_pos, keys, values, k_pos, L);
+    attention(attn_out, attn_in, T, q_pos, keys, values, k_pos, L);
     const auto ssm_mult = static_cast<float>(cfg_.ssm_out_mult);
     const auto attn_mult = static_cast<float>(cfg_.attn_out_mult);
     for (size_t i = 0; i < n; ++i) hidden[i] += ssm_out[i] * ssm_mult + attn_out[i] * attn_mult;
 
     // SwiGLU MLP: down(up(m) * silu(gate(m) * gate_multiplier)) * down_multiplier
-    ops::rmsnorm(normed.data(), hidden, L.pre_ff_norm->data(), T, H, cfg_.eps);
-    std::vector<float> gate(static_cast<size_t>(T * F)), up(static_cast<size_t>(T * F));
-    linear(gate.data(), normed.data(), *L.gate,
-                   L.gate_bias ? L.gate_bias->data() : nullptr, T, F, H);
-    linear(up.data(), normed.data(), *L.up, L.up_bias ? L.up_bias->data() : nullptr,
-                   T, F, H);
+    ops::rmsnorm(normed, hidden, L.pre_ff_norm->data(), T, H, cfg_.eps);
+    const auto nf = static_cast<size_t>(T * F);
+    float* gate = gate_buf.get(nf);
+    float* up = up_buf.get(nf);
+    linear(gate, normed, *L.gate, L.gate_bias ? L.gate_bias->data() : nullptr, T, F, H);
+    linear(up, normed, *L.up, L.up_bias ? L.up_bias->data() : nullptr, T, F, H);
     const auto gate_mult = static_cast<float>(cfg_.mlp_mults[0]);
-    for (size_t i = 0; i < gate.size(); ++i) up[i] *= ops::silu(gate[i] * gate_mult);
-    linear(attn_out.data(), up.data(), *L.down,
-                   L.down_bias ? L.down_bias->data() : nullptr, T, H, F);
+    for (size_t i = 0; i < nf; ++i) up[i] *= ops::silu(gate[i] * gate_mult);
+    linear(attn_out, up, *L.down, L.down_bias ? L.down_bias->data() : nullptr, T, H, F);
     const auto down_mult = static_cast<float>(cfg_.mlp_mults[1]);
     for (size_t i = 0; i < n; ++i) hidden[i] += attn_out[i] * down_mult;
   }

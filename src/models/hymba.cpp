@@ -15,6 +15,7 @@
 #include <map>
 
 #include "core/error.h"
+#include "core/scratch.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
 #include "kernels/attention.h"
@@ -438,11 +439,14 @@ class HymbaModel : public Model {
   void run_layer(int l, ForwardState& base) const override {
     auto* s = dynamic_cast<HymbaForwardState*>(&base);
     KLLENS_CHECK(s != nullptr, "run_layer was given a forward state of another model");
-    std::vector<int64_t> pos(static_cast<size_t>(s->rows));
-    for (int64_t t = 0; t < s->rows; ++t) pos[static_cast<size_t>(t)] = t;
-    std::vector<float> conv_state(layers_[static_cast<size_t>(l)].ssm.conv_state_size(), 0.0f);
-    std::vector<float> ssm_state(layers_[static_cast<size_t>(l)].ssm.ssm_state_size(), 0.0f);
-    layer(l, s->hidden.data(), s->rows, pos.data(), conv_state.data(), ssm_state.data(), s, nullptr);
+    thread_local Scratch<int64_t> pos_buf;
+    int64_t* pos = pos_buf.get(static_cast<size_t>(s->rows));
+    for (int64_t t = 0; t < s->rows; ++t) pos[t] = t;
+    // A fresh sequence starts from zero states.
+    thread_local ScratchVec conv_buf, ssm_buf;
+    float* conv_state = conv_buf.zeroed(layers_[static_cast<size_t>(l)].ssm.conv_state_size());
+    float* ssm_state = ssm_buf.zeroed(layers_[static_cast<size_t>(l)].ssm.ssm_state_size());
+    layer(l, s->hidden.data(), s->rows, pos, conv_state, ssm_state, s, nullptr);
     // Once the last layer of a reuse group has run, its shared K/V is no longer needed: drop it so
     // that copies of later states stay small.
     const int src = cfg_.layer[static_cast<size_t>(l)].kv_source;
@@ -502,13 +506,14 @@ class HymbaModel : public Model {
     KLLENS_CHECK(d != nullptr, "decode_step was given a decode state of another model");
     check_ids(std::span<const int32_t>(&token, 1));
     const int64_t H = cfg_.hidden;
-    std::vector<float> hidden(static_cast<size_t>(H));
-    embedding_row(*embed_, token, hidden.data());
+    thread_local ScratchVec hidden_buf;
+    float* hidden = hidden_buf.get(static_cast<size_t>(H));
+    embedding_row(*embed_, token, hidden);
     const int64_t pos = cfg_.meta + d->position;
     for (int l = 0; l < cfg_.layers; ++l)
-      layer(l, hidden.data(), 1, &pos, d->conv[static_cast<size_t>(l)].data(),
+      layer(l, hidden, 1, &pos, d->conv[static_cast<size_t>(l)].data(),
             d->ssm[static_cast<size_t>(l)].data(), nullptr, &d->kv[static_cast<size_t>(owner(l))]);
-    head(hidden.data(), 1, logits);
+    head(hidden, 1, logits);
     ++d->position;
   }
 
@@ -519,9 +524,10 @@ class HymbaModel : public Model {
   }
 
   void head(const float* hidden, int64_t T, float* logits) const {
-    std::vector<float> normed(static_cast<size_t>(T * cfg_.hidden));
-    ops::rmsnorm(normed.data(), hidden, norm_f_->data(), T, cfg_.hidden, cfg_.eps);
-    linear(logits, normed.data(), *head_, nullptr, T, cfg_.vocab, cfg_.hidden);
+    thread_local ScratchVec normed_buf;
+    float* normed = normed_buf.get(static_cast<size_t>(T * cfg_.hidden));
+    ops::rmsnorm(normed, hidden, norm_f_->data(), T, cfg_.hidden, cfg_.eps);
+    linear(logits, normed, *head_, nullptr, T, cfg_.vocab, cfg_.hidden);
   }
 
   // One decoder layer on hidden {T, H} at positions pos {T}; conv/ssm states carried in and out.
@@ -537,35 +543,39 @@ class HymbaModel : public Model {
     const int64_t Dk = cfg_.head_dim, Dv = cfg_.v_head_dim, Kw = cfg_.k_width(), Vw = cfg_.v_width();
     const bool own_kv = lc.kv_source < 0;
     const int64_t P = cfg_.in_proj_rows(l);
+    // Every buffer below is written whole before it is read. new_decode_state's prefix prefill
+    // and decode_step call layer() one after another, never from inside it.
+    thread_local ScratchVec u_buf, proj_buf, k_buf, v_buf, attn_buf, y_buf, out_buf;
 
     // input_layernorm, then in_proj (L1601–1622)   proj {T, P} = [q | k | v | x | z]
-    std::vector<float> u(static_cast<size_t>(T * H));
-    ops::rmsnorm(u.data(), hidden, L.norm->data(), T, H, cfg_.eps);
-    std::vector<float> proj(static_cast<size_t>(T * P));
-    linear(proj.data(), u.data(), *L.in_proj, data_or_null(L.in_proj_bias), T, P, H);
-    float* q = proj.data();                                      // {T, Hq, Dk}, row stride P
-    const float* x = proj.data() + H + (own_kv ? Kw + Vw : 0);  // {T, I} pre-conv SSM input
-    const float* z = proj.data() + P - I;                        // {T, I} gate
+    float* u = u_buf.get(static_cast<size_t>(T * H));
+    ops::rmsnorm(u, hidden, L.norm->data(), T, H, cfg_.eps);
+    float* proj = proj_buf.get(static_cast<size_t>(T * P));
+    linear(proj, u, *L.in_proj, data_or_null(L.in_proj_bias), T, P, H);
+    float* q = proj;                                      // {T, Hq, Dk}, row stride P
+    const float* x = proj + H + (own_kv ? Kw + Vw : 0);  // {T, I} pre-conv SSM input
+    const float* z = proj + P - I;                        // {T, I} gate
 
     // Attention branch (HymbaFlexAttention with attn_only_wo_proj): RoPE on q, and on k when the
     // layer computes its own K/V; consumers take the producer's post-RoPE K and V.
     if (cfg_.rope) ops::apply_rope(q, P, T, Hq, Dk, pos, inv_freq_.data(), Dk);
-    std::vector<float> kbuf, vbuf;
+    float *kbuf = nullptr, *vbuf = nullptr;
     if (own_kv) {
-      kbuf.resize(static_cast<size_t>(T * Kw));
-      vbuf.resize(static_cast<size_t>(T * Vw));
+      kbuf = k_buf.get(static_cast<size_t>(T * Kw));
+      vbuf = v_buf.get(static_cast<size_t>(T * Vw));
       for (int64_t t = 0; t < T; ++t) {
-        std::copy_n(proj.data() + t * P + H, Kw, kbuf.data() + t * Kw);
-        std::copy_n(proj.data() + t * P + H + Kw, Vw, vbuf.data() + t * Vw);
+        std::copy_n(proj + t * P + H, Kw, kbuf + t * Kw);
+        std::copy_n(proj + t * P + H + Kw, Vw, vbuf + t * Vw);
       }
-      if (cfg_.rope) ops::apply_rope(kbuf.data(), Kw, T, Hkv, Dk, pos, inv_freq_.data(), Dk);
+      if (cfg_.rope) ops::apply_rope(kbuf, Kw, T, Hkv, Dk, pos, inv_freq_.data(), Dk);
       if (cache) {
-        cache->append(kbuf.data(), Kw, vbuf.data(), Vw, pos, T);
+        cache->append(kbuf, Kw, vbuf, Vw, pos, T);
         KLLENS_CHECK(T == 1 || cache->evicted() == 0, "a multi-row append overflowed the KV ring");
       }
+      // The consumers run later, after this buffer has been reused: they get a copy.
       if (fs && lc.kv_shared) {
-        fs->k[static_cast<size_t>(l)] = kbuf;
-        fs->v[static_cast<size_t>(l)] = vbuf;
+        fs->k[static_cast<size_t>(l)].assign(kbuf, kbuf + T * Kw);
+        fs->v[static_cast<size_t>(l)].assign(vbuf, vbuf + T * Vw);
       }
     }
     const float *kp = nullptr, *vp = nullptr;
@@ -573,8 +583,8 @@ class HymbaModel : public Model {
     int64_t S = 0;
     if (fs) {
       if (own_kv) {
-        kp = kbuf.data();
-        vp = vbuf.data();
+        kp = kbuf;
+        vp = vbuf;
       } else {
         const auto src = static_cast<size_t>(lc.kv_source);
         if (fs->k.size() <= src || fs->k[src].size() != static_cast<size_t>(T * Kw))
@@ -602,26 +612,26 @@ class HymbaModel : public Model {
     shape.Dk = Dk;
     shape.Dv = Dv;
     shape.ldq = P;
-    std::vector<float> attn(static_cast<size_t>(T * I));  // {T, Hq, Dv}, Hq * Dv == I
-    ops::attention(attn.data(), q, kp, vp, pos, kpos, shape, lc.window > 0 ? lc.window + 1 : 0,
+    float* attn = attn_buf.get(static_cast<size_t>(T * I));  // {T, Hq, Dv}, Hq * Dv == I
+    ops::attention(attn, q, kp, vp, pos, kpos, shape, lc.window > 0 ? lc.window + 1 : 0,
                    lc.window > 0 ? cfg_.meta : 0, 1.0f / std::sqrt(static_cast<float>(Dk)));
 
     // SSM branch (L1623–1718)   y {T, I}
-    std::vector<float> y(static_cast<size_t>(T * I));
-    L.ssm.forward(y.data(), x, P, z, P, T, conv_state, ssm_state);
+    float* y = y_buf.get(static_cast<size_t>(T * I));
+    L.ssm.forward(y, x, P, z, P, T, conv_state, ssm_state);
 
     // Fusion (L1719–1720): out_proj((pre_avg_layernorm1(attn) + pre_avg_layernorm2(ssm)) / 2)
-    ops::rmsnorm(attn.data(), attn.data(), L.pre_avg1->data(), T, I, cfg_.eps);
-    ops::rmsnorm(y.data(), y.data(), L.pre_avg2->data(), T, I, cfg_.eps);
+    ops::rmsnorm(attn, attn, L.pre_avg1->data(), T, I, cfg_.eps);
+    ops::rmsnorm(y, y, L.pre_avg2->data(), T, I, cfg_.eps);
     for (int64_t i = 0; i < T * I; ++i) y[i] = (attn[i] + y[i]) / 2.0f;
-    std::vector<float> out(static_cast<size_t>(T * H));
-    linear(out.data(), y.data(), *L.out_proj, data_or_null(L.out_proj_bias), T, H, I);
+    float* out = out_buf.get(static_cast<size_t>(T * H));
+    linear(out, y, *L.out_proj, data_or_null(L.out_proj_bias), T, H, I);
     for (int64_t i = 0; i < T * H; ++i) hidden[i] += out[i];
 
     // MLP (HymbaSparseMoeBlock with one expert → HymbaMLP, L1750–1825)
     if (L.mlp_norm) {
-      ops::rmsnorm(u.data(), hidden, L.mlp_norm->data(), T, H, cfg_.eps);
-      L.mlp.forward(out.data(), u.data(), T);
+      ops::rmsnorm(u, hidden, L.mlp_norm->data(), T, H, cfg_.eps);
+      L.mlp.forward(out, u, T);
       for (int64_t i = 0; i < T * H; ++i) hidden[i] += out[i];
     }
   }

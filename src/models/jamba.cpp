@@ -12,6 +12,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "core/scratch.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
 #include "kernels/attention.h"
@@ -344,13 +345,15 @@ class JambaModel : public Model {
     KLLENS_CHECK(l >= 0 && l < cfg_.layers, "layer {} out of range", l);
     const JambaLayer& L = layers_[static_cast<size_t>(l)];
     if (L.mixer == MixerKind::kMamba) {
-      std::vector<float> conv_state(L.ssm.conv_state_size(), 0.0f);
-      std::vector<float> ssm_state(L.ssm.ssm_state_size(), 0.0f);
-      layer(L, s.hidden.data(), s.rows, nullptr, conv_state.data(), ssm_state.data(), nullptr);
+      // A fresh sequence starts from zero states.
+      thread_local ScratchVec conv_buf, ssm_buf;
+      layer(L, s.hidden.data(), s.rows, nullptr, conv_buf.zeroed(L.ssm.conv_state_size()),
+            ssm_buf.zeroed(L.ssm.ssm_state_size()), nullptr);
     } else {
-      std::vector<int64_t> pos(static_cast<size_t>(s.rows));
-      for (int64_t t = 0; t < s.rows; ++t) pos[static_cast<size_t>(t)] = t;
-      layer(L, s.hidden.data(), s.rows, pos.data(), nullptr, nullptr, nullptr);
+      thread_local Scratch<int64_t> pos_buf;
+      int64_t* pos = pos_buf.get(static_cast<size_t>(s.rows));
+      for (int64_t t = 0; t < s.rows; ++t) pos[t] = t;
+      layer(L, s.hidden.data(), s.rows, pos, nullptr, nullptr, nullptr);
     }
     s.next_layer = l + 1;
   }
@@ -381,7 +384,8 @@ class JambaModel : public Model {
     auto* s = dynamic_cast<JambaDecodeState*>(&base);
     KLLENS_CHECK(s != nullptr, "decode_step was given a decode state of another model");
     check_ids(std::span<const int32_t>(&token, 1));
-    JambaForwardState fs;
+    // Kept across steps so that its row is allocated once; embed() overwrites it.
+    thread_local JambaForwardState fs;
     embed(std::span<const int32_t>(&token, 1), fs);
     const int64_t pos = s->position;
     for (int l = 0; l < cfg_.layers; ++l) {
@@ -403,9 +407,10 @@ class JambaModel : public Model {
 
   // JambaModel: final_layernorm, then lm_head.
   void head(const float* hidden, int64_t T, float* logits) const {
-    std::vector<float> normed(static_cast<size_t>(T * cfg_.hidden));
-    ops::rmsnorm(normed.data(), hidden, norm_f_->data(), T, cfg_.hidden, cfg_.eps);
-    linear(logits, normed.data(), *head_, nullptr, T, cfg_.vocab, cfg_.hidden);
+    thread_local ScratchVec normed_buf;
+    float* normed = normed_buf.get(static_cast<size_t>(T * cfg_.hidden));
+    ops::rmsnorm(normed, hidden, norm_f_->data(), T, cfg_.hidden, cfg_.eps);
+    linear(logits, normed, *head_, nullptr, T, cfg_.vocab, cfg_.hidden);
   }
 
   // One decoder layer on hidden {T, H}: h += mixer(input_layernorm(h)); h += ff(pre_ff_layernorm(h)).
@@ -415,18 +420,21 @@ class JambaModel : public Model {
   void layer(const JambaLayer& L, float* hidden, int64_t T, const int64_t* pos, float* conv_state,
              float* ssm_state, KvCache* cache) const {
     const int64_t H = cfg_.hidden;
-    std::vector<float> normed(static_cast<size_t>(T * H)), out(static_cast<size_t>(T * H));
-    ops::rmsnorm(normed.data(), hidden, L.input_norm->data(), T, H, cfg_.eps);
+    // Each written whole before it is read (moe() zeroes out itself before accumulating).
+    thread_local ScratchVec normed_buf, out_buf;
+    float* normed = normed_buf.get(static_cast<size_t>(T * H));
+    float* out = out_buf.get(static_cast<size_t>(T * H));
+    ops::rmsnorm(normed, hidden, L.input_norm->data(), T, H, cfg_.eps);
     if (L.mixer == MixerKind::kMamba)
-      mamba(L, out.data(), normed.data(), T, conv_state, ssm_state);
+      mamba(L, out, normed, T, conv_state, ssm_state);
     else
-      attention(L, out.data(), normed.data(), T, pos, cache);
+      attention(L, out, normed, T, pos, cache);
     for (int64_t i = 0; i < T * H; ++i) hidden[i] += out[i];
-    ops::rmsnorm(normed.data(), hidden, L.ff_norm->data(), T, H, cfg_.eps);
+    ops::rmsnorm(normed, hidden, L.ff_norm->data(), T, H, cfg_.eps);
     if (L.router)
-      moe(L, out.data(), normed.data(), T);
+      moe(L, out, normed, T);
     else
-      L.experts[0].forward(out.data(), normed.data(), T);
+      L.experts[0].forward(out, normed, T);
     for (int64_t i = 0; i < T * H; ++i) hidden[i] += out[i];
   }
 
@@ -435,12 +443,13 @@ class JambaModel : public Model {
              float* ssm_state) const {
     const int64_t H = cfg_.hidden, I = cfg_.inner;
     // xz {T, 2I} = in_proj(x): hidden_states = columns [0, I), gate = columns [I, 2I)
-    std::vector<float> xz(static_cast<size_t>(T * 2 * I));
-    linear(xz.data(), x, *L.in_proj, data_or_null(L.in_proj_bias), T, 2 * I, H);
+    thread_local ScratchVec xz_buf, y_buf;  // each written whole before it is read
+    float* xz = xz_buf.get(static_cast<size_t>(T * 2 * I));
+    linear(xz, x, *L.in_proj, data_or_null(L.in_proj_bias), T, 2 * I, H);
     // conv → silu → x_proj → dt/B/C RMSNorm → softplus(dt_proj(dt) + bias) → scan → * silu(gate)
-    std::vector<float> y(static_cast<size_t>(T * I));
-    L.ssm.forward(y.data(), xz.data(), 2 * I, xz.data() + I, 2 * I, T, conv_state, ssm_state);
-    linear(out, y.data(), *L.out_proj, data_or_null(L.out_proj_bias), T, H, I);
+    float* y = y_buf.get(static_cast<size_t>(T * I));
+    L.ssm.forward(y, xz, 2 * I, xz + I, 2 * I, T, conv_state, ssm_state);
+    linear(out, y, *L.out_proj, data_or_null(L.out_proj_bias), T, H, I);
   }
 
   // JambaAttention: q, k, v projections (no bias), no positional encoding, causal softmax
@@ -449,12 +458,14 @@ class JambaModel : public Model {
                  KvCache* cache) const {
     const int64_t H = cfg_.hidden, D = cfg_.head_dim, Hq = cfg_.heads, Hkv = cfg_.kv_heads;
     const int64_t Q = Hq * D, KV = Hkv * D;
-    std::vector<float> q(static_cast<size_t>(T * Q)), k(static_cast<size_t>(T * KV)),
-        v(static_cast<size_t>(T * KV));
-    linear(q.data(), x, *L.q, nullptr, T, Q, H);
-    linear(k.data(), x, *L.k, nullptr, T, KV, H);
-    linear(v.data(), x, *L.v, nullptr, T, KV, H);
-    std::vector<float> attn(static_cast<size_t>(T * Q));
+    thread_local ScratchVec q_buf, k_buf, v_buf, attn_buf;  // each written whole before it is read
+    float* q = q_buf.get(static_cast<size_t>(T * Q));
+    float* k = k_buf.get(static_cast<size_t>(T * KV));
+    float* v = v_buf.get(static_cast<size_t>(T * KV));
+    linear(q, x, *L.q, nullptr, T, Q, H);
+    linear(k, x, *L.k, nullptr, T, KV, H);
+    linear(v, x, *L.v, nullptr, T, KV, H);
+    float* attn = attn_buf.get(static_cast<size_t>(T * Q));
     ops::AttentionShape shape;
     shape.T = T;
     shape.Hq = Hq;
@@ -463,16 +474,16 @@ class JambaModel : public Model {
     shape.Dv = D;
     const float scale = 1.0f / std::sqrt(static_cast<float>(D));
     if (cache) {
-      cache->append(k.data(), KV, v.data(), KV, pos, T);
+      cache->append(k, KV, v, KV, pos, T);
       KLLENS_CHECK(cache->evicted() == 0, "an unbounded KV cache evicted rows");
       shape.S = cache->rows();
-      ops::attention(attn.data(), q.data(), cache->k.data(), cache->v.data(), pos,
-                     cache->pos.data(), shape, 0, 0, scale);
+      ops::attention(attn, q, cache->k.data(), cache->v.data(), pos, cache->pos.data(), shape, 0,
+                     0, scale);
     } else {
       shape.S = T;
-      ops::attention(attn.data(), q.data(), k.data(), v.data(), pos, pos, shape, 0, 0, scale);
+      ops::attention(attn, q, k, v, pos, pos, shape, 0, 0, scale);
     }
-    linear(out, attn.data(), *L.o, nullptr, T, H, Q);
+    linear(out, attn, *L.o, nullptr, T, H, Q);
   }
 
   // JambaSparseMoeBlock: router logits {T, E}; p = softmax over all experts (float32);
@@ -481,14 +492,20 @@ class JambaModel : public Model {
   // index_add_.   out {T, H}
   void moe(const JambaLayer& L, float* out, const float* x, int64_t T) const {
     const int64_t H = cfg_.hidden, E = cfg_.n_experts, K = cfg_.top_k;
-    std::vector<float> probs(static_cast<size_t>(T * E));
-    linear(probs.data(), x, *L.router, nullptr, T, E, H);
-    // weight {T, E}: the routing weight of expert e for token t where selected[t, e].
-    std::vector<float> weight(static_cast<size_t>(T * E), 0.0f);
-    std::vector<uint8_t> selected(static_cast<size_t>(T * E), 0);
-    std::vector<int64_t> order(static_cast<size_t>(E));
+    thread_local ScratchVec probs_buf, weight_buf, xin_buf, yout_buf;
+    thread_local Scratch<uint8_t> selected_buf;
+    thread_local Scratch<int64_t> order_buf;
+    thread_local std::vector<int64_t> rows;
+    const auto TE = static_cast<size_t>(T * E);
+    float* probs = probs_buf.get(TE);
+    linear(probs, x, *L.router, nullptr, T, E, H);
+    // weight {T, E}: the routing weight of expert e for token t where selected[t, e]. Both are
+    // set only where an expert is selected, so they start from zeros.
+    float* weight = weight_buf.zeroed(TE);
+    uint8_t* selected = selected_buf.zeroed(TE);
+    int64_t* order = order_buf.get(static_cast<size_t>(E));
     for (int64_t t = 0; t < T; ++t) {
-      float* p = probs.data() + t * E;
+      float* p = probs + t * E;
       float mx = p[0];
       for (int64_t e = 1; e < E; ++e) mx = std::max(mx, p[e]);
       float sum = 0.0f;
@@ -498,33 +515,31 @@ class JambaModel : public Model {
       }
       for (int64_t e = 0; e < E; ++e) p[e] /= sum;
       // torch.topk: largest first; ties go to the lower index here.
-      for (int64_t e = 0; e < E; ++e) order[static_cast<size_t>(e)] = e;
-      std::partial_sort(order.begin(), order.begin() + K, order.end(), [p](int64_t a, int64_t b) {
+      for (int64_t e = 0; e < E; ++e) order[e] = e;
+      std::partial_sort(order, order + K, order + E, [p](int64_t a, int64_t b) {
         return p[a] > p[b] || (p[a] == p[b] && a < b);
       });
       for (int64_t j = 0; j < K; ++j) {
-        const int64_t e = order[static_cast<size_t>(j)];
-        weight[static_cast<size_t>(t * E + e)] = p[e];
-        selected[static_cast<size_t>(t * E + e)] = 1;
+        const int64_t e = order[j];
+        weight[t * E + e] = p[e];
+        selected[t * E + e] = 1;
       }
     }
     std::fill(out, out + T * H, 0.0f);
-    std::vector<int64_t> rows;
-    std::vector<float> xin, yout;
     for (int64_t e = 0; e < E; ++e) {
       rows.clear();
       for (int64_t t = 0; t < T; ++t)
-        if (selected[static_cast<size_t>(t * E + e)]) rows.push_back(t);
+        if (selected[t * E + e]) rows.push_back(t);
       if (rows.empty()) continue;
       const auto n = static_cast<int64_t>(rows.size());
-      xin.resize(static_cast<size_t>(n * H));
-      yout.resize(static_cast<size_t>(n * H));
-      for (int64_t r = 0; r < n; ++r) std::copy_n(x + rows[r] * H, H, xin.data() + r * H);
-      L.experts[static_cast<size_t>(e)].forward(yout.data(), xin.data(), n);
+      float* xin = xin_buf.get(static_cast<size_t>(n * H));
+      float* yout = yout_buf.get(static_cast<size_t>(n * H));
+      for (int64_t r = 0; r < n; ++r) std::copy_n(x + rows[r] * H, H, xin + r * H);
+      L.experts[static_cast<size_t>(e)].forward(yout, xin, n);
       for (int64_t r = 0; r < n; ++r) {
-        const float w = weight[static_cast<size_t>(rows[r] * E + e)];
+        const float w = weight[rows[r] * E + e];
         float* o = out + rows[r] * H;
-        const float* yr = yout.data() + r * H;
+        const float* yr = yout + r * H;
         for (int64_t i = 0; i < H; ++i) o[i] += yr[i] * w;
       }
     }

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "core/scratch.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
 #include "kernels/attention.h"
@@ -164,9 +165,10 @@ class LlamaModel : public Model {
   }
 
   void run_layer(int l, ForwardState& s) const override {
-    std::vector<int64_t> pos(static_cast<size_t>(s.rows));
-    for (int64_t t = 0; t < s.rows; ++t) pos[static_cast<size_t>(t)] = t;
-    layer(layers_[static_cast<size_t>(l)], s.hidden.data(), s.rows, pos.data(), nullptr);
+    thread_local Scratch<int64_t> pos_buf;
+    int64_t* pos = pos_buf.get(static_cast<size_t>(s.rows));
+    for (int64_t t = 0; t < s.rows; ++t) pos[t] = t;
+    layer(layers_[static_cast<size_t>(l)], s.hidden.data(), s.rows, pos, nullptr);
     s.next_layer = l + 1;
   }
 
@@ -185,7 +187,8 @@ class LlamaModel : public Model {
     auto* s = dynamic_cast<LlamaDecodeState*>(&base);
     KLLENS_CHECK(s != nullptr, "decode_step was given a decode state of another model");
     check_ids(std::span<const int32_t>(&token, 1));
-    LlamaForwardState fs;
+    // Kept across steps so that its row is allocated once; embed() overwrites it.
+    thread_local LlamaForwardState fs;
     embed(std::span<const int32_t>(&token, 1), fs);
     const int64_t pos = s->position;
     for (int l = 0; l < cfg_.layers; ++l)
@@ -200,9 +203,10 @@ class LlamaModel : public Model {
   }
 
   void head(const float* hidden, int64_t T, float* logits) const {
-    std::vector<float> normed(static_cast<size_t>(T * cfg_.hidden));
-    ops::rmsnorm(normed.data(), hidden, norm_f_->data(), T, cfg_.hidden, cfg_.eps);
-    linear(logits, normed.data(), *head_, nullptr, T, cfg_.vocab, cfg_.hidden);
+    thread_local ScratchVec normed_buf;
+    float* normed = normed_buf.get(static_cast<size_t>(T * cfg_.hidden));
+    ops::rmsnorm(normed, hidden, norm_f_->data(), T, cfg_.hidden, cfg_.eps);
+    linear(logits, normed, *head_, nullptr, T, cfg_.vocab, cfg_.hidden);
   }
 
   // hidden {T, H} at positions pos {T}: h += o_proj(attn(norm(h))); h += mlp(norm(h)).
@@ -211,19 +215,22 @@ class LlamaModel : public Model {
   void layer(const LlamaLayer& L, float* hidden, int64_t T, const int64_t* pos, KvCache* cache) const {
     const int64_t H = cfg_.hidden, D = cfg_.head_dim, Hq = cfg_.heads, Hkv = cfg_.kv_heads;
     const int64_t Q = Hq * D, KV = Hkv * D;
-    std::vector<float> normed(static_cast<size_t>(T * H));
-    ops::rmsnorm(normed.data(), hidden, L.attn_norm->data(), T, H, cfg_.eps);
+    // Every buffer below is written whole before it is read.
+    thread_local ScratchVec normed_buf, q_buf, k_buf, v_buf, attn_buf, out_buf;
+    float* normed = normed_buf.get(static_cast<size_t>(T * H));
+    ops::rmsnorm(normed, hidden, L.attn_norm->data(), T, H, cfg_.eps);
     // LlamaAttention.forward: q {T, Hq, D}, k, v {T, Hkv, D}
-    std::vector<float> q(static_cast<size_t>(T * Q)), k(static_cast<size_t>(T * KV)),
-        v(static_cast<size_t>(T * KV));
-    linear(q.data(), normed.data(), *L.q, data_or_null(L.q_bias), T, Q, H);
-    linear(k.data(), normed.data(), *L.k, data_or_null(L.k_bias), T, KV, H);
-    linear(v.data(), normed.data(), *L.v, data_or_null(L.v_bias), T, KV, H);
+    float* q = q_buf.get(static_cast<size_t>(T * Q));
+    float* k = k_buf.get(static_cast<size_t>(T * KV));
+    float* v = v_buf.get(static_cast<size_t>(T * KV));
+    linear(q, normed, *L.q, data_or_null(L.q_bias), T, Q, H);
+    linear(k, normed, *L.k, data_or_null(L.k_bias), T, KV, H);
+    linear(v, normed, *L.v, data_or_null(L.v_bias), T, KV, H);
     // apply_rotary_pos_emb (rotate_half) on q and k
-    ops::apply_rope(q.data(), Q, T, Hq, D, pos, inv_freq_.data(), D);
-    ops::apply_rope(k.data(), KV, T, Hkv, D, pos, inv_freq_.data(), D);
+    ops::apply_rope(q, Q, T, Hq, D, pos, inv_freq_.data(), D);
+    ops::apply_rope(k, KV, T, Hkv, D, pos, inv_freq_.data(), D);
     // softmax(q k^T / sqrt(D)) v, causal, GQA   {T, Hq, D}
-    std::vector<float> attn(static_cast<size_t>(T * Q));
+    float* attn = attn_buf.get(static_cast<size_t>(T * Q));
     ops::AttentionShape shape;
     shape.T = T;
     shape.Hq = Hq;
@@ -232,21 +239,21 @@ class LlamaModel : public Model {
     shape.Dv = D;
     const float scale = 1.0f / std::sqrt(static_cast<float>(D));
     if (cache) {
-      cache->append(k.data(), KV, v.data(), KV, pos, T);
+      cache->append(k, KV, v, KV, pos, T);
       KLLENS_CHECK(cache->evicted() == 0, "an unbounded KV cache evicted rows");
       shape.S = cache->rows();
-      ops::attention(attn.data(), q.data(), cache->k.data(), cache->v.data(), pos,
-                     cache->pos.data(), shape, 0, 0, scale);
+      ops::attention(attn, q, cache->k.data(), cache->v.data(), pos, cache->pos.data(), shape, 0,
+                     0, scale);
     } else {
       shape.S = T;
-      ops::attention(attn.data(), q.data(), k.data(), v.data(), pos, pos, shape, 0, 0, scale);
+      ops::attention(attn, q, k, v, pos, pos, shape, 0, 0, scale);
     }
-    std::vector<float> out(static_cast<size_t>(T * H));
-    linear(out.data(), attn.data(), *L.o, data_or_null(L.o_bias), T, H, Q);
+    float* out = out_buf.get(static_cast<size_t>(T * H));
+    linear(out, attn, *L.o, data_or_null(L.o_bias), T, H, Q);
     for (int64_t i = 0; i < T * H; ++i) hidden[i] += out[i];
     // LlamaMLP on the post-attention norm
-    ops::rmsnorm(normed.data(), hidden, L.mlp_norm->data(), T, H, cfg_.eps);
-    L.mlp.forward(out.data(), normed.data(), T);
+    ops::rmsnorm(normed, hidden, L.mlp_norm->data(), T, H, cfg_.eps);
+    L.mlp.forward(out, normed, T);
     for (int64_t i = 0; i < T * H; ++i) hidden[i] += out[i];
   }
 

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "core/scratch.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
 #include "kernels/ops.h"
@@ -149,10 +150,13 @@ class MambaModel : public Model {
   }
 
   void run_layer(int l, ForwardState& s) const override {
-    std::vector<float> conv_state(static_cast<size_t>(cfg_.inner * (cfg_.conv - 1)), 0.0f);
-    std::vector<float> ssm_state(static_cast<size_t>(cfg_.inner * cfg_.state), 0.0f);
-    mixer_block(layers_[static_cast<size_t>(l)], s.hidden.data(), s.rows, conv_state.data(),
-                ssm_state.data());
+    // A fresh sequence starts from zero states.
+    thread_local ScratchVec conv_buf, ssm_buf;
+    const auto conv_n = static_cast<size_t>(cfg_.inner * (cfg_.conv - 1));
+    const auto ssm_n = static_cast<size_t>(cfg_.inner * cfg_.state);
+    float* conv_state = conv_buf.zeroed(conv_n);
+    float* ssm_state = ssm_buf.zeroed(ssm_n);
+    mixer_block(layers_[static_cast<size_t>(l)], s.hidden.data(), s.rows, conv_state, ssm_state);
     s.next_layer = l + 1;
   }
 
@@ -172,7 +176,8 @@ class MambaModel : public Model {
   void decode_step(DecodeState& base, int32_t token, float* logits) const override {
     auto& s = static_cast<MambaDecodeState&>(base);
     check_ids(std::span<const int32_t>(&token, 1));
-    MambaForwardState fs;
+    // Kept across steps so that its row is allocated once; embed() overwrites it.
+    thread_local MambaForwardState fs;
     embed(std::span<const int32_t>(&token, 1), fs);
     for (int l = 0; l < cfg_.layers; ++l)
       mixer_block(layers_[static_cast<size_t>(l)], fs.hidden.data(), 1, s.conv[l].data(),
@@ -187,27 +192,28 @@ class MambaModel : public Model {
   }
 
   void head(const float* hidden, int64_t T, float* logits) const {
-    std::vector<float> normed(static_cast<size_t>(T * cfg_.hidden));
-    ops::rmsnorm(normed.data(), hidden, norm_f_->data(), T, cfg_.hidden, cfg_.eps);
-    linear(logits, normed.data(), *head_, nullptr, T, cfg_.vocab, cfg_.hidden);
+    thread_local ScratchVec normed_buf;
+    float* normed = normed_buf.get(static_cast<size_t>(T * cfg_.hidden));
+    ops::rmsnorm(normed, hidden, norm_f_->data(), T, cfg_.hidden, cfg_.eps);
+    linear(logits, normed, *head_, nullptr, T, cfg_.vocab, cfg_.hidden);
   }
 
   // hidden {T, H} += mixer(rmsnorm(hidden)); conv/ssm states are carried in and out.
   void mixer_block(const MambaLayer& L, float* hidden, int64_t T, float* conv_state,
                    float* ssm_state) const {
     const int64_t H = cfg_.hidden, I = cfg_.inner;
-    std::vector<float> normed(static_cast<size_t>(T * H));
-    ops::rmsnorm(normed.data(), hidden, L.norm->data(), T, H, cfg_.eps);
+    // Each written whole before it is read.
+    thread_local ScratchVec normed_buf, xz_buf, y_buf, out_buf;
+    float* normed = normed_buf.get(static_cast<size_t>(T * H));
+    ops::rmsnorm(normed, hidden, L.norm->data(), T, H, cfg_.eps);
     // xz {T, 2I} = in_proj(u): x = columns [0, I), gate z = columns [I, 2I)
-    std::vector<float> xz(static_cast<size_t>(T * 2 * I));
-    linear(xz.data(), normed.data(), *L.in_proj,
-                   L.in_proj_bias ? L.in_proj_bias->data() : nullptr, T, 2 * I, H);
-    std::vector<float> y(static_cast<size_t>(T * I));
-    L.ssm.forward(y.data(), xz.data(), 2 * I, xz.data() + I, 2 * I, T, conv_state, ssm_state);
+    float* xz = xz_buf.get(static_cast<size_t>(T * 2 * I));
+    linear(xz, normed, *L.in_proj, L.in_proj_bias ? L.in_proj_bias->data() : nullptr, T, 2 * I, H);
+    float* y = y_buf.get(static_cast<size_t>(T * I));
+    L.ssm.forward(y, xz, 2 * I, xz + I, 2 * I, T, conv_state, ssm_state);
     // hidden += out_proj(y)
-    std::vector<float> out(static_cast<size_t>(T * H));
-    linear(out.data(), y.data(), *L.out_proj,
-                   L.out_proj_bias ? L.out_proj_bias->data() : nullptr, T, H, I);
+    float* out = out_buf.get(static_cast<size_t>(T * H));
+    linear(out, y, *L.out_proj, L.out_proj_bias ? L.out_proj_bias->data() : nullptr, T, H, I);
     for (int64_t k = 0; k < T * H; ++k) hidden[k] += out[k];
   }
 

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "core/scratch.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
 #include "kernels/ops.h"
@@ -174,9 +175,10 @@ class Mamba2Model : public Model {
 
   void run_layer(int l, ForwardState& s) const override {
     const Mamba2Mixer& m = layers_[static_cast<size_t>(l)].mixer;
-    std::vector<float> conv_state(m.conv_state_size(), 0.0f), ssm_state(m.ssm_state_size(), 0.0f);
-    block(layers_[static_cast<size_t>(l)], s.hidden.data(), s.rows, conv_state.data(),
-          ssm_state.data());
+    // A fresh sequence starts from zero states.
+    thread_local ScratchVec conv_buf, ssm_buf;
+    block(layers_[static_cast<size_t>(l)], s.hidden.data(), s.rows,
+          conv_buf.zeroed(m.conv_state_size()), ssm_buf.zeroed(m.ssm_state_size()));
     s.next_layer = l + 1;
   }
 
@@ -196,7 +198,8 @@ class Mamba2Model : public Model {
   void decode_step(DecodeState& base, int32_t token, float* logits) const override {
     auto& s = static_cast<Mamba2DecodeState&>(base);
     check_ids(std::span<const int32_t>(&token, 1));
-    Mamba2ForwardState fs;
+    // Kept across steps so that its row is allocated once; embed() overwrites it.
+    thread_local Mamba2ForwardState fs;
     embed(std::span<const int32_t>(&token, 1), fs);
     for (size_t l = 0; l < layers_.size(); ++l)
       block(layers_[l], fs.hidden.data(), 1, s.conv[l].data(), s.ssm[l].data());
@@ -211,18 +214,21 @@ class Mamba2Model : public Model {
 
   // logits {T, V} = lm_head(rmsnorm(hidden, norm_f))
   void head(const float* hidden, int64_t T, float* logits) const {
-    std::vector<float> normed(static_cast<size_t>(T * cfg_.hidden));
-    ops::rmsnorm(normed.data(), hidden, norm_f_->data(), T, cfg_.hidden, cfg_.eps);
-    linear(logits, normed.data(), *head_, nullptr, T, cfg_.vocab, cfg_.hidden);
+    thread_local ScratchVec normed_buf;
+    float* normed = normed_buf.get(static_cast<size_t>(T * cfg_.hidden));
+    ops::rmsnorm(normed, hidden, norm_f_->data(), T, cfg_.hidden, cfg_.eps);
+    linear(logits, normed, *head_, nullptr, T, cfg_.vocab, cfg_.hidden);
   }
 
   // HF Mamba2Block: hidden {T, H} += mixer(rmsnorm(hidden)); states carried in and out.
   void block(const Mamba2Layer& L, float* hidden, int64_t T, float* conv_state,
              float* ssm_state) const {
     const int64_t H = cfg_.hidden;
-    std::vector<float> normed(static_cast<size_t>(T * H)), out(static_cast<size_t>(T * H));
-    ops::rmsnorm(normed.data(), hidden, L.norm->data(), T, H, cfg_.eps);
-    L.mixer.forward(out.data(), normed.data(), T, conv_state, ssm_state);
+    thread_local ScratchVec normed_buf, out_buf;  // each written whole before it is read
+    float* normed = normed_buf.get(static_cast<size_t>(T * H));
+    float* out = out_buf.get(static_cast<size_t>(T * H));
+    ops::rmsnorm(normed, hidden, L.norm->data(), T, H, cfg_.eps);
+    L.mixer.forward(out, normed, T, conv_state, ssm_state);
     for (int64_t k = 0; k < T * H; ++k) hidden[k] += out[k];
   }
 

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "core/scratch.h"
 #include "io/hf_config.h"
 #include "kernels/ops.h"
 #include "kernels/ssd.h"
@@ -89,37 +90,37 @@ void Mamba2Mixer::forward(float* out, const float* u, int64_t T, float* conv_sta
                           float* ssm_state) const {
   const int64_t I = inner, H = heads, P = head_dim, G = groups, N = state;
   const int64_t CD = conv_dim(), W = proj_dim();
+  // Every buffer below is written whole before it is read.
+  thread_local ScratchVec scaled_buf, proj_buf, xbc_buf, dt_buf, y_buf;
   // Falcon-H1: input_states * ssm_in_multiplier
-  std::vector<float> scaled;
   if (in_multiplier != 1.0f) {
-    scaled.assign(u, u + T * hidden);
-    for (auto& v : scaled) v *= in_multiplier;
-    u = scaled.data();
+    float* scaled = scaled_buf.get(static_cast<size_t>(T * hidden));
+    for (int64_t k = 0; k < T * hidden; ++k) scaled[k] = u[k] * in_multiplier;
+    u = scaled;
   }
   // zxbcdt {T, I + CD + H} = in_proj(u) [* mup_vector]:  z = [0, I), xBC = [I, I + CD), dt = [I + CD, W)
-  std::vector<float> proj(static_cast<size_t>(T * W));
-  linear(proj.data(), u, *in_proj, in_proj_bias ? in_proj_bias->data() : nullptr, T,
-                 W, hidden);
+  float* proj = proj_buf.get(static_cast<size_t>(T * W));
+  linear(proj, u, *in_proj, in_proj_bias ? in_proj_bias->data() : nullptr, T, W, hidden);
   if (!proj_scale.empty())
     for (int64_t t = 0; t < T; ++t)
       for (int64_t j = 0; j < W; ++j) proj[t * W + j] *= proj_scale[static_cast<size_t>(j)];
   // xBC {T, CD} = silu(conv1d(xBC)): x = [0, I), B = [I, I + GN), C = [I + GN, CD)
-  std::vector<float> xbc(static_cast<size_t>(T * CD));
-  ops::causal_conv1d(xbc.data(), proj.data() + I, W, conv->data(),
+  float* xbc = xbc_buf.get(static_cast<size_t>(T * CD));
+  ops::causal_conv1d(xbc, proj + I, W, conv->data(),
                      conv_bias ? conv_bias->data() : nullptr, conv_state, T, CD, conv_kernel, true);
   // dt {T, H} = clamp(softplus(dt + dt_bias), time_step_limit)
-  std::vector<float> dt(static_cast<size_t>(T * H));
+  float* dt = dt_buf.get(static_cast<size_t>(T * H));
   for (int64_t t = 0; t < T; ++t)
     for (int64_t h = 0; h < H; ++h) {
       const float v = ops::softplus(proj[t * W + I + CD + h] + dt_bias->data()[h]);
       dt[t * H + h] = std::min(std::max(v, dt_limit.lo), dt_limit.hi);
     }
   // y {T, H, P} = SSD scan over the carried state {H, P, N}
-  std::vector<float> y(static_cast<size_t>(T * I));
-  ops::ssd_scan(y.data(), ssm_state, xbc.data(), CD, dt.data(), H, A.data(), xbc.data() + I,
-                xbc.data() + I + G * N, CD, D->data(), T, H, P, G, N);
+  float* y = y_buf.get(static_cast<size_t>(T * I));
+  ops::ssd_scan(y, ssm_state, xbc, CD, dt, H, A.data(), xbc + I, xbc + I + G * N, CD, D->data(), T,
+                H, P, G, N);
   // gated norm with z = proj[:, 0:I)
-  const float* z = proj.data();
+  const float* z = proj;
   auto gate = [&] {
     for (int64_t t = 0; t < T; ++t)
       for (int64_t i = 0; i < I; ++i) y[t * I + i] *= ops::silu(z[t * W + i]);
@@ -130,20 +131,19 @@ void Mamba2Mixer::forward(float* out, const float* u, int64_t T, float* conv_sta
       break;
     case GatedNorm::kGateThenNormFull:
       gate();
-      rmsnorm_groups(y.data(), norm->data(), T, I, 1, norm_eps);
+      rmsnorm_groups(y, norm->data(), T, I, 1, norm_eps);
       break;
     case GatedNorm::kGateThenNormGroup:
       gate();
-      rmsnorm_groups(y.data(), norm->data(), T, I, G, norm_eps);
+      rmsnorm_groups(y, norm->data(), T, I, G, norm_eps);
       break;
     case GatedNorm::kNormThenGateGroup:
-      rmsnorm_groups(y.data(), norm->data(), T, I, G, norm_eps);
+      rmsnorm_groups(y, norm->data(), T, I, G, norm_eps);
       gate();
       break;
   }
   // out {T, hidden} = out_proj(y)
-  linear(out, y.data(), *out_proj, out_proj_bias ? out_proj_bias->data() : nullptr,
-                 T, hidden, I);
+  linear(out, y, *out_proj, out_proj_bias ? out_proj_bias->data() : nullptr, T, hidden, I);
 }
 
 }  // namespace kllens
