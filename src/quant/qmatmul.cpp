@@ -305,7 +305,7 @@ void matmul_int8(float* y, const float* x, const QTensor& w, int64_t T) {
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t t = 0; t < T; ++t) quantize_activation_q8(x + t * K, K, false, &acts[t], block);
   const bool wide = codes_need_8_bits(w.scheme);
-  constexpr int64_t kPanelRows = 16;
+  constexpr int64_t kPanelRows = 64;
   // Tokens per tile: their int8 rows and lane scales (2 K bytes each) within about 32 KiB.
   const int64_t tile = std::clamp<int64_t>((int64_t{32} << 10) / (2 * K) / 4 * 4, 4, 64);
   const int64_t panels = (N + kPanelRows - 1) / kPanelRows;
@@ -332,6 +332,34 @@ void matmul_int8(float* y, const float* x, const QTensor& w, int64_t T) {
 
 PrefillPath g_prefill = PrefillPath::kAuto;
 
+bool cpu_has_avx512_bf16() {
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512bf16") != 0;
+  }();
+  return has;
+}
+
+// Many tokens on a bf16 matrix with the machine's bf16 dot products: the token rows rounded to
+// bf16 once, then rows of W in dynamic chunks against tiles of four tokens.
+void matmul_bf16(float* y, const float* x, const QTensor& w, int64_t T) {
+  const int64_t N = w.rows, K = w.cols;
+  const int64_t stride = (K + 31) / 32 * 32;
+  thread_local std::vector<uint16_t> xb;
+  xb.resize(std::max(xb.size(), static_cast<size_t>(T * stride)));
+  uint16_t* xs = xb.data();
+  const int threads = omp_in_parallel() ? 1 : num_threads();
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t t = 0; t < T; ++t) qk::activations_to_bf16_avx512bf16(x + t * K, K, xs + t * stride);
+  const auto* rows = reinterpret_cast<const uint16_t*>(w.data.data());
+  // Panels of rows that fit in L2 (at most 256 KiB of bf16), one at a time per thread.
+  const int64_t panel = std::clamp<int64_t>((int64_t{256} << 10) / (2 * K) / 16 * 16, 16, 256);
+  const int64_t panels = (N + panel - 1) / panel;
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+  for (int64_t p = 0; p < panels; ++p)
+    qk::bf16_rows_avx512bf16(rows, K, xs, stride, T, y, N, p * panel, std::min(N, (p + 1) * panel));
+}
+
 }  // namespace
 
 Isa qmatmul_isa() { return g_isa; }
@@ -342,6 +370,11 @@ PrefillPath prefill_path() { return g_prefill; }
 bool uses_int8_prefill(const QTensor& w) {
   if (!qk::decodable(w)) return false;
   return g_prefill != PrefillPath::kFloatPanels;
+}
+
+bool uses_bf16_prefill(const QTensor& w) {
+  return w.scheme.format == QuantFormat::kBF16 && g_prefill != PrefillPath::kFloatPanels &&
+         g_isa == Isa::kAvx512 && cpu_has_avx512_bf16();
 }
 
 Isa set_qmatmul_isa(Isa isa) {
@@ -414,6 +447,8 @@ void qmatmul_nt(float* y, const float* x, const QTensor& w, const float* bias, i
     matvec(y, x, w);
   } else if (uses_int8_prefill(w)) {
     matmul_int8(y, x, w, T);
+  } else if (uses_bf16_prefill(w)) {
+    matmul_bf16(y, x, w, T);
   } else {
     matmul_panels(y, x, w, T);
   }

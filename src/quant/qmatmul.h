@@ -17,7 +17,8 @@
 //  * bf16/f16, and intB whose groups do not fit 16-element steps (e.g. rows of 48 at g32): float
 //    activations; each weight row is widened to float32 in registers (bf16/f16) or dequantized
 //    row by row (generic) and multiplied in float32. Prefill multiplies dequantized float32
-//    panels with BLAS (bit for bit the fake-quantized weights).
+//    panels with BLAS (bit for bit the fake-quantized weights), except bf16 on CPUs with
+//    AVX512_BF16: activations rounded to bf16 and vdpbf16ps (relative error 2^-9 per activation).
 //
 // Every fast path has a scalar reference in namespace ref; tests compare them.
 #pragma once
@@ -51,6 +52,9 @@ void set_prefill_path(PrefillPath path);
 PrefillPath prefill_path();
 // Whether T > 1 products with this tensor run on int8 activations.
 bool uses_int8_prefill(const QTensor& w);
+// Whether T > 1 products with this bf16 tensor run on bf16-rounded activations with AVX512_BF16
+// dot products (quant/qmatmul_avx512bf16.cpp; the AVX-512 path on a CPU that has them).
+bool uses_bf16_prefill(const QTensor& w);
 
 // An activation row quantized in blocks of 32 (the int8 path's other operand).
 struct ActivationQ8 {

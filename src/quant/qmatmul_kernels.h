@@ -89,6 +89,13 @@ bool has_fused_avx512(QuantFormat format);
 void fused_rows_avx512(const QTensor& w, const ActivationQ8* acts, int64_t T, float* y, int64_t y_stride,
                        int64_t r0, int64_t r1);
 
+// AVX512_BF16 (quant/qmatmul_avx512bf16.cpp): activations rounded to bf16 (K values, nearest
+// even), and rows [r0, r1) of a bf16 matrix {rows, K} against T such rows (x_stride apart):
+// y[t * y_stride + r].
+void activations_to_bf16_avx512bf16(const float* x, int64_t K, uint16_t* out);
+void bf16_rows_avx512bf16(const uint16_t* w, int64_t K, const uint16_t* x, int64_t x_stride, int64_t T,
+                          float* y, int64_t y_stride, int64_t r0, int64_t r1);
+
 // The scale and offset of block b of row r (every layout), in float32.
 void block_scale_offset(const IntRows& w, int64_t r, int64_t b, float* s, float* o);
 // Block b of row r as 32 unsigned codes in the order the activations use.

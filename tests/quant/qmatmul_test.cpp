@@ -77,6 +77,7 @@ const Case kCases[] = {
     {"q2_K", 21, 512},  {"q3_K", 17, 768},  {"q4_K", 33, 256},  {"q5_K", 13, 512},
     {"q6_K", 19, 768},  {"iq4_xs", 11, 512}, {"int5:g16:asym", 15, 96}, {"int6:g16", 9, 96},
     {"int4:g8", 7, 64},  // groups smaller than 16: float activations
+    {"bf16", 13, 116},  // a bf16 row tail of 20: the masked load between 16 and 32
 };
 
 // Row r of q as the integer path reads it.
@@ -141,6 +142,20 @@ void expect_float_panels_close(const std::vector<float>& got, const std::vector<
   }
 }
 
+// bf16 weights on AVX512_BF16: each activation rounded to bf16 moves by at most 2^-9 |x| (nearest
+// even, 8 significant bits), so an output by at most 2^-9 Σ|ŵx|; the products of bf16 values are
+// exact in float32 and their K-term sums add at most (K + 16) u Σ|ŵx| (lanes, then the reduce).
+void expect_bf16_dot_close(const std::vector<float>& got, const std::vector<float>& x,
+                           const QTensor& q, const std::vector<float>& bias, int64_t T) {
+  std::vector<float> want(got.size());
+  ref::qmatmul_nt(want.data(), x.data(), q, bias.data(), T);
+  const auto scale = abs_dot(q, x.data(), T);
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double tol = (0x1p-9 * (1 + 1e-6) + (q.cols + 18) * kU) * scale[i] + 2 * kU * std::fabs(bias[i % q.rows]);
+    EXPECT_NEAR(got[i], want[i], tol) << "output " << i;
+  }
+}
+
 TEST(QMatmul, PrefillEveryIsaMatchesItsReferences) {
   IsaGuard guard;
   set_num_threads(2);
@@ -157,6 +172,7 @@ TEST(QMatmul, PrefillEveryIsaMatchesItsReferences) {
         std::vector<float> got(static_cast<size_t>(T * c.rows));
         qmatmul_nt(got.data(), x.data(), q, bias.data(), T);
         if (uses_int8_prefill(q)) expect_integer_path_close(got, x, q, bias, T);
+        else if (uses_bf16_prefill(q)) expect_bf16_dot_close(got, x, q, bias, T);
         else expect_float_panels_close(got, x, q, bias, T);
       }
     }
@@ -164,16 +180,17 @@ TEST(QMatmul, PrefillEveryIsaMatchesItsReferences) {
 }
 
 TEST(QMatmul, PrefillCanBeForcedOntoFloatPanels) {
-  for (const char* scheme : {"q4_K", "q8_0", "int4:g32"}) {
+  for (const char* scheme : {"q4_K", "q8_0", "int4:g32", "bf16"}) {
     SCOPED_TRACE(scheme);
     const auto w = gaussian(19 * 256, 41, 0.05f);
     const QTensor q = quantize(QuantScheme::parse(scheme), w.data(), 19, 256);
     const auto x = gaussian(6 * 256, 42, 1.0f);
     const auto bias = gaussian(19, 43, 0.1f);
     std::vector<float> got(6 * 19);
-    EXPECT_TRUE(uses_int8_prefill(q));
+    if (q.scheme.format != QuantFormat::kBF16) EXPECT_TRUE(uses_int8_prefill(q));
     set_prefill_path(PrefillPath::kFloatPanels);
     EXPECT_FALSE(uses_int8_prefill(q));
+    EXPECT_FALSE(uses_bf16_prefill(q));
     qmatmul_nt(got.data(), x.data(), q, bias.data(), 6);
     set_prefill_path(PrefillPath::kAuto);
     expect_float_panels_close(got, x, q, bias, 6);
