@@ -210,6 +210,10 @@ void matvec(float* y, const float* x, const QTensor& w) {
       parallel_rows(N, K, [&](int64_t r0, int64_t r1) { qk::fused_rows_avx512(w, &act, 1, y, 1, r0, r1); });
       return;
     }
+    if (g_isa == Isa::kAvx512 && qk::has_fused_decode_avx512(w.scheme.format)) {
+      parallel_rows(N, K, [&](int64_t r0, int64_t r1) { qk::fused_decode_avx512(w, act, y, r0, r1); });
+      return;
+    }
     parallel_rows(N, K, [&](int64_t r0, int64_t r1) {
       thread_local DecodedPanel panel;
       panel.reserve(1, K);

@@ -473,6 +473,76 @@ void kquant_tile(QuantFormat f, const uint8_t* row, int64_t superblocks, const A
 
 }  // namespace
 
+namespace {
+
+// Decode (one token) of the 32-element formats llama-quantize falls back to (q5_0 for q4_K rows,
+// q5_1 for q5_K rows) and their kin: codes unpacked in registers (nibbles; the fifth bits by
+// expanding the 32-bit qh mask to bytes), one 256-bit vpdpbusd per block against activations
+// with one scale per 32. A fixed zero point z (q5_0: 16, iq4_nl's shifted levels: 128) starts
+// the integer sum from -z Σq (neg_lane_sum); the _1 formats add m · d_a · Σq per block.
+template <QuantFormat F>
+float legacy_row_dot(const uint8_t* row, int64_t nb, const ActivationQ8& a) {
+  constexpr int64_t kBytes = F == QuantFormat::kQ5_0 ? 22 : F == QuantFormat::kQ5_1 ? 24 : F == QuantFormat::kQ4_1 ? 20 : 18;
+  constexpr bool kMin = F == QuantFormat::kQ5_1 || F == QuantFormat::kQ4_1;
+  constexpr bool kFifth = F == QuantFormat::kQ5_0 || F == QuantFormat::kQ5_1;
+  constexpr int kQs = F == QuantFormat::kQ5_0 ? 6 : F == QuantFormat::kQ5_1 ? 8 : F == QuantFormat::kQ4_1 ? 4 : 2;
+  const __m128i shift = _mm_cvtsi32_si128(F == QuantFormat::kQ5_0 ? 4 : 7);
+  __m128i levels = _mm_setzero_si128();
+  if constexpr (F == QuantFormat::kIQ4_NL) {
+    alignas(16) uint8_t l[16];
+    for (int i = 0; i < 16; ++i) l[i] = static_cast<uint8_t>(ggml::kValuesIQ4NL[i] + 128);
+    levels = _mm_load_si128(reinterpret_cast<const __m128i*>(l));
+  }
+  const __m256i table = _mm256_broadcastsi128_si256(levels);
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  float corr = 0;
+  prefetch_ahead(row, row + nb * kBytes);
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* blk = row + b * kBytes;
+    __m256i u = nibbles(blk + kQs);
+    if constexpr (kFifth) {
+      uint32_t qh;
+      std::memcpy(&qh, blk + (kMin ? 4 : 2), 4);
+      u = _mm256_or_si256(u, _mm256_and_si256(_mm256_movm_epi8(qh), _mm256_set1_epi8(0x10)));
+    }
+    if constexpr (F == QuantFormat::kIQ4_NL) u = _mm256_shuffle_epi8(table, u);
+    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q.data() + 32 * b));
+    __m256i init = _mm256_setzero_si256();
+    if constexpr (!kMin)
+      init = _mm256_sll_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.neg_lane_sum.data() + 8 * b)), shift);
+    const __m256i dot = _mm256_dpbusd_epi32(init, u, q);
+    const float da = a.d[b];
+    const __m256 scale = _mm256_set1_ps(f16(blk) * da);
+    if (b & 1) acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc1);
+    else acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc0);
+    if constexpr (kMin) corr += f16(blk + 2) * da * static_cast<float>(a.sum[b]);
+  }
+  return hsum256(_mm256_add_ps(acc0, acc1)) + corr;
+}
+
+template <QuantFormat F>
+void legacy_rows(const QTensor& w, const ActivationQ8& a, float* y, int64_t r0, int64_t r1) {
+  const int64_t nb = w.cols / 32, row_bytes = w.storage_bytes() / w.rows;
+  for (int64_t r = r0; r < r1; ++r) y[r] = legacy_row_dot<F>(w.data.data() + r * row_bytes, nb, a);
+}
+
+}  // namespace
+
+bool has_fused_decode_avx512(QuantFormat format) {
+  return format == QuantFormat::kQ5_0 || format == QuantFormat::kQ5_1 || format == QuantFormat::kQ4_1 ||
+         format == QuantFormat::kIQ4_NL;
+}
+
+void fused_decode_avx512(const QTensor& w, const ActivationQ8& a, float* y, int64_t r0, int64_t r1) {
+  switch (w.scheme.format) {
+    case QuantFormat::kQ5_0: legacy_rows<QuantFormat::kQ5_0>(w, a, y, r0, r1); return;
+    case QuantFormat::kQ5_1: legacy_rows<QuantFormat::kQ5_1>(w, a, y, r0, r1); return;
+    case QuantFormat::kQ4_1: legacy_rows<QuantFormat::kQ4_1>(w, a, y, r0, r1); return;
+    case QuantFormat::kIQ4_NL: legacy_rows<QuantFormat::kIQ4_NL>(w, a, y, r0, r1); return;
+    default: return;
+  }
+}
+
 bool has_fused_avx512(QuantFormat format) {
   return format == QuantFormat::kQ4_K || format == QuantFormat::kQ5_K || format == QuantFormat::kQ6_K;
 }

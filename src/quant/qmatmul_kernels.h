@@ -96,6 +96,11 @@ void activations_to_bf16_avx512bf16(const float* x, int64_t K, uint16_t* out);
 void bf16_rows_avx512bf16(const uint16_t* w, int64_t K, const uint16_t* x, int64_t x_stride, int64_t T,
                           float* y, int64_t y_stride, int64_t r0, int64_t r1);
 
+// AVX-512 decode (one token, activations in blocks of 32) that unpacks q5_0, q5_1, q4_1 and
+// iq4_nl blocks in registers: y[r] for rows [r0, r1).
+bool has_fused_decode_avx512(QuantFormat format);
+void fused_decode_avx512(const QTensor& w, const ActivationQ8& a, float* y, int64_t r0, int64_t r1);
+
 // The scale and offset of block b of row r (every layout), in float32.
 void block_scale_offset(const IntRows& w, int64_t r, int64_t b, float* s, float* o);
 // Block b of row r as 32 unsigned codes in the order the activations use.
