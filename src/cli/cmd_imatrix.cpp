@@ -45,6 +45,14 @@ std::string entries_table(const nlohmann::json& entries) {
   return s;
 }
 
+// What `imatrix` prints of a matrix, collected or read: its header, the model, every entry.
+nlohmann::json describe(const ImportanceMatrix& im, const std::string& model_path, const Model& model) {
+  nlohmann::json j = imatrix_description(im);
+  j["model"] = model_description(model_path, model);
+  j["tensors"] = entries_json(im);
+  return j;
+}
+
 }  // namespace
 
 void add_imatrix(CLI::App& app) {
@@ -98,9 +106,7 @@ count is derived from the counts).)");
 
     if (show->count()) {
       const ImportanceMatrix im = read_imatrix(o->show, *model);
-      nlohmann::json j = imatrix_description(im);
-      j["model"] = model_description(o->model, *model);
-      j["tensors"] = entries_json(im);
+      const nlohmann::json j = describe(im, o->model, *model);
       if (o->json) {
         print_json(j);
         return;
@@ -119,11 +125,9 @@ count is derived from the counts).)");
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     write_imatrix(im, *model, o->out);
-    nlohmann::json j = imatrix_description(im);
-    j["model"] = model_description(o->model, *model);
+    nlohmann::json j = describe(im, o->model, *model);
     j["calibration"] = calibration.description;
     j["seconds"] = seconds;
-    j["tensors"] = entries_json(im);
     if (o->json) {
       print_json(j);
       return;

@@ -78,16 +78,6 @@ void pack_k4_scales(const uint8_t* ls, const uint8_t* lm, uint8_t* scales) {
   }
 }
 
-void unpack_k4_scale(int j, const uint8_t* scales, uint8_t* sc, uint8_t* m) {
-  if (j < 4) {
-    *sc = scales[j] & 63;
-    *m = scales[j + 4] & 63;
-  } else {
-    *sc = static_cast<uint8_t>((scales[j + 4] & 0xF) | ((scales[j - 4] >> 6) << 4));
-    *m = static_cast<uint8_t>((scales[j + 4] >> 4) | ((scales[j] >> 6) << 4));
-  }
-}
-
 // --- Q3_K scale bytes: 16 6-bit codes (value + 32) in 12 bytes ------------------------------
 
 void pack_q3_scales(const int* codes, uint8_t* scales) {
@@ -103,12 +93,6 @@ void pack_q3_scales(const int* codes, uint8_t* scales) {
   }
 }
 
-// The signed scale of sub-block j (code - 32).
-int unpack_q3_scale(const uint8_t* scales, int j) {
-  const int low = j < 8 ? scales[j] & 0xF : scales[j - 8] >> 4;
-  const int high = (scales[8 + j % 4] >> (2 * (j / 4))) & 3;
-  return (low | (high << 4)) - 32;
-}
 
 // --- Q2_K --------------------------------------------------------------------------------------
 

@@ -141,6 +141,27 @@ void dequantize_row_q4_K(const void* src, float* y, int64_t n);
 void dequantize_row_q5_K(const void* src, float* y, int64_t n);
 void dequantize_row_q6_K(const void* src, float* y, int64_t n);
 
+// --- the packed sub-block scales (the quantizers, dequantizers and the packed kernels' row
+// decoders all read them through these) ---------------------------------------------------------
+
+// Q4_K / Q5_K: 6-bit scale and min of sub-block j (of 8) from the 12 scale bytes.
+inline void unpack_k4_scale(int j, const uint8_t* scales, uint8_t* sc, uint8_t* m) {
+  if (j < 4) {
+    *sc = scales[j] & 63;
+    *m = scales[j + 4] & 63;
+  } else {
+    *sc = static_cast<uint8_t>((scales[j + 4] & 0xF) | ((scales[j - 4] >> 6) << 4));
+    *m = static_cast<uint8_t>((scales[j + 4] >> 4) | ((scales[j] >> 6) << 4));
+  }
+}
+
+// Q3_K: the signed scale of sub-block j (of 16): its 6-bit code - 32.
+inline int unpack_q3_scale(const uint8_t* scales, int j) {
+  const int low = j < 8 ? scales[j] & 0xF : scales[j - 8] >> 4;
+  const int high = (scales[8 + j % 4] >> (2 * (j / 4))) & 3;
+  return (low | (high << 4)) - 32;
+}
+
 // ggml's nearest_int: round half to even via the 1.5·2^23 trick; valid for |f| <= 4194303.
 inline int nearest_int(float f) {
   float val = f + 12582912.0f;

@@ -117,14 +117,18 @@ void decode_iq4_xs(const QTensor& w, int64_t r, DecodedRow out) {
   }
 }
 
+// The 2-bit codes of q2_K and the low two bits of q3_K's: element 128h + 32s + l is bits 2s..2s+1
+// of qs[32h + l].
+inline void two_bit_codes(const uint8_t* qs, uint8_t* u) {
+  for (int h = 0; h < 2; ++h)
+    for (int s = 0; s < 4; ++s)
+      for (int l = 0; l < 32; ++l) u[128 * h + 32 * s + l] = (qs[32 * h + l] >> (2 * s)) & 3;
+}
+
 void decode_q2_K(const QTensor& w, int64_t r, DecodedRow out) {
   const auto* b = row_blocks<ggml::BlockQ2_K>(w, r, kQK_K);
   for (int64_t i = 0; i < w.cols / kQK_K; ++i, ++b) {
-    uint8_t* u = out.codes + kQK_K * i;
-    // Element 128h + 32s + l is bits 2s..2s+1 of qs[32h + l].
-    for (int h = 0; h < 2; ++h)
-      for (int s = 0; s < 4; ++s)
-        for (int l = 0; l < 32; ++l) u[128 * h + 32 * s + l] = (b->qs[32 * h + l] >> (2 * s)) & 3;
+    two_bit_codes(b->qs, out.codes + kQK_K * i);
     const float d = half(b->d), dmin = half(b->dmin);
     for (int j = 0; j < 16; ++j) {
       out.scale16[16 * i + j] = d * static_cast<float>(b->scales[j] & 0xF);
@@ -139,29 +143,15 @@ void decode_q3_K(const QTensor& w, int64_t r, DecodedRow out) {
     uint8_t* u = out.codes + kQK_K * i;
     // Low bits as q2_K's; the third is bit k of hmask[l] for element 32k + l (set: no -4 shift,
     // which here is u = low + 4 with the offset -4 s for every element).
-    for (int h = 0; h < 2; ++h)
-      for (int s = 0; s < 4; ++s)
-        for (int l = 0; l < 32; ++l)
-          u[128 * h + 32 * s + l] = static_cast<uint8_t>(((b->qs[32 * h + l] >> (2 * s)) & 3) |
-                                                         (((b->hmask[l] >> (4 * h + s)) & 1) << 2));
+    two_bit_codes(b->qs, u);
+    for (int k = 0; k < 8; ++k)
+      for (int l = 0; l < 32; ++l) u[32 * k + l] |= static_cast<uint8_t>(((b->hmask[l] >> k) & 1) << 2);
     const float d = half(b->d);
     for (int j = 0; j < 16; ++j) {
-      const int low = j < 8 ? b->scales[j] & 0xF : b->scales[j - 8] >> 4;
-      const int high = (b->scales[8 + j % 4] >> (2 * (j / 4))) & 3;
-      const float dl = d * static_cast<float>((low | (high << 4)) - 32);
+      const float dl = d * static_cast<float>(ggml::unpack_q3_scale(b->scales, j));
       out.scale16[16 * i + j] = dl;
       out.offset16[16 * i + j] = -4.0f * dl;
     }
-  }
-}
-
-inline void k4_scale(int j, const uint8_t* scales, int* sc, int* m) {
-  if (j < 4) {
-    *sc = scales[j] & 63;
-    *m = scales[j + 4] & 63;
-  } else {
-    *sc = (scales[j + 4] & 0xF) | ((scales[j - 4] >> 6) << 4);
-    *m = (scales[j + 4] >> 4) | ((scales[j] >> 6) << 4);
   }
 }
 
@@ -182,8 +172,8 @@ void decode_q45_K(const QTensor& w, int64_t r, DecodedRow out) {
     }
     const float d = half(b->d), dmin = half(b->dmin);
     for (int j = 0; j < 8; ++j) {
-      int sc, m;
-      k4_scale(j, b->scales, &sc, &m);
+      uint8_t sc, m;
+      ggml::unpack_k4_scale(j, b->scales, &sc, &m);
       set_pair(out.scale16, out.offset16, static_cast<int>(16 * i) + 2 * j, d * static_cast<float>(sc),
                -(dmin * static_cast<float>(m)));
     }
