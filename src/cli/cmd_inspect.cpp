@@ -2,18 +2,13 @@
 #include <iostream>
 
 #include "cli/common.h"
+#include "eval/quantized_eval.h"
 #include "io/safetensors.h"
 #include "quant/scheme.h"
 
 namespace kllens::cli {
 
 namespace {
-// Bytes of a tensor stored in `scheme`; tensors the scheme cannot hold (rows not a multiple of
-// 32 for q8_0/q4_0) and non-components stay bf16.
-int64_t bytes_as(const Param& p, const QuantScheme& scheme) {
-  if (!p.is_component() || !scheme.supports(p.cols())) return 2 * p.numel();
-  return scheme.storage_bytes(p.rows(), p.cols());
-}
 
 std::string human(double bytes) {
   if (bytes >= 1e9) return fmt::format("{:.2f} GB", bytes / 1e9);
@@ -45,12 +40,17 @@ void add_inspect(CLI::App& app) {
     const auto bf16 = QuantScheme::parse("bf16");
     const auto int8 = QuantScheme::parse("int8:g32");
     const auto int4 = QuantScheme::parse("int4:g32");
-    int64_t total_bf16 = 0, total_int8 = 0, total_int4 = 0, comp_params = 0;
+    // Sizes are the GGUF tensor data `kllens quantize --uniform` writes (eval/quantized_eval.h);
+    // a packed GGUF input is measured as its float model would be.
+    const int64_t total_bf16 = uniform_gguf_bytes(*model, bf16);
+    const int64_t total_int8 = uniform_gguf_bytes(*model, int8);
+    const int64_t total_int4 = uniform_gguf_bytes(*model, int4);
+    const auto bytes_as = [&](const Param& p, const QuantScheme& s) {
+      return component_file_bytes(*model, p, s);
+    };
+    int64_t comp_params = 0;
     nlohmann::json comps = nlohmann::json::array();
     for (const auto& p : model->weights().all()) {
-      total_bf16 += bytes_as(*p, bf16);
-      total_int8 += bytes_as(*p, int8);
-      total_int4 += bytes_as(*p, int4);
       if (!p->is_component()) continue;
       comp_params += p->numel();
       comps.push_back({{"name", p->name}, {"role", role_name(p->role)}, {"layer", p->layer},
@@ -91,7 +91,9 @@ void add_inspect(CLI::App& app) {
                                human(c["bytes_int8_g32"].get<double>()),
                                human(c["bytes_int4_g32"].get<double>()), c["stored"].get<std::string>());
     }
-    std::cout << fmt::format("\nmodel size (components at the scheme, other tensors bf16):\n"
+    std::cout << fmt::format("\nmodel size (GGUF tensor data of `kllens quantize --uniform`: components "
+                             "but conv1d at the scheme, conv1d at the checkpoint's type, other tensors "
+                             "F32):\n"
                              "  BF16            {:>12}  ({:.2f} bits/param)\n"
                              "  INT8 (int8:g32) {:>12}  ({:.2f} bits/param)\n"
                              "  INT4 (int4:g32) {:>12}  ({:.2f} bits/param)\n",

@@ -116,14 +116,24 @@ void add_quantize(CLI::App& app) {
       // Before any work: a type a row cannot hold is one clear error, since llama-quantize would
       // silently store something else.
       std::map<std::string, std::string> types;
+      int refined = 0;
       for (const auto& [name, scheme] : assignment) {
         if (!scheme.is_block() && !scheme.is_keep())
           fail("--recipe: {} is {}, which has no ggml type; llama-quantize cannot write it "
                "(plan with the ggml formats: q4_K, q6_K, q8_0, ...)",
                name, scheme.to_string());
-        types[name] = scheme.to_string();
+        QuantScheme ggml_scheme = scheme;
+        ggml_scheme.refined = false;
+        if (scheme.refined) ++refined;
+        types[name] = ggml_scheme.to_string();
       }
       recipe = llama_recipe(types, llama_mix_input(*model).tensors);
+      if (refined > 0)
+        recipe->notes.push_back(fmt::format(
+            "{} tensor(s) use kllens' refined quantizer (':refined'): the recipe gives their ggml "
+            "type, and llama-quantize fills it with ggml's own quantizer, so those tensors get the "
+            "same types and sizes as this file but not the same bytes",
+            refined));
     }
     GgufExportOptions options;
     options.tokenizer_json = o->tokenizer;

@@ -83,6 +83,20 @@ int64_t assignment_bytes(const Model& model, const SchemeAssignment& assignment)
   return bytes;
 }
 
+int64_t component_file_bytes(const Model& model, const Param& p, const QuantScheme& scheme) {
+  if (!scheme.is_int() || (model.info().llama_cpp_layout && p.role == Role::kConv1d))
+    return component_gguf_bytes(model, p, scheme);
+  const std::vector<int64_t> ne(p.shape.rbegin(), p.shape.rend());
+  return static_cast<int64_t>(gguf::tensor_bytes(gguf_storage_type(scheme, ne[0]), ne));
+}
+
+int64_t uniform_gguf_bytes(const Model& model, const QuantScheme& scheme) {
+  int64_t bytes = non_component_gguf_bytes(model);
+  for (const Param* p : model.weights().components())
+    bytes += component_file_bytes(model, *p, p->role == Role::kConv1d ? checkpoint_scheme(*p) : scheme);
+  return bytes;
+}
+
 WeightSwap::WeightSwap(Model& model, ImportanceFn importance)
     : model_(model), importance_(std::move(importance)) {
   for (const auto& p : model.weights().all())

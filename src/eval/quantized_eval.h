@@ -57,6 +57,12 @@ QuantScheme checkpoint_scheme(const Param& p);  // bf16 / f16 / f32: the checkpo
 int64_t component_gguf_bytes(const Model& model, const Param& p, const QuantScheme& scheme);
 int64_t non_component_gguf_bytes(const Model& model);
 int64_t assignment_bytes(const Model& model, const SchemeAssignment& assignment);
+// The bytes a GGUF file holds for a component: component_gguf_bytes, except that intB (no ggml
+// type) counts as the ggml type the file stores it in (gguf_storage_type: Q8_0, Q4_0, Q4_1 or F16).
+int64_t component_file_bytes(const Model& model, const Param& p, const QuantScheme& scheme);
+// The tensor data of the file `kllens quantize --uniform scheme` writes: every component but
+// conv1d at the scheme (as the file stores it), conv1d at its checkpoint type, the rest F32.
+int64_t uniform_gguf_bytes(const Model& model, const QuantScheme& scheme);
 
 // Holds fake-quantized weights in the model and the originals aside; the destructor puts the
 // originals back. Switching between the two views swaps vectors (no copies), so a window can be

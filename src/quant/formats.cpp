@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "quant/ggml_quants.h"
+#include "quant/ggml_refined.h"
 
 namespace kllens {
 
@@ -22,9 +23,9 @@ constexpr std::array<BlockFormatTraits, 12> kFormats{{
     {F::kQ8_0, "q8_0", 8, 32, sizeof(BlockQ8_0), 8, false, g::quantize_row_q8_0, g::dequantize_row_q8_0, F::kF32},
     {F::kQ2_K, "q2_K", 10, 256, sizeof(g::BlockQ2_K), 2, true, g::quantize_row_q2_K, g::dequantize_row_q2_K, F::kQ4_0},
     {F::kQ3_K, "q3_K", 11, 256, sizeof(g::BlockQ3_K), 3, true, g::quantize_row_q3_K, g::dequantize_row_q3_K, F::kQ4_0},
-    {F::kQ4_K, "q4_K", 12, 256, sizeof(g::BlockQ4_K), 4, true, g::quantize_row_q4_K, g::dequantize_row_q4_K, F::kQ5_0},
-    {F::kQ5_K, "q5_K", 13, 256, sizeof(g::BlockQ5_K), 5, true, g::quantize_row_q5_K, g::dequantize_row_q5_K, F::kQ5_1},
-    {F::kQ6_K, "q6_K", 14, 256, sizeof(g::BlockQ6_K), 6, true, g::quantize_row_q6_K, g::dequantize_row_q6_K, F::kQ8_0},
+    {F::kQ4_K, "q4_K", 12, 256, sizeof(g::BlockQ4_K), 4, true, g::quantize_row_q4_K, g::dequantize_row_q4_K, F::kQ5_0, g::quantize_row_q4_K_refined},
+    {F::kQ5_K, "q5_K", 13, 256, sizeof(g::BlockQ5_K), 5, true, g::quantize_row_q5_K, g::dequantize_row_q5_K, F::kQ5_1, g::quantize_row_q5_K_refined},
+    {F::kQ6_K, "q6_K", 14, 256, sizeof(g::BlockQ6_K), 6, true, g::quantize_row_q6_K, g::dequantize_row_q6_K, F::kQ8_0, g::quantize_row_q6_K_refined},
     {F::kIQ4_NL, "iq4_nl", 20, 32, sizeof(g::BlockIQ4_NL), 4, true, g::quantize_row_iq4_nl, g::dequantize_row_iq4_nl, F::kF32},
     {F::kIQ4_XS, "iq4_xs", 23, 256, sizeof(g::BlockIQ4_XS), 4, true, g::quantize_row_iq4_xs, g::dequantize_row_iq4_xs, F::kIQ4_NL},
 }};
@@ -41,6 +42,14 @@ bool iequals(std::string_view a, std::string_view b) {
 }  // namespace
 
 std::span<const BlockFormatTraits> block_formats() { return kFormats; }
+
+QuantizeRowFn row_quantizer(const QuantScheme& scheme) {
+  const BlockFormatTraits* t = block_traits(scheme.format);
+  KLLENS_CHECK(t, "{} is not a block format", scheme.to_string());
+  if (!scheme.refined) return t->quantize_row;
+  KLLENS_CHECK(t->quantize_row_refined, "{} has no refined quantizer", t->name);
+  return t->quantize_row_refined;
+}
 
 const BlockFormatTraits* block_traits(QuantFormat format) {
   for (const auto& t : kFormats)
@@ -68,7 +77,11 @@ QuantScheme llama_shape_fallback(const QuantScheme& scheme, int64_t cols) {
          "{}",
          cols, t->name, t->block_elems, t->name);
   const BlockFormatTraits* f = block_traits(t->shape_fallback);
-  if (cols % f->block_elems == 0) return QuantScheme::parse(f->name);
+  if (cols % f->block_elems == 0) {
+    QuantScheme fallback = QuantScheme::parse(f->name);
+    fallback.refined = scheme.refined && f->quantize_row_refined != nullptr;
+    return fallback;
+  }
   return QuantScheme::parse("f16");
 }
 

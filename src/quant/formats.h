@@ -30,9 +30,14 @@ struct BlockFormatTraits {
   // llama-quantize's replacement when ne0 % block_elems != 0 (tensor_type_fallback); kF32 = none
   // (llama-quantize refuses the tensor). A fallback that still cannot divide the row becomes f16.
   QuantFormat shape_fallback;
+  // kllens' refined quantizer for this layout (the scheme "<name>:refined",
+  // quant/ggml_refined.h), or nullptr where kllens has none.
+  QuantizeRowFn quantize_row_refined = nullptr;
 };
 
 std::span<const BlockFormatTraits> block_formats();
+// The row quantizer a block scheme uses: ggml's, or kllens' refined one for "<name>:refined".
+QuantizeRowFn row_quantizer(const QuantScheme& scheme);
 // nullptr when `format` is not a block format.
 const BlockFormatTraits* block_traits(QuantFormat format);
 // By ggml name, case-insensitively; nullptr when unknown.

@@ -18,6 +18,7 @@
 #include <cstring>
 
 #include "core/dtype.h"
+#include "quant/ggml_kpack.h"
 #include "quant/ggml_quants.h"
 #include "quant/ggml_search.h"
 
@@ -63,20 +64,6 @@ int unpack_2bit(const uint8_t* qs, int e) {
 }
 
 // --- Q4_K / Q5_K scale bytes: 8 6-bit scales and 8 6-bit mins in 12 bytes --------------------
-
-void pack_k4_scales(const uint8_t* ls, const uint8_t* lm, uint8_t* scales) {
-  for (int j = 0; j < kGroups32; ++j) {
-    if (j < 4) {
-      scales[j] = ls[j];
-      scales[j + 4] = lm[j];
-    } else {
-      // Low nibbles in bytes 8..11, high 2 bits in the top of bytes 0..7.
-      scales[j + 4] = static_cast<uint8_t>((ls[j] & 0xF) | ((lm[j] & 0xF) << 4));
-      scales[j - 4] = static_cast<uint8_t>(scales[j - 4] | ((ls[j] >> 4) << 6));
-      scales[j] = static_cast<uint8_t>(scales[j] | ((lm[j] >> 4) << 6));
-    }
-  }
-}
 
 // --- Q3_K scale bytes: 16 6-bit codes (value + 32) in 12 bytes ------------------------------
 
@@ -334,37 +321,6 @@ void requantize_k_groups(const float* x, int nmax, const uint8_t* scale_bytes, u
   }
 }
 
-// Q4_K nibbles: 64-chunk c, element r < 32 in the low nibble of qs[32c + r], r >= 32 high.
-void pack_q4_K_codes(const uint8_t* L, uint8_t* qs) {
-  for (int j = 0; j < kQK_K; j += 64) {
-    for (int l = 0; l < 32; ++l) {
-      qs[j / 2 + l] = static_cast<uint8_t>(L[j + l] | (L[j + l + 32] << 4));
-    }
-  }
-}
-
-// Q5_K: nibbles as Q4_K, the fifth bit of chunk c at bit 2c (low half) / 2c+1 (high half) of qh.
-void pack_q5_K_codes(const uint8_t* L, uint8_t* qh, uint8_t* qs) {
-  std::memset(qh, 0, kQK_K / 8);
-  for (int c = 0; c < kQK_K / 64; ++c) {
-    const uint8_t bit_lo = static_cast<uint8_t>(1 << (2 * c));
-    const uint8_t bit_hi = static_cast<uint8_t>(2 << (2 * c));
-    for (int j = 0; j < 32; ++j) {
-      int l1 = L[64 * c + j];
-      if (l1 > 15) {
-        l1 -= 16;
-        qh[j] = static_cast<uint8_t>(qh[j] | bit_lo);
-      }
-      int l2 = L[64 * c + j + 32];
-      if (l2 > 15) {
-        l2 -= 16;
-        qh[j] = static_cast<uint8_t>(qh[j] | bit_hi);
-      }
-      qs[32 * c + j] = static_cast<uint8_t>(l1 | (l2 << 4));
-    }
-  }
-}
-
 void quantize_block_q4_K(const float* x, BlockQ4_K* y, const float* qw) {
   uint8_t L[kQK_K];
   uint8_t ls[kGroups32], lm[kGroups32];
@@ -454,6 +410,59 @@ void quantize_block_q6_K(const float* x, BlockQ6_K* y, const float* qw) {
     }
   }
 
+  pack_q6_K_codes(L, y);
+}
+
+}  // namespace
+
+// --- packers shared with the refined quantizers (quant/ggml_kpack.h) -----------------------
+
+void pack_k4_scales(const uint8_t* ls, const uint8_t* lm, uint8_t* scales) {
+  for (int j = 0; j < kGroups32; ++j) {
+    if (j < 4) {
+      scales[j] = ls[j];
+      scales[j + 4] = lm[j];
+    } else {
+      // Low nibbles in bytes 8..11, high 2 bits in the top of bytes 0..7.
+      scales[j + 4] = static_cast<uint8_t>((ls[j] & 0xF) | ((lm[j] & 0xF) << 4));
+      scales[j - 4] = static_cast<uint8_t>(scales[j - 4] | ((ls[j] >> 4) << 6));
+      scales[j] = static_cast<uint8_t>(scales[j] | ((lm[j] >> 4) << 6));
+    }
+  }
+}
+
+// Q4_K nibbles: 64-chunk c, element r < 32 in the low nibble of qs[32c + r], r >= 32 high.
+void pack_q4_K_codes(const uint8_t* L, uint8_t* qs) {
+  for (int j = 0; j < kQK_K; j += 64) {
+    for (int l = 0; l < 32; ++l) {
+      qs[j / 2 + l] = static_cast<uint8_t>(L[j + l] | (L[j + l + 32] << 4));
+    }
+  }
+}
+
+// Q5_K: nibbles as Q4_K, the fifth bit of chunk c at bit 2c (low half) / 2c+1 (high half) of qh.
+void pack_q5_K_codes(const uint8_t* L, uint8_t* qh, uint8_t* qs) {
+  std::memset(qh, 0, kQK_K / 8);
+  for (int c = 0; c < kQK_K / 64; ++c) {
+    const uint8_t bit_lo = static_cast<uint8_t>(1 << (2 * c));
+    const uint8_t bit_hi = static_cast<uint8_t>(2 << (2 * c));
+    for (int j = 0; j < 32; ++j) {
+      int l1 = L[64 * c + j];
+      if (l1 > 15) {
+        l1 -= 16;
+        qh[j] = static_cast<uint8_t>(qh[j] | bit_lo);
+      }
+      int l2 = L[64 * c + j + 32];
+      if (l2 > 15) {
+        l2 -= 16;
+        qh[j] = static_cast<uint8_t>(qh[j] | bit_hi);
+      }
+      qs[32 * c + j] = static_cast<uint8_t>(l1 | (l2 << 4));
+    }
+  }
+}
+
+void pack_q6_K_codes(const int8_t* L, BlockQ6_K* y) {
   // Per 128-half h: low nibbles of elements l, l+32 (ql[l], ql[l+32] low) and l+64, l+96 (their
   // high nibbles); the two high bits of all four in qh[l] at bits 0, 2, 4, 6.
   for (int h = 0; h < 2; ++h) {
@@ -470,8 +479,6 @@ void quantize_block_q6_K(const float* x, BlockQ6_K* y, const float* qw) {
     }
   }
 }
-
-}  // namespace
 
 // --- rows --------------------------------------------------------------------------------------
 // The importance path takes the super-block's slice of the row's column weights.

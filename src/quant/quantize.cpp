@@ -249,13 +249,13 @@ Status keep_row(QuantFormat format, const float* w, int64_t cols, uint8_t* raw, 
 // One row of any ggml block format through its row of the traits table. `blocks` receives the
 // row's blocks (scratch when the caller keeps only the values); dq, when given, the decoded
 // values. A finite input whose decoded values are not finite overflowed a float16 scale.
-Status block_row(const BlockFormatTraits& t, const float* w, int64_t cols, const float* importance,
-                 uint8_t* blocks, float* dq) {
+Status block_row(const BlockFormatTraits& t, QuantizeRowFn quantize_row, const float* w,
+                 int64_t cols, const float* importance, uint8_t* blocks, float* dq) {
   int nonfinite = 0;
 #pragma omp simd reduction(| : nonfinite)
   for (int64_t i = 0; i < cols; ++i) nonfinite |= !is_finite(w[i]);
   if (nonfinite) return Status::kNonFinite;
-  t.quantize_row(w, blocks, cols, importance);
+  quantize_row(w, blocks, cols, importance);
   // In place (dq == w) is fine: the blocks no longer read w.
   thread_local std::vector<float> decoded;
   float* out = dq;
@@ -440,12 +440,13 @@ QTensor quantize(const QuantScheme& scheme, const float* w, int64_t rows, int64_
       break;
     default: {
       const BlockFormatTraits& t = *block_traits(scheme.format);
+      const QuantizeRowFn quantizer = row_quantizer(scheme);
       const int64_t row_bytes = cols / t.block_elems * t.block_bytes;
       q.data.resize(static_cast<size_t>(rows * row_bytes));
 #pragma omp parallel for schedule(static) if (n >= kParallelMinElems)
       for (int64_t r = 0; r < rows; ++r)
-        failure.record(block_row(t, w + r * cols, cols, importance, q.data.data() + r * row_bytes,
-                                 nullptr),
+        failure.record(block_row(t, quantizer, w + r * cols, cols, importance,
+                                 q.data.data() + r * row_bytes, nullptr),
                        r);
       break;
     }
@@ -576,12 +577,14 @@ void fake_quantize(const QuantScheme& scheme, float* w, int64_t rows, int64_t co
       failure.record(keep_row(scheme.format, w + r * cols, cols, nullptr, w + r * cols), r);
   } else if (scheme.is_block()) {
     const BlockFormatTraits& t = *block_traits(scheme.format);
+    const QuantizeRowFn quantizer = row_quantizer(scheme);
     const int64_t row_bytes = cols / t.block_elems * t.block_bytes;
 #pragma omp parallel for schedule(static) if (n >= kParallelMinElems)
     for (int64_t r = 0; r < rows; ++r) {
       thread_local std::vector<uint8_t> blocks;
       blocks.resize(static_cast<size_t>(row_bytes));
-      failure.record(block_row(t, w + r * cols, cols, importance, blocks.data(), w + r * cols), r);
+      failure.record(
+          block_row(t, quantizer, w + r * cols, cols, importance, blocks.data(), w + r * cols), r);
     }
   } else {
     const IntParams p(scheme);

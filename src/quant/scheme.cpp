@@ -17,7 +17,7 @@ constexpr const char* kAcceptedForms =
     "accepted forms: intB[:gG][:sym|asym][:s16|s32] with B in 2..8 and G = 0 (one group per "
     "row, the default) or a power of two >= 8 (e.g. int4:g32, int8:g0:asym:s32; defaults sym "
     "and s16), a ggml block format (q4_0 q4_1 q5_0 q5_1 q8_0 q2_K q3_K q4_K q5_K q6_K iq4_nl "
-    "iq4_xs), or one of bf16, f16, f32";
+    "iq4_xs; q4_K, q5_K and q6_K also as '<name>:refined', kllens' quantizer for ggml's layout), or one of bf16, f16, f32";
 
 [[noreturn]] void bad_scheme(std::string_view text, std::string_view why) {
   throw UsageError(fmt::format("invalid quantization scheme '{}': {}; {}", text, why,
@@ -88,6 +88,19 @@ QuantScheme QuantScheme::parse(std::string_view text) {
   for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   const std::string_view t = lower;
   if (const BlockFormatTraits* b = block_traits_by_name(t)) return block_scheme(*b);
+  if (const size_t colon = t.find(':'); colon != std::string_view::npos) {
+    if (const BlockFormatTraits* b = block_traits_by_name(t.substr(0, colon))) {
+      if (t.substr(colon + 1) != "refined")
+        bad_scheme(text, fmt::format("unknown variant '{}' of {} (the only one is ':refined')",
+                                     t.substr(colon + 1), b->name));
+      if (!b->quantize_row_refined)
+        bad_scheme(text, fmt::format("{} has no refined quantizer (q4_K, q5_K and q6_K have one)",
+                                     b->name));
+      QuantScheme s = block_scheme(*b);
+      s.refined = true;
+      return s;
+    }
+  }
   if (t == "bf16") return keep_scheme(QuantFormat::kBF16, 16);
   if (t == "f16") return keep_scheme(QuantFormat::kF16, 16);
   if (t == "f32") return keep_scheme(QuantFormat::kF32, 32);
@@ -134,7 +147,8 @@ std::string QuantScheme::to_string() const {
     case QuantFormat::kF32: return "f32";
     default: break;
   }
-  if (const BlockFormatTraits* b = block_traits(format)) return std::string(b->name);
+  if (const BlockFormatTraits* b = block_traits(format))
+    return refined ? fmt::format("{}:refined", b->name) : std::string(b->name);
   KLLENS_CHECK(false, "unknown quant format {}", static_cast<int>(format));
 }
 

@@ -5,6 +5,10 @@
 //   q4_0 q4_1 q5_0 q5_1 q8_0        ggml's block formats, bit-exact (blocks of 32 along a row)
 //   q2_K q3_K q4_K q5_K q6_K        ggml's K-quants (super-blocks of 256 along a row)
 //   iq4_nl iq4_xs                   ggml's non-linear 4-bit formats (32 / 256)
+//   q4_K:refined q5_K:refined q6_K:refined
+//                                   ggml's layout, quantized by kllens' refined quantizer
+//                                   (quant/ggml_refined.h): same bytes per block, lower weighted
+//                                   error; llama.cpp reads them as q4_K/q5_K/q6_K
 //   bf16, f16, f32                  "keep" schemes: the weight rounded to that float type
 // The exact numerics of each scheme are in docs/quantization.md. Every ggml block format is one
 // row of the traits table in quant/formats.h (block length, bytes, quantizer, dequantizer,
@@ -38,6 +42,9 @@ struct QuantScheme {
   // kInt: scales stored as float16 (":s16", the default) or float32 (":s32").
   // block formats: true (ggml's fp16 d); keep schemes: false (no scales).
   bool scale_f16 = false;
+  // Block formats: quantized by kllens' refined quantizer instead of ggml's (":refined"; only the
+  // formats whose traits row has one). false for every other scheme.
+  bool refined = false;
 
   // Parses the text form; throws UsageError listing the accepted forms. Case-insensitive; the
   // optional int fields may come in any order but at most once each.

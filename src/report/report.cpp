@@ -8,6 +8,7 @@
 #include <limits>
 #include <set>
 
+#include "eval/quantized_eval.h"
 #include "models/model.h"
 #include "quant/scheme.h"
 #include "report/svg.h"
@@ -20,13 +21,6 @@ using svg::escape_xml;
 using svg::format_number;
 
 namespace {
-
-// Bytes of a tensor stored in `scheme` as `kllens inspect` counts them: tensors the scheme
-// cannot hold and non-components stay bf16.
-int64_t bytes_as(const Param& p, const QuantScheme& scheme) {
-  if (!p.is_component() || !scheme.supports(p.cols())) return 2 * p.numel();
-  return scheme.storage_bytes(p.rows(), p.cols());
-}
 
 std::string human_bytes(double bytes) {
   if (bytes >= 1e9) return fmt::format("{:.2f} GB", bytes / 1e9);
@@ -60,12 +54,13 @@ json model_summary_json(const Model& model, const std::string& path) {
   const auto bf16 = QuantScheme::parse("bf16");
   const auto int8 = QuantScheme::parse("int8:g32");
   const auto int4 = QuantScheme::parse("int4:g32");
-  int64_t b16 = 0, b8 = 0, b4 = 0, comp_params = 0;
+  // The GGUF tensor data of `kllens quantize --uniform` at each scheme (as `inspect` prints).
+  const int64_t b16 = uniform_gguf_bytes(model, bf16);
+  const int64_t b8 = uniform_gguf_bytes(model, int8);
+  const int64_t b4 = uniform_gguf_bytes(model, int4);
+  int64_t comp_params = 0;
   json comps = json::array();
   for (const auto& p : model.weights().all()) {
-    b16 += bytes_as(*p, bf16);
-    b8 += bytes_as(*p, int8);
-    b4 += bytes_as(*p, int4);
     if (!p->is_component()) continue;
     comp_params += p->numel();
     comps.push_back({{"name", p->name},
@@ -489,9 +484,9 @@ std::string section_model(const json& m) {
       return fmt::format("{} ({:.3f} bits per weight)", human_bytes(bytes),
                          params ? 8 * bytes / static_cast<double>(params) : 0.0);
     };
-    o += "<tr>" + th("size bf16") + td(size("bf16")) + "</tr>\n";
-    o += "<tr>" + th("size int8:g32 (components)") + td(size("int8_g32")) + "</tr>\n";
-    o += "<tr>" + th("size int4:g32 (components)") + td(size("int4_g32")) + "</tr>\n";
+    o += "<tr>" + th("size bf16 (GGUF tensor data)") + td(size("bf16")) + "</tr>\n";
+    o += "<tr>" + th("size int8:g32 (GGUF, uniform)") + td(size("int8_g32")) + "</tr>\n";
+    o += "<tr>" + th("size int4:g32 (GGUF, uniform)") + td(size("int4_g32")) + "</tr>\n";
   }
   o += "</table>\n</div>\n<div>\n";
   if (m.contains("components")) {

@@ -47,6 +47,57 @@ TEST_F(QuantizeCliTest, UniformJson) {
   EXPECT_EQ(f.tensor("blk.0.ssm_conv1d.weight").type, gguf::GgmlType::kF32);
 }
 
+// inspect's sizes are the tensor data `quantize --uniform` writes (int8:g32/int4:g32 have the
+// sizes of q8_0/q4_0, the types the file holds them in).
+TEST_F(QuantizeCliTest, InspectSizesAreTheUniformFilesTensorBytes) {
+  const auto in = test::run_cli({"inspect", model_, "--json"});
+  ASSERT_EQ(in.exit_code, 0) << in.err;
+  const json sizes = json::parse(in.out)["bytes"];
+  for (const auto& [key, scheme] : {std::pair{"bf16", "bf16"}, std::pair{"int8_g32", "int8:g32"},
+                                    std::pair{"int4_g32", "int4:g32"}}) {
+    const auto r = test::run_cli({"quantize", model_, "--uniform", scheme, "--out", path("u.gguf"),
+                                  "--json", "--threads", "1"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(sizes[key].get<int64_t>(), json::parse(r.out)["tensor_bytes"].get<int64_t>()) << scheme;
+  }
+}
+
+// A plan with kllens' refined quantizer: the file holds ggml's type and size for it, other bytes
+// than ggml's quantizer gives, and the recipe names the ggml type and says llama-quantize will
+// not reproduce those bytes.
+TEST_F(QuantizeCliTest, RefinedSchemesAreGgmlTypesWithOtherBytesAndTheRecipeSaysSo) {
+  const std::string name = "backbone.layers.0.mixer.in_proj.weight";
+  // A recipe needs every tensor llama-quantize quantizes: q8_0, or f16 for rows q8_0 cannot hold.
+  const auto in = test::run_cli({"inspect", model_, "--json"});
+  ASSERT_EQ(in.exit_code, 0) << in.err;
+  json components = json::object();
+  const json listed = json::parse(in.out);
+  for (const auto& c : listed["components"]) {
+    if (c["role"] == "conv1d") continue;
+    components[c["name"].get<std::string>()] = c["shape"][1].get<int64_t>() % 32 == 0 ? "q8_0" : "f16";
+  }
+  std::vector<std::vector<uint8_t>> data;
+  for (const char* scheme : {"q6_K", "q6_K:refined"}) {
+    components[name] = scheme;
+    test::write_file(path("plan.json"), json{{"components", components}}.dump());
+    const auto r = test::run_cli({"quantize", model_, "--plan", path("plan.json"), "--out", path("r.gguf"),
+                                  "--recipe", path("recipe.txt"), "--json", "--threads", "1"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const json j = json::parse(r.out);
+    gguf::File f(path("r.gguf"));
+    const auto& t = f.tensor("blk.0.ssm_in.weight");
+    EXPECT_EQ(t.type, gguf::GgmlType::kQ6_K) << scheme;
+    const auto* bytes = reinterpret_cast<const uint8_t*>(t.data);
+    data.emplace_back(bytes, bytes + t.nbytes);
+    const std::string recipe = test::read_file(path("recipe.txt"));
+    EXPECT_NE(recipe.find("^blk\\.0\\.ssm_in\\.weight$=q6_K"), std::string::npos) << recipe;
+    const std::string notes = j["recipe"]["notes"].dump();
+    EXPECT_EQ(notes.find("refined") != std::string::npos, std::string(scheme).ends_with(":refined")) << notes;
+  }
+  ASSERT_EQ(data[0].size(), data[1].size());
+  EXPECT_NE(data[0], data[1]);
+}
+
 TEST_F(QuantizeCliTest, PlanFilesAndTable) {
   // A plan as `kllens plan` writes it...
   Plan plan;

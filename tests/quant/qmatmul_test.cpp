@@ -78,6 +78,9 @@ const Case kCases[] = {
     {"q6_K", 19, 768},  {"iq4_xs", 11, 512}, {"int5:g16:asym", 15, 96}, {"int6:g16", 9, 96},
     {"int4:g8", 7, 64},  // groups smaller than 16: float activations
     {"bf16", 13, 116},  // a bf16 row tail of 20: the masked load between 16 and 32
+    // kllens' refined quantizers: ggml's layouts with other scale codes (the fused kernels and
+    // the decoders must read them as ggml's dequantizer does).
+    {"q4_K:refined", 9, 512}, {"q5_K:refined", 7, 256}, {"q6_K:refined", 11, 512},
 };
 
 // Row r of q as the integer path reads it.
