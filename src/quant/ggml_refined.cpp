@@ -6,7 +6,8 @@
 // those to 6- or 8-bit codes against one fp16 super-block scale, and never look back. What the
 // block then holds is not the best it could hold: with the codes fixed, another super-block scale
 // fits better; with that scale fixed, a neighbouring sub-block code does. The refinement starts
-// from ggml's block and descends on the stored parameters themselves:
+// from ggml's block (and from ten rescaled copies of it, best_of_starts) and descends on the
+// stored parameters themselves:
 //   (a) with the fp16 super-block scale (and min scale) fixed, each sub-block's integer scale
 //       (and min) code is searched in a window around its current value; the codes of a
 //       sub-block are then round-to-nearest, which is optimal for fixed parameters because the
@@ -33,9 +34,10 @@ namespace kllens::ggml {
 namespace {
 
 constexpr int kRounds = 6;
-constexpr int kSubWindowAffine = 3;  // ±3 on the 6-bit scale and min codes: 49 candidates
-constexpr int kSubWindowSym = 4;     // ±4 on Q6_K's 8-bit scale codes
-constexpr float kStartFactors[] = {1.0f, 0.9f, 0.95f, 1.05f, 1.1f};
+constexpr int kSubWindowAffine = 5;  // ±5 on the 6-bit scale and min codes: 121 candidates
+constexpr int kSubWindowSym = 8;     // ±8 on Q6_K's 8-bit scale codes
+constexpr float kStartFactors[] = {1.0f,   0.85f, 0.9f, 0.925f, 0.95f, 0.975f,
+                                   1.025f, 1.05f, 1.075f, 1.1f, 1.15f};
 
 int clamp_int(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
 
@@ -47,7 +49,7 @@ int nearest_code(float f, int lo, int hi) {
   return clamp_int(nearest_int(c), lo, hi);
 }
 
-// Several starts: ggml's block, and its super-block scale d moved by ±5% and ±10% with the
+// Several starts: ggml's block, and its super-block scale d moved by -15% .. +15% with the
 // sub-block scale codes (in [lo, hi]) rescaled to keep their products; each is descended
 // (`descend` returns the final objective), since the descent alone stops in a local minimum.
 // Returns the best objective; *best_state receives its state when it beats ggml_error.
