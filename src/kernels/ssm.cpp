@@ -51,6 +51,8 @@ void causal_conv1d(float* y, const float* x, int64_t ldx, const float* weight, c
 
 namespace {
 
+bool lane_parallel_scan = true;
+
 // One channel, one step. kN > 0 makes the state size a compile-time constant (Mamba-1 and
 // Hymba use 16), so the three loops become straight vector code; kN == 0 is the general case.
 template <int64_t kN>
@@ -65,17 +67,63 @@ inline float scan_step(float* h, const float* a, const float* b, const float* c,
   return acc;
 }
 
+// Sixteen channels at once with the state transposed to h[n][lane]: every operation is vertical
+// (one lane per channel, sixteen independent recurrences), so there is no horizontal sum per
+// channel and step, and x, dt and y of a step are one contiguous load/store. Each lane does the
+// arithmetic of scan_step in the same order (y sums h[n]·c[n] for n = 0, 1, ...).
+constexpr int64_t kLanes = 16;
+
+template <int64_t kN>
+void scan_lanes(float* y, float* state, const float* x, const float* dt, const float* A,
+                const float* B, const float* C, int64_t ldbc, const float* Dskip, int64_t T,
+                int64_t D, int64_t d0) {
+  alignas(64) float h[kN][kLanes], a[kN][kLanes];
+  for (int64_t l = 0; l < kLanes; ++l)
+    for (int64_t n = 0; n < kN; ++n) {
+      h[n][l] = state[(d0 + l) * kN + n];
+      a[n][l] = A[(d0 + l) * kN + n];
+    }
+  for (int64_t t = 0; t < T; ++t) {
+    const float* b = B + t * ldbc;
+    const float* c = C + t * ldbc;
+    const float* xv = x + t * D + d0;
+    const float* dtv = dt + t * D + d0;
+    alignas(64) float acc[kLanes] = {};
+    for (int64_t n = 0; n < kN; ++n) {
+      const float bn = b[n], cn = c[n];
+#pragma omp simd
+      for (int64_t l = 0; l < kLanes; ++l) {
+        const float decay = exp_fast(a[n][l] * dtv[l]);
+        h[n][l] = decay * h[n][l] + (dtv[l] * bn) * xv[l];
+        acc[l] += h[n][l] * cn;
+      }
+    }
+    float* out = y + t * D + d0;
+#pragma omp simd
+    for (int64_t l = 0; l < kLanes; ++l) out[l] = acc[l] + xv[l] * Dskip[d0 + l];
+  }
+  for (int64_t l = 0; l < kLanes; ++l)
+    for (int64_t n = 0; n < kN; ++n) state[(d0 + l) * kN + n] = h[n][l];
+}
+
 template <int64_t kN>
 void selective_scan_impl(float* y, float* state, const float* x, const float* dt, const float* A,
                          const float* B, const float* C, int64_t ldbc, const float* Dskip,
                          int64_t T, int64_t D, int64_t N) {
   // Channels in blocks of 16 with time inside: x, dt and y of one step are then one cache line
-  // per block instead of one line per channel (the arrays are {T, D}, D-contiguous).
-  constexpr int64_t kBlock = 16;
+  // per block instead of one line per channel (the arrays are {T, D}, D-contiguous). A full
+  // block of a compile-time state size runs lane-parallel (scan_lanes); the rest per channel.
+  constexpr int64_t kBlock = kLanes;
   const int64_t blocks = (D + kBlock - 1) / kBlock;
 #pragma omp parallel for schedule(static) if (T * D * N > 32768)
   for (int64_t blk = 0; blk < blocks; ++blk) {
     const int64_t d0 = blk * kBlock, d1 = std::min(D, d0 + kBlock);
+    if constexpr (kN > 0) {
+      if (d1 - d0 == kLanes && lane_parallel_scan) {
+        scan_lanes<kN>(y, state, x, dt, A, B, C, ldbc, Dskip, T, D, d0);
+        continue;
+      }
+    }
     for (int64_t t = 0; t < T; ++t) {
       const float* b = B + t * ldbc;
       const float* c = C + t * ldbc;
@@ -89,6 +137,8 @@ void selective_scan_impl(float* y, float* state, const float* x, const float* dt
 }
 
 }  // namespace
+
+void set_lane_parallel_scan(bool enabled) { lane_parallel_scan = enabled; }
 
 void selective_scan(float* y, float* state, const float* x, const float* dt, const float* A,
                     const float* B, const float* C, int64_t ldbc, const float* Dskip, int64_t T,

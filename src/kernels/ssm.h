@@ -19,6 +19,9 @@ void causal_conv1d(float* y, const float* x, int64_t ldx, const float* weight, c
 void selective_scan(float* y, float* state, const float* x, const float* dt, const float* A,
                     const float* B, const float* C, int64_t ldbc, const float* Dskip, int64_t T,
                     int64_t D, int64_t N);
+// Whether full blocks of 16 channels with a state size of 16 run lane-parallel (the default) or
+// one channel at a time; for tests and measurements of the two paths.
+void set_lane_parallel_scan(bool enabled);
 
 }  // namespace kllens::ops
 
