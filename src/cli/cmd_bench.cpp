@@ -16,25 +16,33 @@ namespace kllens::cli {
 
 void add_synth(CLI::App& app) {
   struct Opts {
-    std::string preset, out, dtype = "bf16";
+    std::string preset, config, out, dtype = "bf16";
     uint64_t seed = 1;
   };
   auto o = std::make_shared<Opts>();
   std::string presets;
   for (const auto& p : synth_presets()) presets += (presets.empty() ? "" : "|") + p;
   auto* cmd = app.add_subcommand("synth", "write a random-weight HF model folder of a real configuration");
-  cmd->add_option("--preset", o->preset, presets)->required();
+  auto* preset = cmd->add_option("--preset", o->preset, presets);
+  auto* config = cmd->add_option("--config", o->config,
+                                 "a config.json (e.g. one published on the Hub) to fill with random "
+                                 "weights of its exact shapes, copied into the folder as it is");
+  preset->excludes(config);
   cmd->add_option("--out", o->out, "output folder")->required();
   cmd->add_option("--dtype", o->dtype, "bf16|f16|f32")->capture_default_str()->check(CLI::IsMember({"bf16", "f16", "f32"}));
   cmd->add_option("--seed", o->seed, "random seed")->capture_default_str();
   cmd->callback([o] {
+    if (o->preset.empty() == o->config.empty())
+      throw UsageError("synth needs --preset NAME or --config FILE");
     SynthOptions s;
     s.preset = o->preset;
+    s.config_path = o->config;
     s.out_dir = o->out;
     s.seed = o->seed;
     s.dtype = o->dtype == "f32" ? DType::kF32 : o->dtype == "f16" ? DType::kF16 : DType::kBF16;
     const int64_t params = synthesize_checkpoint(s);
-    std::cerr << fmt::format("wrote {} ({} parameters, {}) to {}\n", o->preset, params, o->dtype, o->out);
+    std::cerr << fmt::format("wrote {} ({} parameters, {}) to {}\n",
+                             o->preset.empty() ? o->config : o->preset, params, o->dtype, o->out);
   });
 }
 

@@ -1,23 +1,62 @@
 #include "io/hf_config.h"
 
+#include <cctype>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "core/error.h"
 
 namespace kllens {
 
+std::string python_json_literals(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      out += c;
+      if (c == '\\' && i + 1 < text.size()) out += text[++i];  // an escaped character
+      else if (c == '"') in_string = false;
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+      out += c;
+      continue;
+    }
+    // Outside strings JSON has no letters but those of true, false and null, so a token that
+    // starts here and spells one of Python's literals is one.
+    bool replaced = false;
+    for (std::string_view lit : {"-Infinity", "Infinity", "NaN"}) {
+      if (text.substr(i, lit.size()) != lit) continue;
+      const size_t end = i + lit.size();
+      if (end < text.size() && (std::isalnum(static_cast<unsigned char>(text[end])) || text[end] == '_'))
+        continue;
+      out += fmt::format("{{\"__float__\": \"{}\"}}", lit);
+      i = end - 1;
+      replaced = true;
+      break;
+    }
+    if (!replaced) out += c;
+  }
+  return out;
+}
+
 HfConfig HfConfig::load_folder(const std::string& folder) {
   namespace fs = std::filesystem;
   if (!fs::exists(folder)) fail("{}: no such file or directory", folder);
   const std::string path = (fs::path(folder) / "config.json").string();
-  std::ifstream in(path);
+  std::ifstream in(path, std::ios::binary);
   if (!in) fail("{}: cannot open (is {} a Hugging Face model folder?)", path, folder);
+  std::stringstream text;
+  text << in.rdbuf();
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(in);
+    j = nlohmann::json::parse(python_json_literals(text.str()));
   } catch (const nlohmann::json::exception& e) {
     fail("{}: malformed JSON: {}", path, e.what());
   }

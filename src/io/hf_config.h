@@ -7,9 +7,15 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace kllens {
+
+// The text of a config.json as Python's json module writes it, made strict JSON: the bare tokens
+// Infinity, -Infinity and NaN (transformers 4.x writes "time_step_limit": [0.0, Infinity]) become
+// {"__float__": "Infinity"} and so on, the form transformers 5.x writes. Strings are untouched.
+std::string python_json_literals(std::string_view text);
 
 class HfConfig {
  public:

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <sstream>
 
 #include "core/error.h"
 #include "io/hf_config.h"
@@ -115,14 +116,31 @@ std::vector<std::string> synth_presets() {
 
 int64_t synthesize_checkpoint(const SynthOptions& options) {
   namespace fs = std::filesystem;
-  const json config = preset_config(options.preset);
+  if (options.preset.empty() == options.config_path.empty())
+    throw UsageError("synth needs exactly one of a preset and a config.json");
+  std::string config_text;
+  if (!options.config_path.empty()) {
+    std::ifstream in(options.config_path, std::ios::binary);
+    if (!in) fail("{}: cannot open", options.config_path);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    config_text = ss.str();
+  } else {
+    config_text = preset_config(options.preset).dump(2) + "\n";
+  }
+  json config;
+  try {
+    config = json::parse(python_json_literals(config_text));
+  } catch (const json::exception& e) {
+    fail("{}: malformed JSON: {}", options.config_path, e.what());
+  }
   if (options.dtype != DType::kBF16 && options.dtype != DType::kF32 && options.dtype != DType::kF16)
     throw UsageError("synth writes F32, BF16 or F16 weights");
   fs::create_directories(options.out_dir);
   const std::string config_path = (fs::path(options.out_dir) / "config.json").string();
   {
-    std::ofstream out(config_path);
-    out << config.dump(2) << "\n";
+    std::ofstream out(config_path, std::ios::binary);
+    out << config_text;
     if (!out) fail("{}: cannot write", config_path);
   }
   const auto specs = tensor_specs(HfConfig::from_json(config, config_path));
@@ -130,7 +148,10 @@ int64_t synthesize_checkpoint(const SynthOptions& options) {
   // Header first (offsets are known from the shapes), then each tensor streamed to disk, so a
   // multi-GB checkpoint never sits in memory whole.
   json header = json::object();
-  header["__metadata__"] = {{"format", "pt"}, {"generator", "kllens synth " + options.preset}};
+  header["__metadata__"] = {{"format", "pt"},
+                            {"generator", "kllens synth " + (options.preset.empty()
+                                                                 ? options.config_path
+                                                                 : options.preset)}};
   uint64_t offset = 0;
   int64_t params = 0;
   const size_t elem = dtype_size(options.dtype);
