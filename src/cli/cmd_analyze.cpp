@@ -90,7 +90,7 @@ void add_analyze(CLI::App& app) {
     int64_t ctx = 256, windows = 16, eval_ctx = 512, eval_windows = 0, cache_mb = 4096, greedy_windows = 4;
     bool resume = false, greedy = false, no_imatrix = false;
     std::string mixes = "Q3_K_M,Q4_K_M,Q5_K_M";
-    ThreadsOption threads;
+    RunOptions run;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand(
@@ -142,9 +142,9 @@ void add_analyze(CLI::App& app) {
   cmd->add_option("--cache-mb", o->cache_mb, "memory for cached states (sweep) and full-precision logits (frontier)")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
-  o->threads.add(cmd);
+  o->run.add(cmd);
   cmd->callback([o] {
-    o->threads.apply();
+    o->run.apply();
     // Usage errors first, before any work.
     SweepOptions sweep;
     sweep.schemes = split_list(o->schemes);

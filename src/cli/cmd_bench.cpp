@@ -51,7 +51,7 @@ void add_bench(CLI::App& app) {
     std::string model, plan, uniform;
     BenchOptions bench;
     bool json = false, no_bandwidth = false;
-    ThreadsOption threads;
+    RunOptions run;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand(
@@ -73,9 +73,9 @@ void add_bench(CLI::App& app) {
   cmd->add_option("--gen", o->bench.gen, "decode steps")->capture_default_str()->check(CLI::Range(0, 1 << 20));
   cmd->add_option("--runs", o->bench.runs, "repetitions (median and spread reported)")->capture_default_str()->check(CLI::Range(1, 1000));
   cmd->add_flag("--json", o->json, "machine-readable output");
-  o->threads.add(cmd);
+  o->run.add(cmd);
   cmd->callback([o, plan_opt, uni_opt] {
-    o->threads.apply();
+    o->run.apply();
     if ((plan_opt->count() || uni_opt->count()) && is_gguf_path(o->model))
       throw UsageError("--plan/--uniform pack a float model; a GGUF file is already packed");
     std::optional<Plan> plan;

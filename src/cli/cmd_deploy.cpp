@@ -37,7 +37,7 @@ void add_deploy_table(CLI::App& app) {
     int64_t ctx = 512, windows = 4;
     BenchOptions bench;
     bool json = false;
-    ThreadsOption threads;
+    RunOptions run;
     ImatrixOption imatrix;
   };
   auto o = std::make_shared<Opts>();
@@ -62,10 +62,10 @@ void add_deploy_table(CLI::App& app) {
   cmd->add_option("--runs", o->bench.runs, "timing repetitions (median reported)")->capture_default_str()->check(CLI::Range(1, 1000));
   cmd->add_option("--out", o->out, "also write the table as Markdown to this file");
   cmd->add_flag("--json", o->json, "print {\"rows\": [{label, bytes, bits_per_weight, ppl, kl, ...}], ...}");
-  o->threads.add(cmd);
+  o->run.add(cmd);
   o->imatrix.add(cmd);
   cmd->callback([o] {
-    o->threads.apply();
+    o->run.apply();
     if (is_gguf_path(o->model)) throw UsageError("deploy-table quantizes the model itself: give the Hugging Face folder");
     std::vector<double> budgets;
     for (const auto& b : split_list(o->budgets)) {

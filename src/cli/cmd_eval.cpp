@@ -16,7 +16,7 @@ void add_eval(CLI::App& app) {
     std::string model, plan, uniform, text, reference;
     int64_t ctx = 512, windows = 0;
     bool uniform_all = false, json = false;
-    ThreadsOption threads;
+    RunOptions run;
     ImatrixOption imatrix;
   };
   auto o = std::make_shared<Opts>();
@@ -42,10 +42,10 @@ void add_eval(CLI::App& app) {
   cmd->add_flag("--json", o->json,
                 "print {\"ppl\", \"ppl_fp\", \"kl\": {mean, stderr, median, p90, p99, max}, \"top1\", "
                 "\"bytes\", \"bits_per_weight\", ...}");
-  o->threads.add(cmd);
+  o->run.add(cmd);
   o->imatrix.add(cmd);
   cmd->callback([o, plan_opt, uni_opt] {
-    o->threads.apply();
+    o->run.apply();
     std::optional<Plan> plan;
     std::optional<QuantScheme> uniform;
     if (plan_opt->count()) plan = read_plan_json(o->plan);

@@ -24,7 +24,7 @@ void add_forward(CLI::App& app) {
   struct Opts {
     std::string model, ids, tensor = "input_ids", out;
     bool decode = false;
-    ThreadsOption threads;
+    RunOptions run;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand("forward", "float32 logits [batch, seq, vocab] for token ids");
@@ -33,9 +33,9 @@ void add_forward(CLI::App& app) {
   cmd->add_option("--tensor", o->tensor, "name of the ids tensor in that file")->capture_default_str();
   cmd->add_flag("--decode", o->decode, "compute through the step-by-step (recurrent / KV-cache) path");
   cmd->add_option("--out", o->out, "output safetensors file (tensor 'logits')")->required();
-  o->threads.add(cmd);
+  o->run.add(cmd);
   cmd->callback([o] {
-    o->threads.apply();
+    o->run.apply();
     const auto batch = read_id_batch(o->ids, o->tensor);
     auto model = open_model(o->model);
     const int64_t V = model->info().vocab;
@@ -58,7 +58,7 @@ void add_generate(CLI::App& app) {
     std::string model, ids, tensor = "input_ids";
     int max_new = 16;
     bool json = false;
-    ThreadsOption threads;
+    RunOptions run;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand("generate", "greedy continuation of token ids; prints the ids");
@@ -67,9 +67,9 @@ void add_generate(CLI::App& app) {
   cmd->add_option("--tensor", o->tensor, "name of the ids tensor in that file")->capture_default_str();
   cmd->add_option("--max-new", o->max_new, "tokens to generate")->required()->check(CLI::Range(1, 1 << 20));
   cmd->add_flag("--json", o->json, "print {\"sequences\": [[ids...], ...]} (prompt + new tokens)");
-  o->threads.add(cmd);
+  o->run.add(cmd);
   cmd->callback([o] {
-    o->threads.apply();
+    o->run.apply();
     const auto batch = read_id_batch(o->ids, o->tensor);
     auto model = open_model(o->model);
     const int64_t V = model->info().vocab;

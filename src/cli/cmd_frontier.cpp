@@ -69,7 +69,7 @@ void add_frontier(CLI::App& app) {
     double gamma = 1.10;
     bool greedy = false, fixed_base = false, json = false;
     std::string mixes = "Q3_K_M,Q4_K_M,Q5_K_M";
-    ThreadsOption threads;
+    RunOptions run;
     ImatrixOption imatrix;
   };
   auto o = std::make_shared<Opts>();
@@ -116,10 +116,10 @@ void add_frontier(CLI::App& app) {
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
   cmd->add_option("--out-prefix", o->out_prefix, "write the table to P.json, P.csv and P.md");
   cmd->add_flag("--json", o->json, "print the JSON document instead of the Markdown table");
-  o->threads.add(cmd);
+  o->run.add(cmd);
   o->imatrix.add(cmd);
   cmd->callback([o] {
-    o->threads.apply();
+    o->run.apply();
     FrontierOptions fo;
     for (const auto& m : split_list(o->mixes)) fo.mixes.push_back(llama_mix_canonical(m));
     fo.budgets = parse_budgets(o->budgets, "--budgets");

@@ -60,7 +60,7 @@ void add_imatrix(CLI::App& app) {
     std::string model, calib, out, show;
     int64_t ctx = 512, windows = 0;
     bool json = false;
-    ThreadsOption threads;
+    RunOptions run;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand(
@@ -93,16 +93,16 @@ count is derived from the counts).)");
   cmd->add_flag("--json", o->json,
                 "print {\"file\", \"sha256\", \"datasets\", \"chunk_count\", \"chunk_size\", "
                 "\"entries\", \"tensors\": [...], ...}");
-  o->threads.add(cmd);
+  o->run.add(cmd);
   cmd->callback([o, calib, out, show] {
-    o->threads.apply();
+    o->run.apply();
     if (!show->count() && (!calib->count() || !out->count()))
       throw UsageError("imatrix needs --calib TEXT and --out IMAT.gguf (or --show IMAT.gguf)");
     if (is_gguf_path(o->model))
       fail("{}: `kllens imatrix` needs the float model the importance matrix is for: give the "
            "Hugging Face folder (a GGUF file's matrices are already quantized)",
            o->model);
-    auto model = load_model(o->model);
+    auto model = open_float_model(o->model, "imatrix");
 
     if (show->count()) {
       const ImportanceMatrix im = read_imatrix(o->show, *model);

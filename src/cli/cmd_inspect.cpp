@@ -22,6 +22,7 @@ void add_inspect(CLI::App& app) {
   struct Opts {
     std::string model;
     bool json = false;
+    RunOptions run;
   };
   // How a matrix is held in memory: its packed scheme, float32, or float32 dequantized at load
   // (a block-format tensor in a role read element-wise, such as conv1d).
@@ -34,7 +35,9 @@ void add_inspect(CLI::App& app) {
   auto* cmd = app.add_subcommand("inspect", "architecture, layers, components, parameter counts and sizes");
   cmd->add_option("MODEL", o->model, "Hugging Face model folder, or a GGUF file from `kllens quantize`")->required();
   cmd->add_flag("--json", o->json, "machine-readable output");
+  o->run.add(cmd);
   cmd->callback([o, held_as] {
+    o->run.apply();
     auto model = open_model(o->model);
     const auto& info = model->info();
     const auto bf16 = QuantScheme::parse("bf16");

@@ -98,6 +98,15 @@ std::unique_ptr<Model> open_sensitivity_model(const SensitivityReport& report, c
       report.model["params"].get<int64_t>() != params)
     fail("{} has {} parameters, but the sensitivity file was measured on a model with {}", model_path,
          params, report.model["params"].get<int64_t>());
+  const std::string have = model->info().detail("gated_norm");
+  const std::string measured =
+      report.model.contains("gated_norm") && report.model["gated_norm"].is_string()
+          ? report.model["gated_norm"].get<std::string>()
+          : "";
+  if (!measured.empty() && have != measured)
+    fail("{} was measured on the model with the gated norm '{}', but it loads now with '{}' "
+         "(give the same --mamba2-norm as the sweep)",
+         sens, measured, have);
   return model;
 }
 
@@ -204,7 +213,7 @@ void add_plan(CLI::App& app) {
     int refine = 0, refine_per_round = 4;
     std::string calib;
     int64_t calib_windows = 4;
-    ThreadsOption threads;
+    RunOptions run;
     ImatrixOption imatrix;
   };
   auto o = std::make_shared<Opts>();
@@ -266,7 +275,7 @@ void add_plan(CLI::App& app) {
   cmd->add_option("--out", o->out, "PLAN.json to write");
   cmd->add_flag("--dry-run", o->dry_run, "print the plan, write nothing");
   cmd->add_flag("--json", o->json, "print the plan JSON instead of the table");
-  o->threads.add(cmd);
+  o->run.add(cmd);
   cmd->callback([o, avg, maxb, model_opt, eval_opt, ctx_opt, win_opt, gamma_opt, fixed_opt, point_opt,
                  grid_opt, method_opt, mix_opt, imatrix_opt, keep_opt, refine_opt, per_round_opt,
                  calib_opt, calib_win_opt] {
@@ -277,7 +286,7 @@ void add_plan(CLI::App& app) {
     if (refining && (o->method != "optimal" || mix_opt->count()))
       throw UsageError("--refine refines an optimal plan: --method optimal with a budget");
     if (refining && o->calib.empty()) throw UsageError("--refine needs --calib TEXT");
-    o->threads.apply();
+    o->run.apply();
     const bool has_budget = avg->count() || maxb->count();
     const bool greedy = o->method == "greedy", points = o->method == "points";
     if (o->out.empty() && !o->dry_run) throw UsageError("--out is required (or --dry-run)");

@@ -59,7 +59,7 @@ void add_quantize(CLI::App& app) {
   struct Opts {
     std::string model, plan, uniform, out, tokenizer, recipe;
     bool json = false;
-    ThreadsOption threads;
+    RunOptions run;
     ImatrixOption imatrix;
   };
   auto o = std::make_shared<Opts>();
@@ -83,10 +83,10 @@ void add_quantize(CLI::App& app) {
   cmd->add_flag("--json", o->json,
                 "print {\"out\", \"architecture\", \"layout\", \"file_bytes\", \"tensors\", "
                 "\"fallbacks\", \"notes\", ...}");
-  o->threads.add(cmd);
+  o->run.add(cmd);
   o->imatrix.add(cmd);
   cmd->callback([o, plan_opt, uni_opt] {
-    o->threads.apply();
+    o->run.apply();
     if (!plan_opt->count() && !uni_opt->count())
       throw UsageError("quantize needs --plan PLAN.json or --uniform SCHEME");
     std::optional<std::map<std::string, std::string>> plan;

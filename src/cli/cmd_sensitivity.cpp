@@ -48,10 +48,14 @@ CalibrationSet load_calibration(const std::string& model_path, const std::string
 nlohmann::json model_description(const std::string& path, const Model& model) {
   std::error_code ec;
   const auto canonical = std::filesystem::weakly_canonical(path, ec);
-  return {{"path", ec ? path : canonical.string()},
-          {"arch", model.info().arch},
-          {"layers", model.info().n_layers},
-          {"params", model.weights().total_params()}};
+  nlohmann::json d = {{"path", ec ? path : canonical.string()},
+                      {"arch", model.info().arch},
+                      {"layers", model.info().n_layers},
+                      {"params", model.weights().total_params()}};
+  // The same weights under another gated norm are another model: a journal must not mix them.
+  if (const std::string norm = model.info().detail("gated_norm"); !norm.empty())
+    d["gated_norm"] = norm;
+  return d;
 }
 
 void add_sensitivity(CLI::App& app) {
@@ -60,7 +64,7 @@ void add_sensitivity(CLI::App& app) {
     int64_t ctx = 256, windows = 0, cache_mb = 4096;
     bool resume = false, no_reuse = false;
     size_t top = 20;
-    ThreadsOption threads;
+    RunOptions run;
     ImatrixOption imatrix;
   };
   auto o = std::make_shared<Opts>();
@@ -106,10 +110,10 @@ SENS.json:
   cmd->add_flag("--no-prefix-reuse", o->no_reuse, "recompute every layer for every entry (for benchmarking the reuse)");
   cmd->add_option("--cache-mb", o->cache_mb, "memory for cached per-layer states")->capture_default_str()->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
   cmd->add_option("--top", o->top, "rows in the printed table")->capture_default_str();
-  o->threads.add(cmd);
+  o->run.add(cmd);
   o->imatrix.add(cmd);
   cmd->callback([o] {
-    o->threads.apply();
+    o->run.apply();
     SweepOptions options;
     options.schemes = split_list(o->schemes);
     for (const auto& s : options.schemes) QuantScheme::parse(s);  // usage errors before any work

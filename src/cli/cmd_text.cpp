@@ -38,7 +38,7 @@ void add_ppl(CLI::App& app) {
     std::string model, text;
     int64_t ctx = 512, windows = 0;
     bool json = false;
-    ThreadsOption threads;
+    RunOptions run;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand(
@@ -49,9 +49,9 @@ void add_ppl(CLI::App& app) {
   cmd->add_option("--ctx", o->ctx, "window length in tokens")->capture_default_str()->check(CLI::Range(2, 1 << 20));
   cmd->add_option("--windows", o->windows, "use only the first N windows (0 = all)")->check(CLI::NonNegativeNumber);
   cmd->add_flag("--json", o->json, "print {\"ppl\", \"tokens\", \"windows\", \"ctx\"}");
-  o->threads.add(cmd);
+  o->run.add(cmd);
   cmd->callback([o] {
-    o->threads.apply();
+    o->run.apply();
     const std::string text = read_text_file(o->text);
     auto model = open_model(o->model);
     const auto ids = tokenize_with_model_folder(o->model, text);

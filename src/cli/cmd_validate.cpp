@@ -96,7 +96,7 @@ void add_validate_metrics(CLI::App& app) {
     uint64_t seed = ValidationOptions{}.seed;
     size_t top = 20;
     bool json = false;
-    ThreadsOption threads;
+    RunOptions run;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand(
@@ -118,9 +118,9 @@ void add_validate_metrics(CLI::App& app) {
   cmd->add_option("--top", o->top, "rows in the printed entry table")->capture_default_str();
   cmd->add_flag("--json", o->json, "print the JSON report instead of tables");
   cmd->add_option("--out", o->out, "also write the JSON report to this file");
-  o->threads.add(cmd);
+  o->run.add(cmd);
   cmd->callback([o] {
-    o->threads.apply();
+    o->run.apply();
     const auto t0 = std::chrono::steady_clock::now();
     SweepOptions options;
     options.schemes = split_list(o->schemes);

@@ -13,12 +13,26 @@
 
 namespace kllens::cli {
 
-void ThreadsOption::add(CLI::App* app) {
+namespace {
+// The process runs one command, so its load options are one value (set by RunOptions::apply).
+LoadOptions g_load_options;
+}  // namespace
+
+void RunOptions::add(CLI::App* app) {
   app->add_option("--threads", threads, "worker threads (default: OMP_NUM_THREADS if set, else all cores)")
       ->check(CLI::Range(0, 1024));
+  app->add_option("--mamba2-norm", mamba2_norm,
+                  "Mamba-2 gated RMSNorm with n_groups > 1: 'group' (per group of d_inner/n_groups "
+                  "channels, as mamba_ssm and llama.cpp; the default) or 'full' (over all of "
+                  "d_inner, transformers' CPU path)")
+      ->check(CLI::IsMember({"group", "full"}));
 }
 
-void ThreadsOption::apply() const { set_num_threads(threads); }
+void RunOptions::apply() const {
+  set_num_threads(threads);
+  g_load_options.mamba2_norm =
+      mamba2_norm == "full" ? Mamba2GatedNorm::kFullWidth : Mamba2GatedNorm::kPerGroup;
+}
 
 bool is_gguf_path(const std::string& path) {
   return path.size() > 5 && path.compare(path.size() - 5, 5, ".gguf") == 0;
@@ -28,8 +42,8 @@ std::unique_ptr<Model> open_model(const std::string& path) {
   // A GGUF file written by `kllens quantize` (or by llama.cpp, for mamba / mamba2) runs on the
   // packed kernels: its quantized and 16-bit matrices stay in their stored types
   // (export/gguf_import.h).
-  if (is_gguf_path(path)) return load_gguf_model(path);
-  return load_model(path);
+  if (is_gguf_path(path)) return load_gguf_model(path, g_load_options);
+  return load_model(path, g_load_options);
 }
 
 std::unique_ptr<Model> open_float_model(const std::string& path, std::string_view command) {
@@ -38,7 +52,7 @@ std::unique_ptr<Model> open_float_model(const std::string& path, std::string_vie
          "Face folder the file was made from (a GGUF file runs with forward, generate, ppl, eval "
          "--reference, bench and inspect)",
          path, command);
-  return load_model(path);
+  return load_model(path, g_load_options);
 }
 
 std::vector<std::vector<int32_t>> read_id_batch(const std::string& path, const std::string& tensor) {

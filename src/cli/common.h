@@ -18,14 +18,17 @@
 
 namespace kllens::cli {
 
-// Adds --threads to a command; apply_threads() sets it before work starts.
-struct ThreadsOption {
+// What every command that runs a model shares: --threads and how a checkpoint becomes a model
+// (--mamba2-norm). add() puts them on a command; apply() sets them before its work starts.
+struct RunOptions {
   int threads = 0;
+  std::string mamba2_norm = "group";
   void add(CLI::App* app);
   void apply() const;
 };
 
-// MODEL arguments: a Hugging Face folder or a GGUF file written by `kllens quantize`.
+// MODEL arguments: a Hugging Face folder or a GGUF file written by `kllens quantize`. Loaded with
+// the LoadOptions the command's RunOptions::apply() set.
 bool is_gguf_path(const std::string& path);
 std::unique_ptr<Model> open_model(const std::string& path);
 // For commands that quantize components themselves (sensitivity, plan, frontier, ...): a GGUF

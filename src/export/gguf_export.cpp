@@ -374,9 +374,16 @@ GgufExportResult export_gguf(const Model& model, const SchemeAssignment& assignm
     text << in.rdbuf();
     if (!in) fail("{}: cannot read", tok_path);
     w.set("kllens.tokenizer_json", text.str());
+  } else if (llama) {
+    // llama.cpp loads a file without a vocabulary when tokenizer.ggml.model is "none" (then its
+    // token count comes from {arch}.vocab_size): token ids in, logits out.
+    w.set("tokenizer.ggml.model", std::string("none"));
+    w.set(res.architecture + ".vocab_size", static_cast<uint32_t>(model.info().vocab));
+    res.notes.push_back(fmt::format("{} has no tokenizer.json: the file has no vocabulary "
+                                    "(tokenizer.ggml.model = none); llama.cpp runs it on token ids",
+                                    folder));
   } else {
-    res.notes.push_back(fmt::format("{} has no tokenizer.json: the file has no tokenizer keys, "
-                                    "which llama.cpp needs to load it",
+    res.notes.push_back(fmt::format("{} has no tokenizer.json: the file has no tokenizer keys",
                                     folder));
   }
 

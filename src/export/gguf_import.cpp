@@ -285,7 +285,7 @@ nlohmann::json hf_config_from_llama_cpp(const gguf::File& file) {
   return c;
 }
 
-std::unique_ptr<Model> load_gguf_model(const std::string& path) {
+std::unique_ptr<Model> load_gguf_model(const std::string& path, const LoadOptions& options) {
   const gguf::File file(path);
   const gguf::Value* cfg = file.find("kllens.hf_config");
   if (cfg && !cfg->get_if<std::string>())
@@ -399,7 +399,7 @@ std::unique_ptr<Model> load_gguf_model(const std::string& path) {
   write_safetensors((dir.path / "model.safetensors").string(), tensors);
   tensors.clear();
   PackedTensorScope scope(std::move(packed));
-  auto model = load_model(dir.path.string());
+  auto model = load_model(dir.path.string(), options);
   model->set_dequantized_at_load(std::move(dequantized_at_load));
   return model;
 }

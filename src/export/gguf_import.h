@@ -29,14 +29,15 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "models/model.h"
+
 namespace kllens {
 
-class Model;
 namespace gguf {
 class File;
 }
 
-std::unique_ptr<Model> load_gguf_model(const std::string& path);
+std::unique_ptr<Model> load_gguf_model(const std::string& path, const LoadOptions& options = {});
 
 // The Hugging Face config.json of a llama.cpp "mamba" / "mamba2" file, from its keys
 // ({arch}.embedding_length, .block_count, .ssm.conv_kernel, .ssm.inner_size, .ssm.state_size,

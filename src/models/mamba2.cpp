@@ -1,8 +1,9 @@
 // Mamba-2 (HF Mamba2ForCausalLM, model_type "mamba2"). Reference: transformers
 // models/mamba2/modeling_mamba2.py (Mamba2Block, Mamba2Mixer.torch_forward, MambaRMSNormGated);
 // see ../shared/docs/hf-mamba-hybrids-nncf.md §A2. Block: h += mixer(rmsnorm(h)); the mixer is
-// the shared Mamba2Mixer with HF Mamba2's gated norm (gate first, one RMS over the full inner
-// width even when n_groups > 1).
+// the shared Mamba2Mixer with the gate applied before the norm. The norm is per group of
+// d_inner / n_groups channels by default, as mamba_ssm and llama.cpp compute it; transformers'
+// CPU path normalizes over the full inner width instead (LoadOptions, models/model.h).
 #include <cmath>
 
 #include "core/error.h"
@@ -56,6 +57,16 @@ Mamba2Config parse_config(const HfConfig& c) {
   return m;
 }
 
+std::string gated_norm_description(Mamba2GatedNorm norm, int64_t groups, int64_t inner) {
+  if (groups == 1) return "gate, then RMS over d_inner (n_groups = 1)";
+  if (norm == Mamba2GatedNorm::kFullWidth)
+    return fmt::format("gate, then RMS over all of d_inner = {} (transformers' CPU path; "
+                       "--mamba2-norm full)",
+                       inner);
+  return fmt::format("gate, then RMS per group of {} channels (mamba_ssm, llama.cpp)",
+                     inner / groups);
+}
+
 // The tensor table: every tensor of the checkpoint, its role and exact shape.
 std::vector<TensorSpec> tensor_table(const Mamba2Config& c, const std::string& embed_name) {
   const int64_t H = c.hidden, I = c.inner, GN = c.groups * c.state;
@@ -105,7 +116,8 @@ class Mamba2ForwardState : public ForwardState {
 
 class Mamba2Model : public Model {
  public:
-  Mamba2Model(const HfConfig& config, const TensorStore& store, const std::string& folder)
+  Mamba2Model(const HfConfig& config, const TensorStore& store, const std::string& folder,
+              Mamba2GatedNorm norm)
       : cfg_(parse_config(config)) {
     // HF Mamba2Model.load_hook renames a legacy "embedding." to "embeddings.".
     const std::string embed_name = store.find("backbone.embeddings.weight") == nullptr &&
@@ -131,7 +143,8 @@ class Mamba2Model : public Model {
       m.groups = cfg_.groups;
       m.state = cfg_.state;
       m.conv_kernel = K;
-      m.norm_kind = GatedNorm::kGateThenNormFull;
+      m.norm_kind = norm == Mamba2GatedNorm::kFullWidth ? GatedNorm::kGateThenNormFull
+                                                        : GatedNorm::kGateThenNormGroup;
       m.norm_eps = cfg_.eps;
       m.dt_limit = cfg_.dt_limit;
       m.in_proj = &weights_.get(p + "mixer.in_proj.weight");
@@ -163,7 +176,8 @@ class Mamba2Model : public Model {
                      {"time_step_limit", fmt::format("[{:g}, {:g}]", cfg_.dt_limit.lo, cfg_.dt_limit.hi)},
                      {"tied_embeddings", cfg_.tied ? "yes" : "no"},
                      {"proj_bias", cfg_.bias ? "yes" : "no"},
-                     {"norm_eps", fmt::format("{:g}", cfg_.eps)}};
+                     {"norm_eps", fmt::format("{:g}", cfg_.eps)},
+                     {"gated_norm", gated_norm_description(norm, cfg_.groups, I)}};
   }
 
   std::unique_ptr<ForwardState> start(std::span<const int32_t> ids) const override {
@@ -244,8 +258,9 @@ std::vector<TensorSpec> mamba2_tensor_specs(const HfConfig& config) {
 }
 
 std::unique_ptr<Model> make_mamba2(const HfConfig& config, const TensorStore& store,
-                                   const std::string& folder) {
-  return std::make_unique<Mamba2Model>(config, store, folder);
+                                   const std::string& folder,
+                                   const LoadOptions& options) {
+  return std::make_unique<Mamba2Model>(config, store, folder, options.mamba2_norm);
 }
 
 }  // namespace kllens

@@ -147,6 +147,12 @@ struct ModelInfo {
   int64_t n_prefix_tokens = 0;  // Hymba meta tokens: prepended, never scored
   std::vector<std::string> layer_kinds;  // per layer, for inspect: "mamba", "attention(swa=32)+ssm", ...
   std::vector<std::pair<std::string, std::string>> details;  // family-specific config lines
+  // The value of one of `details`, or "" when the family has no such line.
+  std::string detail(std::string_view key) const {
+    for (const auto& [k, v] : details)
+      if (k == key) return v;
+    return {};
+  }
   // A GGUF file's block-format tensors in roles read element by element (conv1d, ...):
   // dequantized to float32 at load (exactly ggml's dequantization). HF name -> ggml type name.
   std::map<std::string, std::string> dequantized_at_load;
@@ -254,8 +260,22 @@ class Model {
   void check_ids(std::span<const int32_t> ids) const;
 };
 
+// How a Mamba-2 mixer's gated RMSNorm (HF Mamba2, model_type "mamba2") groups its channels when
+// n_groups > 1. kPerGroup normalizes each group of d_inner / n_groups channels: what mamba_ssm's
+// RMSNormGated (group_size = d_inner / ngroups), transformers' own CUDA path and llama.cpp compute,
+// so what real checkpoints were trained with. kFullWidth is transformers' CPU path
+// (MambaRMSNormGated.forward: one RMS over all of d_inner), kept to reproduce its logits. With
+// n_groups = 1 both are the same computation.
+enum class Mamba2GatedNorm { kPerGroup, kFullWidth };
+const char* mamba2_gated_norm_name(Mamba2GatedNorm norm);  // "group", "full"
+
+// How a checkpoint becomes a model, where the checkpoint alone does not say.
+struct LoadOptions {
+  Mamba2GatedNorm mamba2_norm = Mamba2GatedNorm::kPerGroup;
+};
+
 // Reads folder/config.json, picks the family by model_type, validates and loads.
-std::unique_ptr<Model> load_model(const std::string& folder);
+std::unique_ptr<Model> load_model(const std::string& folder, const LoadOptions& options = {});
 
 // The tensor table of a config (every tensor, role and shape), without loading weights.
 std::vector<TensorSpec> tensor_specs(const HfConfig& config);

@@ -35,13 +35,17 @@ std::vector<TensorSpec> tensor_specs(const HfConfig& config) {
   fail("{}: unknown model_type '{}'", config.path(), type);
 }
 
-std::unique_ptr<Model> load_model(const std::string& folder) {
+const char* mamba2_gated_norm_name(Mamba2GatedNorm norm) {
+  return norm == Mamba2GatedNorm::kFullWidth ? "full" : "group";
+}
+
+std::unique_ptr<Model> load_model(const std::string& folder, const LoadOptions& options) {
   const HfConfig config = HfConfig::load_folder(folder);
   const std::string type = config.model_type();
   for (const auto& f : kFamilies) {
     if (type == f.model_type) {
       const TensorStore store = TensorStore::open_folder(folder);
-      auto model = f.make(config, store, folder);
+      auto model = f.make(config, store, folder, options);
       model->set_llama_cpp_layout(uses_llama_layout(*model, config.json()));
       return model;
     }

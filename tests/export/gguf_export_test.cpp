@@ -198,7 +198,10 @@ TEST_F(GgufExportTest, OracleMambaUniformQ8_0MatchesLlamaCpp) {
             static_cast<float>(read_json(folder + "/config.json")["layer_norm_epsilon"].get<double>()));
   EXPECT_EQ(u32(f, "general.file_type"), 7u);  // MOSTLY_Q8_0
   EXPECT_EQ(u32(f, "general.quantization_version"), 2u);
-  EXPECT_EQ(f.find("tokenizer.ggml.model"), nullptr);  // the oracle has no tokenizer.json
+  // The oracle has no tokenizer.json: a file without a vocabulary, as llama.cpp names it.
+  EXPECT_EQ(f.get_as<std::string>("tokenizer.ggml.model"), "none");
+  EXPECT_EQ(u32(f, "mamba.vocab_size"), static_cast<uint32_t>(d.n_vocab));
+  EXPECT_EQ(f.find("tokenizer.ggml.tokens"), nullptr);
   bool noted = false;
   for (const auto& n : r.notes) noted = noted || n.find("tokenizer") != std::string::npos;
   EXPECT_TRUE(noted);

@@ -26,7 +26,7 @@ namespace {
 namespace fs = std::filesystem;
 
 std::unique_ptr<Model> load(const std::string& folder) {
-  return make_falcon_h1(HfConfig::load_folder(folder), TensorStore::open_folder(folder), folder);
+  return make_falcon_h1(HfConfig::load_folder(folder), TensorStore::open_folder(folder), folder, {});
 }
 
 std::vector<int32_t> to_i32(const std::vector<int64_t>& v) {

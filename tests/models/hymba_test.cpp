@@ -24,7 +24,7 @@ std::string oracle() { return test::repo_path("data/fixtures/oracles/hymba"); }
 std::string demo() { return test::repo_path("data/models/demo-hymba"); }
 
 std::unique_ptr<Model> load(const std::string& folder) {
-  return make_hymba(HfConfig::load_folder(folder), TensorStore::open_folder(folder), folder);
+  return make_hymba(HfConfig::load_folder(folder), TensorStore::open_folder(folder), folder, {});
 }
 
 double max_abs_diff(const float* a, const float* b, size_t n) {

@@ -23,7 +23,7 @@ namespace fs = std::filesystem;
 std::string oracle() { return test::repo_path("data/fixtures/oracles/llama"); }
 
 std::unique_ptr<Model> load(const std::string& folder) {
-  return make_llama(HfConfig::load_folder(folder), TensorStore::open_folder(folder), folder);
+  return make_llama(HfConfig::load_folder(folder), TensorStore::open_folder(folder), folder, {});
 }
 
 double max_abs_diff(const std::vector<float>& a, const float* b, size_t n) {

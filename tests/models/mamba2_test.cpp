@@ -26,8 +26,11 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::unique_ptr<Model> load(const std::string& folder) {
-  return make_mamba2(HfConfig::load_folder(folder), TensorStore::open_folder(folder), folder);
+// The oracles are transformers' CPU path, which normalizes over the full inner width.
+std::unique_ptr<Model> load(const std::string& folder,
+                            Mamba2GatedNorm norm = Mamba2GatedNorm::kFullWidth) {
+  return make_mamba2(HfConfig::load_folder(folder), TensorStore::open_folder(folder), folder,
+                     LoadOptions{norm});
 }
 
 std::vector<int32_t> to_i32(const std::vector<int64_t>& v) {
@@ -112,6 +115,43 @@ TEST(Mamba2, RestartFromClonedLayerState) {
   std::vector<float> logits(full.size());
   model->finish(*copy, logits.data());
   EXPECT_EQ(logits, full);
+}
+
+// The default gated norm is per group (mamba_ssm, llama.cpp); the full-width one is transformers'
+// CPU path. They are one computation when n_groups = 1 and must differ when n_groups = 2 (the
+// per-group arithmetic itself is checked against a scalar derivation in the mixer tests below).
+TEST(Mamba2, GatedNormPerGroupByDefault) {
+  const std::vector<int32_t> ids = {5, 17, 200, 3, 3, 99, 1, 0, 250, 42, 7, 8, 9};
+  {
+    auto group = load(oracle("mamba2-g1"), Mamba2GatedNorm::kPerGroup);
+    auto full = load(oracle("mamba2-g1"), Mamba2GatedNorm::kFullWidth);
+    EXPECT_EQ(group->forward(ids), full->forward(ids));
+    EXPECT_NE(group->info().detail("gated_norm").find("n_groups = 1"), std::string::npos);
+  }
+  auto by_default = load_model(oracle("mamba2"));
+  auto group = load(oracle("mamba2"), Mamba2GatedNorm::kPerGroup);
+  auto full = load(oracle("mamba2"), Mamba2GatedNorm::kFullWidth);
+  const auto d = by_default->forward(ids), g = group->forward(ids), f = full->forward(ids);
+  EXPECT_EQ(d, g);
+  EXPECT_GT(max_abs_diff(g.data(), f.data(), g.size()), 1e-3);
+  EXPECT_NE(group->info().detail("gated_norm").find("per group of 64"), std::string::npos);
+  EXPECT_NE(full->info().detail("gated_norm").find("transformers"), std::string::npos);
+  // Decode runs the same norm as prefill.
+  EXPECT_LE(max_abs_diff(group->forward_decode(ids).data(), g.data(), g.size()), 1e-4);
+}
+
+TEST(Mamba2, GatedNormOptionOnTheCommandLine) {
+  const std::string folder = oracle("mamba2");
+  const auto full = test::run_cli({"inspect", folder, "--mamba2-norm", "full"});
+  ASSERT_EQ(full.exit_code, 0) << full.err;
+  EXPECT_NE(full.out.find("gated_norm   gate, then RMS over all of d_inner"), std::string::npos);
+  const auto group = test::run_cli({"inspect", folder});
+  ASSERT_EQ(group.exit_code, 0) << group.err;
+  EXPECT_NE(group.out.find("per group of 64 channels"), std::string::npos);
+  const auto bad = test::run_cli({"inspect", folder, "--mamba2-norm", "half"});
+  EXPECT_FALSE(bad.signaled);
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("--mamba2-norm"), std::string::npos);
 }
 
 TEST(Mamba2, Info) {

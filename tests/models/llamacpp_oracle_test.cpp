@@ -1,0 +1,59 @@
+// kllens' logits against llama.cpp's on the same weights (data/fixtures/llamacpp-oracles: llama.cpp
+// ran kllens' F32 GGUF of each oracle checkpoint). Tolerance 1e-4 absolute, as for the Hugging
+// Face oracles: both sides compute in float32, so only summation order differs (~1e-6 relative
+// on logits of magnitude ~1-10 through three layers).
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "io/safetensors.h"
+#include "models/model.h"
+#include "test_util.h"
+
+namespace kllens {
+namespace {
+
+double max_abs_diff(const std::vector<float>& a, const float* b) {
+  double m = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double d = std::fabs(static_cast<double>(a[i]) - b[i]);
+    if (!(d <= m)) m = std::isnan(d) ? INFINITY : d;
+  }
+  return m;
+}
+
+class LlamacppOracle : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(LlamacppOracle, PrefillAndDecodeMatchLlamaCpp) {
+  auto model = load_model(test::repo_path("data/fixtures/oracles/" + GetParam()));
+  SafetensorsFile ref(test::repo_path("data/fixtures/llamacpp-oracles/" + GetParam() + ".safetensors"));
+  const auto& ids_view = ref.get("input_ids");
+  const int64_t B = ids_view.shape[0], T = ids_view.shape[1], V = model->info().vocab;
+  const auto ids64 = read_int_tensor(ids_view);
+  const auto logits = ref.get("logits").to_f32(), decode = ref.get("decode_logits").to_f32();
+  ASSERT_EQ(static_cast<int64_t>(logits.size()), B * T * V);
+  for (int64_t b = 0; b < B; ++b) {
+    const std::vector<int32_t> seq(ids64.begin() + b * T, ids64.begin() + (b + 1) * T);
+    EXPECT_LE(max_abs_diff(model->forward(seq), logits.data() + b * T * V), 1e-4) << "row " << b;
+    EXPECT_LE(max_abs_diff(model->forward_decode(seq), decode.data() + b * T * V), 1e-4)
+        << "row " << b;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, LlamacppOracle, ::testing::Values("mamba", "mamba2", "mamba2-g1"),
+                         test::ModelParamName());
+
+// With n_groups = 2 the full-width norm (transformers' CPU path) is not what llama.cpp computes:
+// this is why the per-group norm is the default.
+TEST(LlamacppOracleMamba2, FullWidthNormDisagreesWithLlamaCpp) {
+  auto model = load_model(test::repo_path("data/fixtures/oracles/mamba2"),
+                          LoadOptions{Mamba2GatedNorm::kFullWidth});
+  SafetensorsFile ref(test::repo_path("data/fixtures/llamacpp-oracles/mamba2.safetensors"));
+  const auto ids64 = read_int_tensor(ref.get("input_ids"));
+  const int64_t T = ref.get("input_ids").shape[1];
+  const std::vector<int32_t> seq(ids64.begin(), ids64.begin() + T);
+  EXPECT_GT(max_abs_diff(model->forward(seq), ref.get("logits").to_f32().data()), 1e-2);
+}
+
+}  // namespace
+}  // namespace kllens
