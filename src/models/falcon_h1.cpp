@@ -523,8 +523,7 @@ std::vector<TensorSpec> falcon_h1_tensor_specs(const HfConfig& config) {
 }
 
 std::unique_ptr<Model> make_falcon_h1(const HfConfig& config, const TensorStore& store,
-                                      const std::string& folder,
-                                      const LoadOptions&) {
+                                      const std::string& folder, const LoadOptions&) {
   return std::make_unique<FalconH1Model>(config, store, folder);
 }
 

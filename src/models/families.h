@@ -29,36 +29,36 @@ using SpecFactory = std::vector<TensorSpec> (*)(const HfConfig& config);
 
 // Mamba-1 (HF MambaForCausalLM, model_type "mamba").
 std::unique_ptr<Model> make_mamba(const HfConfig&, const TensorStore&, const std::string&,
-                                    const LoadOptions&);
+                                  const LoadOptions&);
 std::vector<TensorSpec> mamba_tensor_specs(const HfConfig&);
 
 // Mamba-2 (HF Mamba2ForCausalLM, model_type "mamba2").
 std::unique_ptr<Model> make_mamba2(const HfConfig&, const TensorStore&, const std::string&,
-                                    const LoadOptions&);
+                                   const LoadOptions&);
 std::vector<TensorSpec> mamba2_tensor_specs(const HfConfig&);
 
 // Hymba (NVIDIA's HymbaForCausalLM remote code, model_type "hymba"): attention heads and Mamba-1
 // SSM heads in parallel in every layer, learned meta tokens, sliding-window layers, cross-layer
 // KV sharing. See ../shared/docs/hymba-architecture.md.
 std::unique_ptr<Model> make_hymba(const HfConfig&, const TensorStore&, const std::string&,
-                                    const LoadOptions&);
+                                  const LoadOptions&);
 std::vector<TensorSpec> hymba_tensor_specs(const HfConfig&);
 
 // Falcon-H1 (HF FalconH1ForCausalLM, model_type "falcon_h1"): attention and a Mamba-2 mixer in
 // parallel in every layer, then a SwiGLU MLP, with muP multipliers.
 std::unique_ptr<Model> make_falcon_h1(const HfConfig&, const TensorStore&, const std::string&,
-                                    const LoadOptions&);
+                                      const LoadOptions&);
 std::vector<TensorSpec> falcon_h1_tensor_specs(const HfConfig&);
 
 // Llama (HF LlamaForCausalLM, model_type "llama"): pre-norm attention (GQA, RoPE) + SwiGLU MLP.
 std::unique_ptr<Model> make_llama(const HfConfig&, const TensorStore&, const std::string&,
-                                    const LoadOptions&);
+                                  const LoadOptions&);
 std::vector<TensorSpec> llama_tensor_specs(const HfConfig&);
 
 // Jamba (HF JambaForCausalLM, model_type "jamba"): Mamba-1 layers (dt/B/C norms) interleaved
 // with attention layers, and top-k mixture-of-experts feed-forward layers.
 std::unique_ptr<Model> make_jamba(const HfConfig&, const TensorStore&, const std::string&,
-                                    const LoadOptions&);
+                                  const LoadOptions&);
 std::vector<TensorSpec> jamba_tensor_specs(const HfConfig&);
 
 }  // namespace kllens

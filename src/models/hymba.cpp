@@ -649,8 +649,7 @@ std::vector<TensorSpec> hymba_tensor_specs(const HfConfig& config) {
 }
 
 std::unique_ptr<Model> make_hymba(const HfConfig& config, const TensorStore& store,
-                                  const std::string& folder,
-                                  const LoadOptions&) {
+                                  const std::string& folder, const LoadOptions&) {
   return std::make_unique<HymbaModel>(config, store, folder);
 }
 

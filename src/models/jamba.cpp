@@ -557,8 +557,7 @@ std::vector<TensorSpec> jamba_tensor_specs(const HfConfig& config) {
 }
 
 std::unique_ptr<Model> make_jamba(const HfConfig& config, const TensorStore& store,
-                                  const std::string& folder,
-                                  const LoadOptions&) {
+                                  const std::string& folder, const LoadOptions&) {
   return std::make_unique<JambaModel>(config, store, folder);
 }
 

@@ -270,8 +270,7 @@ std::vector<TensorSpec> llama_tensor_specs(const HfConfig& config) {
 }
 
 std::unique_ptr<Model> make_llama(const HfConfig& config, const TensorStore& store,
-                                  const std::string& folder,
-                                  const LoadOptions&) {
+                                  const std::string& folder, const LoadOptions&) {
   return std::make_unique<LlamaModel>(config, store, folder);
 }
 

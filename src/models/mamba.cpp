@@ -229,8 +229,7 @@ std::vector<TensorSpec> mamba_tensor_specs(const HfConfig& config) {
 }
 
 std::unique_ptr<Model> make_mamba(const HfConfig& config, const TensorStore& store,
-                                  const std::string& folder,
-                                  const LoadOptions&) {
+                                  const std::string& folder, const LoadOptions&) {
   return std::make_unique<MambaModel>(config, store, folder);
 }
 

@@ -258,8 +258,7 @@ std::vector<TensorSpec> mamba2_tensor_specs(const HfConfig& config) {
 }
 
 std::unique_ptr<Model> make_mamba2(const HfConfig& config, const TensorStore& store,
-                                   const std::string& folder,
-                                   const LoadOptions& options) {
+                                   const std::string& folder, const LoadOptions& options) {
   return std::make_unique<Mamba2Model>(config, store, folder, options.mamba2_norm);
 }
 

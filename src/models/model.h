@@ -267,7 +267,6 @@ class Model {
 // (MambaRMSNormGated.forward: one RMS over all of d_inner), kept to reproduce its logits. With
 // n_groups = 1 both are the same computation.
 enum class Mamba2GatedNorm { kPerGroup, kFullWidth };
-const char* mamba2_gated_norm_name(Mamba2GatedNorm norm);  // "group", "full"
 
 // How a checkpoint becomes a model, where the checkpoint alone does not say.
 struct LoadOptions {

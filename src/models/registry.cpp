@@ -35,10 +35,6 @@ std::vector<TensorSpec> tensor_specs(const HfConfig& config) {
   fail("{}: unknown model_type '{}'", config.path(), type);
 }
 
-const char* mamba2_gated_norm_name(Mamba2GatedNorm norm) {
-  return norm == Mamba2GatedNorm::kFullWidth ? "full" : "group";
-}
-
 std::unique_ptr<Model> load_model(const std::string& folder, const LoadOptions& options) {
   const HfConfig config = HfConfig::load_folder(folder);
   const std::string type = config.model_type();
