@@ -54,13 +54,17 @@ HfConfig HfConfig::load_folder(const std::string& folder) {
   if (!in) fail("{}: cannot open (is {} a Hugging Face model folder?)", path, folder);
   std::stringstream text;
   text << in.rdbuf();
+  return from_text(text.str(), path);
+}
+
+HfConfig HfConfig::from_text(std::string_view text, std::string path) {
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(python_json_literals(text.str()));
+    j = nlohmann::json::parse(python_json_literals(text));
   } catch (const nlohmann::json::exception& e) {
     fail("{}: malformed JSON: {}", path, e.what());
   }
-  return from_json(std::move(j), path);
+  return from_json(std::move(j), std::move(path));
 }
 
 HfConfig HfConfig::from_json(nlohmann::json j, std::string path) {

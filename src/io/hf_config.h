@@ -20,6 +20,8 @@ std::string python_json_literals(std::string_view text);
 class HfConfig {
  public:
   static HfConfig load_folder(const std::string& folder);  // reads folder/config.json
+  // The same from the text of a config.json (Python literals accepted); `path` names it in errors.
+  static HfConfig from_text(std::string_view text, std::string path);
   static HfConfig from_json(nlohmann::json j, std::string path);
 
   const std::string& path() const { return path_; }

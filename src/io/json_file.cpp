@@ -17,6 +17,14 @@ nlohmann::json read_json_file(const std::string& path) {
   }
 }
 
+nlohmann::json parse_json_text(std::string_view text, const std::string& what) {
+  try {
+    return nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: malformed JSON: {}", what, e.what());
+  }
+}
+
 void write_json_file_atomic(const std::string& path, const nlohmann::json& j, int indent) {
   const std::string tmp = path + ".tmp";
   {

@@ -4,11 +4,14 @@
 
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 
 namespace kllens {
 
 // Parses the file; Error "PATH: cannot open" or "PATH: malformed JSON: ...".
 nlohmann::json read_json_file(const std::string& path);
+// The same for text already in memory: Error "WHAT: malformed JSON: ...".
+nlohmann::json parse_json_text(std::string_view text, const std::string& what);
 
 // Writes j.dump(indent) and a newline to PATH.tmp, then renames it over PATH, so a reader never
 // sees half a file. Error when the file cannot be written.

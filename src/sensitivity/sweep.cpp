@@ -344,7 +344,10 @@ void write_sensitivity_json(const std::string& path, const SensitivityReport& re
 }
 
 SensitivityReport read_sensitivity_json(const std::string& path) {
-  const json j = read_json_file(path);
+  return sensitivity_from_json(read_json_file(path), path);
+}
+
+SensitivityReport sensitivity_from_json(const json& j, const std::string& path) {
   if (!j.is_object() || j.value("format", "") != "kllens-sensitivity")
     fail("{}: not a kllens sensitivity file (no \"format\": \"kllens-sensitivity\")", path);
   SensitivityReport r;
