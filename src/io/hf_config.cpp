@@ -92,26 +92,40 @@ std::string HfConfig::model_type() const {
 int64_t HfConfig::get_int(const std::string& key) const {
   if (!has(key)) invalid(key, "is missing");
   const auto& v = json_[key];
-  if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))
-    invalid(key, "is too large, got " + v.dump());
-  if (v.is_number_integer()) return v.get<int64_t>();
+  const std::string too_large =
+      fmt::format("is too large (kllens reads integers up to ±{}), got {}", kMaxConfigInt, v.dump());
+  if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(kMaxConfigInt))
+    invalid(key, too_large);
+  if (v.is_number_integer()) {
+    const int64_t i = v.get<int64_t>();
+    if (i < -kMaxConfigInt || i > kMaxConfigInt) invalid(key, too_large);
+    return i;
+  }
   // 4.0 is accepted as 4 (some configs are written by float arithmetic). The range check comes
   // first: casting a double outside int64_t's range is undefined behaviour.
   if (v.is_number_float()) {
     const double d = v.get<double>();
-    if (!(d >= -9.2e18 && d <= 9.2e18)) invalid(key, "is too large, got " + v.dump());
+    if (!(d >= -static_cast<double>(kMaxConfigInt) && d <= static_cast<double>(kMaxConfigInt)))
+      invalid(key, too_large);
     if (d == std::trunc(d)) return static_cast<int64_t>(d);
   }
   invalid(key, "must be an integer, got " + v.dump());
+}
+
+int64_t HfConfig::int_dimension(const std::string& key, double value) const {
+  if (!(value >= 0 && value < static_cast<double>(kMaxConfigInt) + 1))
+    invalid(key, fmt::format("gives a size of {}, outside 0..{}", value, kMaxConfigInt));
+  return static_cast<int64_t>(value);
 }
 
 int64_t HfConfig::get_int(const std::string& key, int64_t fallback) const {
   return has(key) ? get_int(key) : fallback;
 }
 
-int64_t HfConfig::get_positive(const std::string& key) const {
+int64_t HfConfig::get_positive(const std::string& key, int64_t max) const {
   const int64_t v = get_int(key);
   if (v <= 0) invalid(key, "must be a positive integer, got " + std::to_string(v));
+  if (v > max) invalid(key, fmt::format("is {}; kllens reads at most {}", v, max));
   return v;
 }
 
@@ -160,8 +174,10 @@ std::vector<int64_t> HfConfig::get_int_list(const std::string& key) const {
   std::vector<int64_t> out;
   for (const auto& e : v) {
     if (!e.is_number_integer() ||
-        (e.is_number_unsigned() && e.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)))
-      invalid(key, "must be a list of integers, got " + v.dump());
+        (e.is_number_unsigned() && e.get<uint64_t>() > static_cast<uint64_t>(kMaxConfigInt)) ||
+        (!e.is_number_unsigned() &&
+         (e.get<int64_t>() < -kMaxConfigInt || e.get<int64_t>() > kMaxConfigInt)))
+      invalid(key, fmt::format("must be a list of integers within ±{}, got {}", kMaxConfigInt, v.dump()));
     out.push_back(e.get<int64_t>());
   }
   return out;
