@@ -1,7 +1,10 @@
 // tokenizer.json load (tokenizer/tokenizer.h: Tokenizer::from_json_text: BPE model, normalizers,
 // pre-tokenizer, added tokens, post-processors, decoders), then the loaded tokenizer used: a few
-// texts encoded with and without special tokens and decoded back, every id looked up.
+// texts encoded with and without special tokens and decoded back, every id looked up; and the
+// same file read as `kllens quantize` writes it into a GGUF file (export/gguf_vocab.h:
+// read_gguf_vocab, which reads the JSON again after Tokenizer::load accepted it).
 #include "core/error.h"
+#include "export/gguf_vocab.h"
 #include "fuzz_util.h"
 #include "tokenizer/tokenizer.h"
 
@@ -24,6 +27,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     (void)tok.bos_id();
     (void)tok.eos_id();
     (void)tok.token_to_id("a");
+    static kllens::fuzz::InputFile file("tokenizer");
+    (void)kllens::read_gguf_vocab(file.write(data, size), n, nlohmann::json::object());
   } catch (const kllens::Error&) {
   }
   return 0;
