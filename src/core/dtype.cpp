@@ -68,7 +68,7 @@ uint16_t f32_to_f16(float value) {
 void convert_to_f32(DType dtype, const std::byte* src, size_t n, float* dst) {
   switch (dtype) {
     case DType::kF32:
-      std::memcpy(dst, src, n * 4);
+      if (n > 0) std::memcpy(dst, src, n * 4);  // an empty tensor's dst may be null
       return;
     case DType::kBF16:
       for (size_t i = 0; i < n; ++i) {

@@ -252,6 +252,15 @@ ImportanceMatrix read_imatrix(const std::string& path, const Model& model) {
     const auto* list = d->get_if<std::vector<std::string>>();
     if (!list)
       fail("{}: imatrix.datasets must be an array of strings, got {}", path, d->to_display());
+    // The names go into JSON (imatrix_description: outputs and plans), which must be UTF-8:
+    // dump() would throw nlohmann's type_error far from here.
+    for (size_t i = 0; i < list->size(); ++i) {
+      try {
+        (void)nlohmann::json((*list)[i]).dump();
+      } catch (const nlohmann::json::type_error&) {
+        fail("{}: imatrix.datasets entry {} is not valid UTF-8", path, i);
+      }
+    }
     im.datasets = *list;
   }
   im.chunk_count = file.get_as<uint32_t>("imatrix.chunk_count");

@@ -134,6 +134,9 @@ nlohmann::json hf_config_from_llama_cpp(const gguf::File& file) {
     if (!i)
       fail("{}: key {} is {}, expected an unsigned integer", path, k, gguf::value_type_name(v->type()));
     if (*i <= 0) fail("{}: key {} = {} must be positive", path, k, *i);
+    // The bound config.json values have (io/hf_config.h), before 2 * d_inner and the like
+    // could overflow.
+    if (*i > kMaxConfigInt) fail("{}: key {} = {} is larger than {}", path, k, *i, kMaxConfigInt);
     return *i;
   };
   const int64_t d_model = positive("embedding_length");

@@ -54,10 +54,14 @@ GgufVocab read_gguf_vocab(const std::string& path, int64_t n_vocab, const nlohma
   const Tokenizer tok = Tokenizer::load(path);
   const nlohmann::json j = read_json(path);
   const auto& model = j.at("model");
-  if (model.value("type", "") != "BPE")
+  // Not model.value("type", ""): a "type" that is not a string (which Tokenizer::load reads as a
+  // BPE model when there are merges) would throw nlohmann's type_error past every caller.
+  const std::string type =
+      model.contains("type") && model["type"].is_string() ? model["type"].get<std::string>() : "?";
+  if (type != "BPE")
     fail("{}: only BPE tokenizers can be written as llama.cpp's \"gpt2\" vocabulary (this one is "
          "{})",
-         path, model.value("type", "?"));
+         path, type);
 
   GgufVocab v;
   if (tok.vocab_size() > n_vocab)

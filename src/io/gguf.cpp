@@ -602,7 +602,7 @@ void to_f32(GgmlType type, const std::byte* src, int64_t n, float* dst) {
   };
   switch (type) {
     case GgmlType::kF32:
-      std::memcpy(dst, src, static_cast<size_t>(n) * 4);
+      if (n > 0) std::memcpy(dst, src, static_cast<size_t>(n) * 4);  // an empty dst may be null
       return;
     case GgmlType::kF16:
       for (int64_t i = 0; i < n; ++i) dst[i] = half(src + 2 * i);

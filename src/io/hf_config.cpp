@@ -54,13 +54,17 @@ HfConfig HfConfig::load_folder(const std::string& folder) {
   if (!in) fail("{}: cannot open (is {} a Hugging Face model folder?)", path, folder);
   std::stringstream text;
   text << in.rdbuf();
+  return from_text(text.str(), path);
+}
+
+HfConfig HfConfig::from_text(std::string_view text, std::string path) {
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(python_json_literals(text.str()));
+    j = nlohmann::json::parse(python_json_literals(text));
   } catch (const nlohmann::json::exception& e) {
     fail("{}: malformed JSON: {}", path, e.what());
   }
-  return from_json(std::move(j), path);
+  return from_json(std::move(j), std::move(path));
 }
 
 HfConfig HfConfig::from_json(nlohmann::json j, std::string path) {
@@ -88,26 +92,40 @@ std::string HfConfig::model_type() const {
 int64_t HfConfig::get_int(const std::string& key) const {
   if (!has(key)) invalid(key, "is missing");
   const auto& v = json_[key];
-  if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))
-    invalid(key, "is too large, got " + v.dump());
-  if (v.is_number_integer()) return v.get<int64_t>();
+  const std::string too_large =
+      fmt::format("is too large (kllens reads integers up to ±{}), got {}", kMaxConfigInt, v.dump());
+  if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(kMaxConfigInt))
+    invalid(key, too_large);
+  if (v.is_number_integer()) {
+    const int64_t i = v.get<int64_t>();
+    if (i < -kMaxConfigInt || i > kMaxConfigInt) invalid(key, too_large);
+    return i;
+  }
   // 4.0 is accepted as 4 (some configs are written by float arithmetic). The range check comes
   // first: casting a double outside int64_t's range is undefined behaviour.
   if (v.is_number_float()) {
     const double d = v.get<double>();
-    if (!(d >= -9.2e18 && d <= 9.2e18)) invalid(key, "is too large, got " + v.dump());
+    if (!(d >= -static_cast<double>(kMaxConfigInt) && d <= static_cast<double>(kMaxConfigInt)))
+      invalid(key, too_large);
     if (d == std::trunc(d)) return static_cast<int64_t>(d);
   }
   invalid(key, "must be an integer, got " + v.dump());
+}
+
+int64_t HfConfig::int_dimension(const std::string& key, double value) const {
+  if (!(value >= 0 && value < static_cast<double>(kMaxConfigInt) + 1))
+    invalid(key, fmt::format("gives a size of {}, outside 0..{}", value, kMaxConfigInt));
+  return static_cast<int64_t>(value);
 }
 
 int64_t HfConfig::get_int(const std::string& key, int64_t fallback) const {
   return has(key) ? get_int(key) : fallback;
 }
 
-int64_t HfConfig::get_positive(const std::string& key) const {
+int64_t HfConfig::get_positive(const std::string& key, int64_t max) const {
   const int64_t v = get_int(key);
   if (v <= 0) invalid(key, "must be a positive integer, got " + std::to_string(v));
+  if (v > max) invalid(key, fmt::format("is {}; kllens reads at most {}", v, max));
   return v;
 }
 
@@ -156,8 +174,10 @@ std::vector<int64_t> HfConfig::get_int_list(const std::string& key) const {
   std::vector<int64_t> out;
   for (const auto& e : v) {
     if (!e.is_number_integer() ||
-        (e.is_number_unsigned() && e.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)))
-      invalid(key, "must be a list of integers, got " + v.dump());
+        (e.is_number_unsigned() && e.get<uint64_t>() > static_cast<uint64_t>(kMaxConfigInt)) ||
+        (!e.is_number_unsigned() &&
+         (e.get<int64_t>() < -kMaxConfigInt || e.get<int64_t>() > kMaxConfigInt)))
+      invalid(key, fmt::format("must be a list of integers within ±{}, got {}", kMaxConfigInt, v.dump()));
     out.push_back(e.get<int64_t>());
   }
   return out;

@@ -17,6 +17,30 @@ nlohmann::json read_json_file(const std::string& path) {
   }
 }
 
+nlohmann::json parse_json_text(std::string_view text, const std::string& what) {
+  try {
+    return nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: malformed JSON: {}", what, e.what());
+  }
+}
+
+int64_t json_integer(const nlohmann::json& v, const std::string& what, int64_t min, int64_t max) {
+  bool ok = false;
+  int64_t i = 0;
+  if (v.is_number_unsigned()) {
+    const uint64_t u = v.get<uint64_t>();
+    ok = u <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+    i = static_cast<int64_t>(u);
+  } else if (v.is_number_integer()) {
+    ok = true;
+    i = v.get<int64_t>();
+  }
+  if (!ok || i < min || i > max)
+    fail("{} must be an integer from {} to {}, got {}", what, min, max, v.dump());
+  return i;
+}
+
 void write_json_file_atomic(const std::string& path, const nlohmann::json& j, int indent) {
   const std::string tmp = path + ".tmp";
   {

@@ -250,7 +250,7 @@ std::vector<int64_t> read_int_tensor(const TensorView& view) {
   const auto n = static_cast<size_t>(view.numel());
   std::vector<int64_t> out(n);
   if (view.dtype == DType::kI64) {
-    std::memcpy(out.data(), view.data, n * 8);
+    if (n > 0) std::memcpy(out.data(), view.data, n * 8);  // an empty out's data() may be null
   } else if (view.dtype == DType::kI32) {
     for (size_t i = 0; i < n; ++i) {
       int32_t v;

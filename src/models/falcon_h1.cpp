@@ -66,7 +66,7 @@ bool is_null(const HfConfig& c, const std::string& key) {
 FalconH1Config parse_config(const HfConfig& c) {
   FalconH1Config m;
   m.hidden = c.get_positive("hidden_size");
-  m.layers = c.get_positive("num_hidden_layers");
+  m.layers = c.get_positive("num_hidden_layers", kMaxConfigCount);
   m.vocab = c.get_positive("vocab_size");
   m.ffn = c.get_positive("intermediate_size");
   m.attn_heads = c.get_positive("num_attention_heads");

@@ -120,7 +120,7 @@ void parse_kv_reuse(const HfConfig& c, HymbaConfig& m) {
 HymbaConfig parse_config(const HfConfig& c) {
   HymbaConfig m;
   m.hidden = c.get_positive("hidden_size");
-  m.layers = c.get_positive("num_hidden_layers");
+  m.layers = c.get_positive("num_hidden_layers", kMaxConfigCount);
   m.vocab = c.get_positive("vocab_size");
   m.ffn = c.get_int("intermediate_size");
   if (m.ffn < 0) c.invalid("intermediate_size", "must not be negative");
@@ -156,7 +156,7 @@ HymbaConfig parse_config(const HfConfig& c) {
     c.invalid("kq_norm", "is '" + kq_norm + "'; only \"none\" is supported");
 
   const double expand = c.get_float("mamba_expand", 2.0);
-  m.inner = static_cast<int64_t>(expand * static_cast<double>(m.hidden));  // int(expand * hidden)
+  m.inner = c.int_dimension("mamba_expand", expand * static_cast<double>(m.hidden));  // int(expand * hidden)
   if (m.inner <= 0) c.invalid("mamba_expand", "gives a non-positive SSM inner size");
   if (m.inner % m.heads != 0)
     c.invalid("mamba_expand",

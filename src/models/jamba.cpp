@@ -54,7 +54,7 @@ void check_period(const HfConfig& c, const char* period_key, int64_t period,
 JambaConfig parse_config(const HfConfig& c) {
   JambaConfig m;
   m.hidden = c.get_positive("hidden_size");
-  m.layers = c.get_positive("num_hidden_layers");
+  m.layers = c.get_positive("num_hidden_layers", kMaxConfigCount);
   m.vocab = c.get_positive("vocab_size");
   m.ffn = c.get_positive("intermediate_size");
   m.eps = static_cast<float>(c.get_float("rms_norm_eps", 1e-6));
@@ -99,7 +99,9 @@ JambaConfig parse_config(const HfConfig& c) {
   m.proj_bias = c.get_bool("mamba_proj_bias", false);
 
   // Experts.
-  m.n_experts = c.has("num_experts") ? c.get_positive("num_experts") : 16;
+  // At most 256 experts (DeepSeek-V3's count; Jamba has 16): 1024 layers of 1024 experts would be
+  // a table of 3 million tensors.
+  m.n_experts = c.has("num_experts") ? c.get_positive("num_experts", 256) : 16;
   m.top_k = c.has("num_experts_per_tok") ? c.get_positive("num_experts_per_tok") : 2;
   if (m.n_experts > 1 && m.top_k > m.n_experts)
     c.invalid("num_experts_per_tok", fmt::format("({}) must not exceed num_experts ({})", m.top_k,

@@ -25,7 +25,7 @@ struct LlamaConfig {
 LlamaConfig parse_config(const HfConfig& c) {
   LlamaConfig m;
   m.hidden = c.get_positive("hidden_size");
-  m.layers = c.get_positive("num_hidden_layers");
+  m.layers = c.get_positive("num_hidden_layers", kMaxConfigCount);
   m.vocab = c.get_positive("vocab_size");
   m.ffn = c.get_positive("intermediate_size");
   m.heads = c.get_positive("num_attention_heads");

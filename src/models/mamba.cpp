@@ -22,13 +22,13 @@ struct MambaConfig {
 MambaConfig parse_config(const HfConfig& c) {
   MambaConfig m;
   m.hidden = c.get_positive("hidden_size");
-  m.layers = c.get_positive("num_hidden_layers");
+  m.layers = c.get_positive("num_hidden_layers", kMaxConfigCount);
   m.vocab = c.get_positive("vocab_size");
   m.state = c.get_positive("state_size");
   m.conv = c.get_positive("conv_kernel");
   const double expand = c.get_float("expand", 2.0);
   m.inner = c.has("intermediate_size") ? c.get_positive("intermediate_size")
-                                       : static_cast<int64_t>(expand * static_cast<double>(m.hidden));
+                                       : c.int_dimension("expand", expand * static_cast<double>(m.hidden));
   if (m.inner <= 0) c.invalid("intermediate_size", "must be positive");
   // time_step_rank is an integer or "auto" = ceil(hidden / 16).
   if (c.has("time_step_rank") && c.json()["time_step_rank"].is_string()) {

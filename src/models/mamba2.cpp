@@ -29,7 +29,7 @@ struct Mamba2Config {
 Mamba2Config parse_config(const HfConfig& c) {
   Mamba2Config m;
   m.hidden = c.get_positive("hidden_size");
-  m.layers = c.get_positive("num_hidden_layers");
+  m.layers = c.get_positive("num_hidden_layers", kMaxConfigCount);
   m.vocab = c.get_positive("vocab_size");
   m.heads = c.get_positive("num_heads");
   m.head_dim = c.get_positive("head_dim");
@@ -39,7 +39,7 @@ Mamba2Config parse_config(const HfConfig& c) {
   m.chunk = c.has("chunk_size") ? c.get_positive("chunk_size") : 256;  // chunked SSD only; unused
   const double expand = c.get_float("expand", 2.0);
   if (!(expand > 0)) c.invalid("expand", "must be positive");
-  m.inner = static_cast<int64_t>(expand * static_cast<double>(m.hidden));  // HF: int(expand * hidden)
+  m.inner = c.int_dimension("expand", expand * static_cast<double>(m.hidden));  // HF: int(expand * hidden)
   if (m.inner != m.heads * m.head_dim)
     fail("{}: hidden_size * expand = {} * {:g} = {} must equal num_heads * head_dim = {} * {} = {}",
          c.path(), m.hidden, expand, m.inner, m.heads, m.head_dim, m.heads * m.head_dim);

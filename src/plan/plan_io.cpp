@@ -50,9 +50,9 @@ json plan_to_json(const Plan& plan) {
 }
 
 Plan plan_from_json(const json& j, const std::string& what) {
-  if (!j.is_object() || j.value("format", "") != "kllens-plan")
+  if (!j.is_object() || !j.contains("format") || j["format"] != "kllens-plan")
     fail("{}: not a kllens plan (no \"format\": \"kllens-plan\")", what);
-  if (!j.contains("version") || !j["version"].is_number_integer() || j["version"].get<int>() != 1)
+  if (!j.contains("version") || !j["version"].is_number_integer() || j["version"] != 1)
     fail("{}: unsupported plan version (this kllens reads version 1)", what);
   Plan plan;
   try {
@@ -73,9 +73,10 @@ Plan plan_from_json(const json& j, const std::string& what) {
       plan.components[name] = scheme.get<std::string>();
     }
     plan.predicted_metric_sum = j.at("predicted_metric_sum").get<double>();
-    plan.bytes = j.at("bytes").get<int64_t>();
+    // Integers through json_integer: get<int64_t>() would cast a float (undefined out of range).
+    plan.bytes = json_integer(j.at("bytes"), what + ": \"bytes\"");
     plan.bits_per_weight = j.at("bits_per_weight").get<double>();
-    plan.params = j.at("params").get<int64_t>();
+    plan.params = json_integer(j.at("params"), what + ": \"params\"");
   } catch (const json::exception& e) {
     fail("{}: malformed plan: {}", what, e.what());
   }

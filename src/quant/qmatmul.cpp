@@ -1,5 +1,6 @@
 #include "quant/qmatmul.h"
 
+#include <cpuid.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -27,14 +28,19 @@ std::string_view isa_name(Isa isa) {
   return "scalar";
 }
 
+// F16C from CPUID leaf 1 (ECX bit 29): clang 14's __builtin_cpu_supports does not know "f16c".
+static bool cpu_has_f16c() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0;
+}
+
 Isa best_supported_isa() {
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
-      __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma"))
+      cpu_has_f16c() && __builtin_cpu_supports("fma"))
     return Isa::kAvx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-      __builtin_cpu_supports("f16c"))
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c())
     return Isa::kAvx2;
   return Isa::kScalar;
 }

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <set>
 #include <sstream>
@@ -158,12 +159,16 @@ SweepEntry entry_from_json(const json& j) {
   try {
     SweepEntry e;
     e.component = j.at("component").get<std::string>();
-    e.layer = j.at("layer").get<int>();
+    // Integers through json_integer: get<int64_t>() would cast a float (undefined out of range).
+    e.layer = static_cast<int>(json_integer(j.at("layer"), "entry \"layer\"",
+                                            std::numeric_limits<int>::min(),
+                                            std::numeric_limits<int>::max()));
     e.role = j.at("role").get<std::string>();
-    e.shape = j.at("shape").get<std::vector<int64_t>>();
-    e.params = j.at("params").get<int64_t>();
+    if (!j.at("shape").is_array()) fail("entry \"shape\" must be a list, got {}", j["shape"].dump());
+    for (const json& d : j["shape"]) e.shape.push_back(json_integer(d, "entry \"shape\""));
+    e.params = json_integer(j.at("params"), "entry \"params\"");
     e.scheme = j.at("scheme").get<std::string>();
-    e.bytes = j.at("bytes").get<int64_t>();
+    e.bytes = json_integer(j.at("bytes"), "entry \"bytes\"");
     e.stored = j.value("stored", std::string());
     e.seconds = j.value("seconds", 0.0);
     const json& m = j.at("metrics");
@@ -344,8 +349,11 @@ void write_sensitivity_json(const std::string& path, const SensitivityReport& re
 }
 
 SensitivityReport read_sensitivity_json(const std::string& path) {
-  const json j = read_json_file(path);
-  if (!j.is_object() || j.value("format", "") != "kllens-sensitivity")
+  return sensitivity_from_json(read_json_file(path), path);
+}
+
+SensitivityReport sensitivity_from_json(const json& j, const std::string& path) {
+  if (!j.is_object() || !j.contains("format") || j["format"] != "kllens-sensitivity")
     fail("{}: not a kllens sensitivity file (no \"format\": \"kllens-sensitivity\")", path);
   SensitivityReport r;
   try {

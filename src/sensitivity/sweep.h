@@ -93,6 +93,8 @@ struct SensitivityReport {
 };
 void write_sensitivity_json(const std::string& path, const SensitivityReport& report);
 SensitivityReport read_sensitivity_json(const std::string& path);  // validates; throws Error
+// The same for a parsed file; `what` names it in errors.
+SensitivityReport sensitivity_from_json(const nlohmann::json& j, const std::string& what);
 void write_sensitivity_csv(const std::string& path, const std::vector<SweepEntry>& entries);
 
 // Reads a metric by name: kl, rkl, mse, sqnr_db (or sqnr), top1, dnll.

@@ -409,6 +409,25 @@ TEST(Imatrix, BadFilesGiveOneClearError) {
                      false);
   e = error_of([&] { read_imatrix(no_meta, *mamba); });
   EXPECT_TRUE(contains(e, {"no-meta.gguf", "general.type"})) << e;
+  // A dataset name that is not UTF-8 (found by fuzz/imatrix_fuzz: imatrix_description(...).dump()
+  // threw nlohmann's type_error 316).
+  {
+    gguf::Writer w;
+    w.set("general.type", "imatrix");
+    w.set("imatrix.datasets", std::vector<std::string>{"ok.txt", "caf\xE9.txt"});
+    w.set("imatrix.chunk_count", uint32_t{1});
+    w.set("imatrix.chunk_size", uint32_t{512});
+    std::vector<uint8_t> sum_bytes(256 * 4), count_bytes(4);
+    std::memcpy(sum_bytes.data(), sums.data(), sum_bytes.size());
+    const float one = 1.0f;
+    std::memcpy(count_bytes.data(), &one, 4);
+    w.add_tensor("blk.0.ssm_in.weight.in_sum2", {256}, gguf::GgmlType::kF32, sum_bytes);
+    w.add_tensor("blk.0.ssm_in.weight.counts", {1}, gguf::GgmlType::kF32, count_bytes);
+    const std::string latin1 = (dir / "latin1.gguf").string();
+    w.write(latin1);
+    e = error_of([&] { read_imatrix(latin1, *mamba); });
+    EXPECT_TRUE(contains(e, {"latin1.gguf", "imatrix.datasets entry 1", "UTF-8"})) << e;
+  }
   // A model file is not an importance matrix.
   e = error_of([&] {
     read_imatrix(test::repo_path("data/fixtures/llamacpp/demo-mamba.Q4_K_M.imatrix.gguf"), *mamba);

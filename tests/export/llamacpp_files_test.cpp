@@ -199,6 +199,9 @@ TEST_P(LlamaCppFiles, MissingOrLyingKeysAreOneClearError) {
       {a + ".block_count", gguf::Value(uint32_t{5}), a + ".block_count = 5"},
       {a + ".ssm.time_step_rank", gguf::Value(std::string("16")), "expected an unsigned integer"},
       {"general.architecture", gguf::Value(std::string("jamba")), "only for 'mamba' and 'mamba2'"},
+      // A hand-made input (code review, confirmed with fuzz/gguf_fuzz under UBSan): 2 * d_inner
+      // overflowed int64 before the bound.
+      {a + ".ssm.inner_size", gguf::Value(uint64_t{1} << 62), a + ".ssm.inner_size = 4611686018427387904 is larger than"},
   };
   if (a == "mamba") {
     cases.push_back({a + ".ssm.time_step_rank", gguf::Value(uint32_t{8}), a + ".ssm.time_step_rank = 8"});

@@ -199,6 +199,22 @@ TEST_F(GgufTest, RoundTripsEveryValueTypeAndTensorType) {
   check_round_trip((dir_ / "a.gguf").string(), 32, false);
 }
 
+// An empty tensor converts to nothing. memcpy(nullptr, src, 0), what the empty destination's
+// data() gave, is undefined behaviour: this fails under -fsanitize=undefined (the fuzz build,
+// fuzz/gguf_fuzz.cpp found it), not in a plain build.
+TEST_F(GgufTest, ConvertsAnEmptyTensor) {
+  gguf::Writer w;
+  w.add_tensor("empty", {0, 4}, GgmlType::kF32, {});
+  const std::string path = (dir_ / "empty.gguf").string();
+  w.write(path);
+  const gguf::File f(path);
+  const gguf::TensorInfo& t = f.tensor("empty");
+  EXPECT_EQ(t.numel(), 0);
+  std::vector<float> out;
+  gguf::to_f32(t.type, t.data, t.numel(), out.data());
+  EXPECT_TRUE(out.empty());
+}
+
 TEST_F(GgufTest, RoundTripsWithCustomAlignment) {
   check_round_trip((dir_ / "b.gguf").string(), 64, true);
   check_round_trip((dir_ / "c.gguf").string(), 1, true);

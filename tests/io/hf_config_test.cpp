@@ -112,5 +112,26 @@ TEST(HfConfig, LoadFolder) {
   fs::remove_all(dir);
 }
 
+// The bounds that keep the families' shape arithmetic in range (io/hf_config.h kMaxConfigInt,
+// kMaxConfigCount): every integer getter refuses what no model has, naming the key.
+TEST(HfConfig, IntegersOutsideTheBoundsAreOneError) {
+  const auto c = config(R"({"big": 16777217, "edge": 16777216, "negbig": -16777217,
+    "bigf": 3e7, "layers": 1025, "list": [1, 16777217], "neglist": [-9223372036854775808]})");
+  EXPECT_EQ(c.get_int("edge"), kMaxConfigInt);
+  EXPECT_EQ(c.get_positive("edge"), kMaxConfigInt);
+  expect_error([&] { c.get_int("big"); }, {"'big'", "too large", "16777217"});
+  expect_error([&] { c.get_int("negbig"); }, {"'negbig'", "too large"});
+  expect_error([&] { c.get_int("bigf"); }, {"'bigf'", "too large"});
+  expect_error([&] { c.get_positive("big"); }, {"'big'"});
+  EXPECT_EQ(c.get_positive("layers"), 1025);
+  expect_error([&] { c.get_positive("layers", kMaxConfigCount); }, {"'layers'", "1025", "at most 1024"});
+  expect_error([&] { c.get_int_list("list"); }, {"'list'", "integers"});
+  expect_error([&] { c.get_int_list("neglist"); }, {"'neglist'", "integers"});
+  EXPECT_EQ(c.int_dimension("expand", 2.0 * 64), 128);
+  EXPECT_EQ(c.int_dimension("expand", 1.5 * 3), 4);  // Python's int() truncates
+  expect_error([&] { c.int_dimension("expand", 1e300); }, {"'expand'", "outside"});
+  expect_error([&] { c.int_dimension("expand", -1.0); }, {"'expand'", "outside"});
+}
+
 }  // namespace
 }  // namespace kllens

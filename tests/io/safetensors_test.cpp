@@ -352,6 +352,17 @@ TEST_F(SafetensorsTest, OpenFolderRejectsNonFolders) {
   expect_msg(dir_.string(), "no model.safetensors");
 }
 
+// Empty id tensors read as no ids (memcpy(nullptr, ..., 0) before: undefined behaviour, which
+// fails under -fsanitize=undefined, the fuzz build, not in a plain build).
+TEST_F(SafetensorsTest, ReadsEmptyIntTensors) {
+  json h;
+  h["i64"] = entry("I64", {0}, 0, 0);
+  h["i32"] = entry("I32", {3, 0}, 0, 0);
+  SafetensorsFile f(write("empty-ids.safetensors", raw_file(h.dump(), "")).string());
+  EXPECT_TRUE(read_int_tensor(f.get("i64")).empty());
+  EXPECT_TRUE(read_int_tensor(f.get("i32")).empty());
+}
+
 TEST_F(SafetensorsTest, ReadIntTensorNamesFileAndTensor) {
   const auto path = (dir_ / "ids.safetensors").string();
   write_safetensors(path, {{"ids", make_f32_tensor({2}, std::vector<float>{1, 2})}});

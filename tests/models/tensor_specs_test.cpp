@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "core/error.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
 #include "models/model.h"
@@ -195,6 +196,52 @@ TEST(TensorSpecs, EveryRegisteredFamilyHasAFixture) {
   for (const auto& f : fixture_folders())
     covered.insert(HfConfig::load_folder(test::repo_path(f)).model_type());
   for (const auto& type : supported_model_types()) EXPECT_TRUE(covered.count(type)) << type;
+}
+
+// Configs whose numbers are out of any model's range: each is one Error naming the key, found
+// before any shape arithmetic overflows (UBSan: signed overflow, double -> int64 out of range) or
+// a table of 10^8 layers is built (it ran out of time / memory).
+TEST(TensorSpecs, OutOfRangeConfigNumbersAreOneError) {
+  using json = nlohmann::json;
+  const auto expect_error = [](const json& j, const std::string& key) {
+    try {
+      tensor_specs(HfConfig::from_json(j, "cfg.json"));
+      ADD_FAILURE() << "accepted: " << j.dump();
+    } catch (const Error& e) {
+      const std::string msg = e.what();
+      EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+      EXPECT_NE(msg.find("cfg.json"), std::string::npos) << msg;
+      EXPECT_NE(msg.find("'" + key + "'"), std::string::npos) << key << " not in: " << msg;
+    }
+  };
+  const auto fixture = [](const std::string& family) {
+    return json::parse(test::read_file(test::repo_path("data/fixtures/oracles/" + family + "/config.json")));
+  };
+  for (const char* family : {"mamba", "mamba2", "falcon_h1", "llama", "hymba", "jamba"}) {
+    json j = fixture(family);
+    EXPECT_NO_THROW(tensor_specs(HfConfig::from_json(j, "cfg.json"))) << family;
+    j["num_hidden_layers"] = 100000000;
+    expect_error(j, "num_hidden_layers");
+    j = fixture(family);
+    j["vocab_size"] = int64_t{1} << 62;
+    expect_error(j, "vocab_size");
+  }
+  json j = fixture("mamba");
+  j.erase("intermediate_size");
+  j["expand"] = 1e300;  // was int64_t(expand * hidden): undefined behaviour
+  expect_error(j, "expand");
+  j = fixture("mamba");
+  j["intermediate_size"] = int64_t{1} << 62;  // was 2 * I: signed overflow
+  expect_error(j, "intermediate_size");
+  j = fixture("mamba2");
+  j["expand"] = 1e300;
+  expect_error(j, "expand");
+  j = fixture("hymba");
+  j["mamba_expand"] = 1e300;
+  expect_error(j, "mamba_expand");
+  j = fixture("jamba");
+  j["num_experts"] = 1000000;
+  expect_error(j, "num_experts");
 }
 
 }  // namespace

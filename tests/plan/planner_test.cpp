@@ -485,5 +485,39 @@ TEST(PlanRefine, FindsWhatTheSumMissesAndNeverGetsWorse) {
   EXPECT_GT(improved, 0) << "some instance must pay the interaction";
 }
 
+// Malformed plans the fuzzer (fuzz/plan_fuzz.cpp) found: each is one Error naming the source,
+// never an exception of the JSON library or undefined behaviour.
+TEST(PlanIo, MalformedFieldsAreOneError) {
+  using json = nlohmann::json;
+  const json base = {{"format", "kllens-plan"}, {"version", 1}, {"model", json::object()},
+                     {"method", "optimal"}, {"metric", "kl"}, {"components", {{"a.weight", "q8_0"}}},
+                     {"predicted_metric_sum", 0.0}, {"bytes", 0}, {"bits_per_weight", 0.0},
+                     {"params", 0}};
+  EXPECT_NO_THROW(plan_from_json(base, "p.json"));
+  const auto expect_error = [](const json& j, const std::string& part) {
+    try {
+      plan_from_json(j, "p.json");
+      ADD_FAILURE() << "accepted: " << j.dump();
+    } catch (const Error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find("p.json"), std::string::npos) << msg;
+      EXPECT_NE(msg.find(part), std::string::npos) << "'" << part << "' not in: " << msg;
+    }
+  };
+  json j = base;
+  j["format"] = 0;  // was nlohmann::type_error from j.value("format", "")
+  expect_error(j, "not a kllens plan");
+  for (const char* key : {"bytes", "params"}) {
+    for (const json bad : {json(1e300), json(0.5), json(18446744073709551615ull)}) {
+      j = base;
+      j[key] = bad;  // 1e300 was a float -> int64 cast: undefined behaviour
+      expect_error(j, key);
+    }
+  }
+  j = base;
+  j["version"] = (int64_t{1} << 32) + 1;  // was wrapped to the int 1 and accepted
+  expect_error(j, "version");
+}
+
 }  // namespace
 }  // namespace kllens
