@@ -214,17 +214,20 @@ void add_analyze(CLI::App& app) {
       std::cerr << fmt::format("sensitivity: {} windows of {} tokens, schemes {}\n", calib.windows.size(), o->ctx,
                                o->schemes);
       SweepStats stats;
-      sens.entries = run_sweep(*model, calib.windows, sweep, header, &stats);
-      sens.sweep = {{"prefix_reuse", true},
-                    {"cache_bytes", stats.cache_bytes},
-                    {"cache_stride", stats.cache_stride},
-                    {"fp_ppl", stats.fp_ppl},
-                    {"seconds", stats.total_seconds},
-                    {"entries_resumed", stats.entries_resumed},
-                    {"components", ""}};
+      sweep.on_complete = [&](const std::vector<SweepEntry>& entries, const SweepStats& done) {
+        sens.entries = entries;
+        sens.sweep = {{"prefix_reuse", true},
+                      {"cache_bytes", done.cache_bytes},
+                      {"cache_stride", done.cache_stride},
+                      {"fp_ppl", done.fp_ppl},
+                      {"seconds", done.total_seconds},
+                      {"entries_resumed", done.entries_resumed},
+                      {"components", ""}};
+        write_sensitivity_json(sens_path, sens);
+      };
+      run_sweep(*model, calib.windows, sweep, header, &stats);
+      report_journal_recovery(sweep.journal_path, stats);
       sweep_seconds = stats.total_seconds;
-      write_sensitivity_json(sens_path, sens);
-      fs::remove(sweep.journal_path, ec);
     }
 
     // 2. The chosen plan: optimal, kl, at --budget.

@@ -10,6 +10,7 @@
 #include "cli/common.h"
 #include "plan/llama_mix_model.h"
 #include "core/error.h"
+#include "io/durable_file.h"
 #include "eval/bench.h"
 #include "eval/packed_model.h"
 #include "eval/quantized_eval.h"
@@ -181,10 +182,9 @@ void add_deploy_table(CLI::App& app) {
         evalset.windows.size(), o->ctx, o->text, o->bench.runs, o->bench.prompt, o->bench.gen,
         bandwidth);
     if (!o->out.empty()) {
-      std::ofstream f(o->out, std::ios::binary);
-      f << caption << "\n\n" << md;
-      for (const auto& n : notes) f << "\nnote: " << n << "\n";
-      if (!f) fail("{}: cannot write", o->out);
+      std::string text = caption + "\n\n" + md;
+      for (const auto& n : notes) text += "\nnote: " + n + "\n";
+      write_file_durably(o->out, text);
     }
     if (o->json) {
       for (const auto& n : notes) std::cerr << "note: " << n << "\n";

@@ -7,6 +7,7 @@
 
 #include "cli/common.h"
 #include "core/error.h"
+#include "io/durable_file.h"
 #include "export/gguf_export.h"
 #include "plan/llama_mix_model.h"
 #include "plan/plan_io.h"
@@ -145,9 +146,7 @@ void add_quantize(CLI::App& app) {
     }
     const GgufExportResult r = export_gguf(*model, assignment, o->out, options);
     if (recipe) {
-      std::ofstream out(o->recipe, std::ios::binary);
-      out << recipe->text;
-      if (!out) fail("{}: cannot write", o->recipe);
+      write_file_durably(o->recipe, recipe->text);
     }
     int64_t tensor_bytes = 0;
     for (const auto& t : r.tensors) tensor_bytes += static_cast<int64_t>(t.bytes);

@@ -7,6 +7,7 @@
 #include "core/sha256.h"
 #include "eval/perplexity.h"
 #include "eval/text.h"
+#include "models/fingerprint.h"
 #include "sensitivity/summary.h"
 #include "sensitivity/sweep.h"
 
@@ -45,13 +46,21 @@ CalibrationSet load_calibration(const std::string& model_path, const std::string
   return c;
 }
 
+void report_journal_recovery(const std::string& journal_path, const SweepStats& stats) {
+  if (stats.journal_dropped_lines > 0)
+    std::cerr << fmt::format("note: {}: dropped {} damaged line(s) (a torn or corrupted write); "
+                             "their entries were computed again\n",
+                             journal_path, stats.journal_dropped_lines);
+}
+
 nlohmann::json model_description(const std::string& path, const Model& model) {
   std::error_code ec;
   const auto canonical = std::filesystem::weakly_canonical(path, ec);
   nlohmann::json d = {{"path", ec ? path : canonical.string()},
                       {"arch", model.info().arch},
                       {"layers", model.info().n_layers},
-                      {"params", model.weights().total_params()}};
+                      {"params", model.weights().total_params()},
+                      {"weights_sha256", weights_sha256(model)}};
   // The same weights under another gated norm are another model: a journal must not mix them.
   if (const std::string norm = model.info().detail("gated_norm"); !norm.empty())
     d["gated_norm"] = norm;
@@ -76,13 +85,15 @@ void add_sensitivity(CLI::App& app) {
 Every component (2+D *.weight tensor, optionally filtered by --components) is fake-quantized
 alone in each scheme; the model runs on the calibration windows (the ppl protocol: the text
 tokenized whole, cut into --ctx-token windows) and its logits are compared with the
-full-precision ones at every position. Entries are journaled to OUT.journal as they finish; a
-killed sweep continues with --resume (same model, text, windows, schemes and --components;
-anything else is refused). The journal is removed once OUT is written.
+full-precision ones at every position. Entries are journaled to OUT.journal as they finish, each
+line checksummed and synced to disk; a killed sweep continues with --resume (same weights, text,
+windows, schemes, --components and kllens version; anything else is refused), dropping and
+recomputing any damaged line. OUT.journal.lock keeps a second process off the same journal. The
+journal is removed once OUT is written (to a temporary, synced, then renamed).
 
 SENS.json:
   {"format": "kllens-sensitivity", "version": 1,
-   "model": {"path", "arch", "layers", "params"},
+   "model": {"path", "arch", "layers", "params", "weights_sha256", ["gated_norm"]},
    "calibration": {"file", "sha256", "ctx", "windows", "tokens",
                    "imatrix": {"file", "sha256"} or null},
    "schemes": [...],
@@ -137,17 +148,20 @@ SENS.json:
                                    {"schemes", report.schemes},
                                    {"components", o->components}};
     SweepStats stats;
-    report.entries = run_sweep(*model, calib.windows, options, header, &stats);
-    report.sweep = {{"prefix_reuse", options.prefix_reuse},
-                    {"cache_bytes", stats.cache_bytes},
-                    {"cache_stride", stats.cache_stride},
-                    {"fp_ppl", stats.fp_ppl},
-                    {"seconds", stats.total_seconds},
-                    {"entries_resumed", stats.entries_resumed},
-                    {"components", o->components}};
-    write_sensitivity_json(o->out, report);
-    if (!o->csv.empty()) write_sensitivity_csv(o->csv, report.entries);
-    std::filesystem::remove(options.journal_path);
+    options.on_complete = [&](const std::vector<SweepEntry>& entries, const SweepStats& done) {
+      report.entries = entries;
+      report.sweep = {{"prefix_reuse", options.prefix_reuse},
+                      {"cache_bytes", done.cache_bytes},
+                      {"cache_stride", done.cache_stride},
+                      {"fp_ppl", done.fp_ppl},
+                      {"seconds", done.total_seconds},
+                      {"entries_resumed", done.entries_resumed},
+                      {"components", o->components}};
+      write_sensitivity_json(o->out, report);
+      if (!o->csv.empty()) write_sensitivity_csv(o->csv, report.entries);
+    };
+    run_sweep(*model, calib.windows, options, header, &stats);
+    report_journal_recovery(options.journal_path, stats);
     std::cout << format_top_entries(report.entries, o->top) << "\n"
               << format_role_ranking(rank_roles(report.entries)) << "\n";
     std::cout << fmt::format(

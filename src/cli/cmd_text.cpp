@@ -4,6 +4,7 @@
 
 #include "cli/common.h"
 #include "core/error.h"
+#include "io/durable_file.h"
 #include "eval/perplexity.h"
 #include "eval/text.h"
 #include "io/safetensors.h"
@@ -80,9 +81,7 @@ void add_articles(CLI::App& app) {
   cmd->add_option("--out", o->out, "output text file")->required();
   cmd->callback([o] {
     const std::string part = select_articles(read_text_file(o->text), o->first, o->last);
-    std::ofstream out(o->out, std::ios::binary);
-    out << part;
-    if (!out) fail("{}: cannot write", o->out);
+    write_file_durably(o->out, part);
     std::cerr << "wrote articles " << o->first << ".." << o->last << " (" << part.size()
               << " bytes) to " << o->out << "\n";
   });

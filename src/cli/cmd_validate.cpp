@@ -7,6 +7,7 @@
 
 #include "cli/common.h"
 #include "core/error.h"
+#include "io/json_file.h"
 #include "quant/scheme.h"
 #include "sensitivity/sweep.h"
 #include "sensitivity/validate.h"
@@ -186,10 +187,7 @@ void add_validate_metrics(CLI::App& app) {
     report["seconds"] = seconds;
 
     if (!o->out.empty()) {
-      std::ofstream out(o->out);
-      if (!out) fail("{}: cannot write", o->out);
-      out << report.dump(1) << "\n";
-      if (!out) fail("{}: write failed", o->out);
+      write_json_file_atomic(o->out, report);
     }
     if (o->json) {
       print_json(report);

@@ -59,6 +59,8 @@ struct CalibrationSet {
 };
 CalibrationSet load_calibration(const std::string& model_path, const std::string& text_path,
                                 int64_t ctx, int64_t windows);
+// After run_sweep: a note on stderr when the resumed journal had damaged lines.
+void report_journal_recovery(const std::string& journal_path, const SweepStats& stats);
 nlohmann::json model_description(const std::string& path, const Model& model);
 
 // --imatrix FILE on the commands that quantize (eval/imatrix.h: llama.cpp's imatrix GGUF, from

@@ -9,6 +9,7 @@
 
 #include "cli/common.h"
 #include "core/error.h"
+#include "core/version.h"
 
 int main(int argc, char** argv) {
   // Keep freed activation buffers (a few MB per layer in prefill) in the heap instead of
@@ -19,6 +20,7 @@ int main(int argc, char** argv) {
   CLI::App app{"kllens — KL-guided mixed-precision quantization for SSM and hybrid language models"};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "help for every command");
+  app.set_version_flag("--version", "kllens " + std::string(kllens::kllens_version()));
   kllens::cli::add_inspect(app);
   kllens::cli::add_forward(app);
   kllens::cli::add_generate(app);
@@ -41,6 +43,8 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     std::string message = e.what();

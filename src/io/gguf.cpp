@@ -10,6 +10,7 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "io/durable_file.h"
 
 namespace kllens::gguf {
 
@@ -313,7 +314,7 @@ uint64_t Writer::file_size() const {
 void Writer::write(const std::string& path) const {
   uint64_t data_start = 0;
   const std::vector<uint8_t> header = serialize_header(&data_start);
-  const std::string tmp = path + ".tmp";
+  const std::string tmp = temporary_name_for(path);
   std::FILE* f = std::fopen(tmp.c_str(), "wb");
   if (!f) fail("{}: cannot create: {}", tmp, std::strerror(errno));
   bool ok = std::fwrite(header.data(), 1, header.size(), f) == header.size();
@@ -335,12 +336,7 @@ void Writer::write(const std::string& path) const {
     std::remove(tmp.c_str());
     fail("{}: write failed: {}", tmp, std::strerror(err));
   }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::remove(tmp.c_str());
-    fail("{}: cannot move the written file into place: {}", path, ec.message());
-  }
+  commit_temporary_file(tmp, path);
 }
 
 // ---------------------------------------------------------------------------------------------

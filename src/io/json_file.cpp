@@ -1,9 +1,9 @@
 #include "io/json_file.h"
 
-#include <filesystem>
 #include <fstream>
 
 #include "core/error.h"
+#include "io/durable_file.h"
 
 namespace kllens {
 
@@ -42,14 +42,7 @@ int64_t json_integer(const nlohmann::json& v, const std::string& what, int64_t m
 }
 
 void write_json_file_atomic(const std::string& path, const nlohmann::json& j, int indent) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp);
-    if (!out) fail("{}: cannot write", tmp);
-    out << j.dump(indent) << "\n";
-    if (!out) fail("{}: write failed", tmp);
-  }
-  std::filesystem::rename(tmp, path);
+  write_file_durably(path, j.dump(indent) + "\n");
 }
 
 }  // namespace kllens

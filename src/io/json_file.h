@@ -22,8 +22,8 @@ int64_t json_integer(const nlohmann::json& v, const std::string& what,
                      int64_t min = std::numeric_limits<int64_t>::min(),
                      int64_t max = std::numeric_limits<int64_t>::max());
 
-// Writes j.dump(indent) and a newline to PATH.tmp, then renames it over PATH, so a reader never
-// sees half a file. Error when the file cannot be written.
+// Writes j.dump(indent) and a newline durably (io/durable_file.h): a reader, or a run after a
+// crash, sees the old file or the whole new one, never half. Error when it cannot be written.
 void write_json_file_atomic(const std::string& path, const nlohmann::json& j, int indent = 1);
 
 }  // namespace kllens

@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "core/error.h"
+#include "io/durable_file.h"
 #include "core/progress.h"
 #include "eval/perplexity.h"
 #include "models/model.h"
@@ -493,11 +494,7 @@ json frontier_document(const FrontierResult& result, const json& header) {
 }
 
 void write_text_file(const std::string& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) fail("{}: cannot open for writing", path);
-  out << text;
-  out.flush();
-  if (!out) fail("{}: write failed", path);
+  write_file_durably(path, text);
 }
 
 void write_frontier_files(const std::string& prefix, const json& document, const std::vector<FrontierRow>& rows) {

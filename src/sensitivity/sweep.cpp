@@ -1,8 +1,5 @@
 #include "sensitivity/sweep.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -15,10 +12,12 @@
 
 #include "core/error.h"
 #include "core/progress.h"
+#include "io/durable_file.h"
 #include "io/json_file.h"
 #include "models/model.h"
 #include "quant/formats.h"
 #include "quant/quantize.h"
+#include "sensitivity/journal.h"
 #include "stats/logits.h"
 
 namespace kllens {
@@ -43,72 +42,6 @@ MeanStd mean_std_from(const json& j, const std::string& name) {
   m.stderr_ = j[name].value("stderr", 0.0);
   return m;
 }
-
-// Append-only journal of finished entries, one JSON object a line, flushed and fsync'ed after
-// each line so a kill -9 loses at most the entry being computed. A torn last line (killed
-// mid-write) is ignored on resume.
-class Journal {
- public:
-  Journal(const std::string& path, const json& header, bool resume,
-          std::map<std::string, SweepEntry>* done)
-      : path_(path) {
-    namespace fs = std::filesystem;
-    if (path.empty()) return;
-    if (fs::exists(path) && !resume)
-      fail("{} exists from an earlier run of this sweep: pass --resume to continue it, or "
-           "delete it to start again", path);
-    if (resume && fs::exists(path)) {
-      std::ifstream in(path);
-      std::string line;
-      bool first = true;
-      int64_t good_bytes = 0;
-      while (std::getline(in, line)) {
-        const bool complete = !in.eof();  // the line ended with '\n'
-        json j;
-        try {
-          j = json::parse(line);
-        } catch (const json::exception&) {
-          if (!complete) break;  // torn final line
-          fail("{}: corrupt journal line: {}", path, line.substr(0, 80));
-        }
-        if (!complete) break;
-        if (first) {
-          if (j != header)
-            fail("{}: the journal belongs to a different sweep (model, calibration text, "
-                 "windows or schemes differ); delete it or write to another --out", path);
-          first = false;
-        } else {
-          SweepEntry e = entry_from_json(j);
-          (*done)[e.component + "\n" + e.scheme] = e;
-        }
-        good_bytes += static_cast<int64_t>(line.size()) + 1;
-      }
-      in.close();
-      if (first) {
-        fs::resize_file(path, 0);
-      } else {
-        fs::resize_file(path, static_cast<uintmax_t>(good_bytes));  // drop a torn tail
-      }
-    }
-    fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    if (fd_ < 0) fail("{}: cannot open journal for writing", path);
-    if (std::filesystem::file_size(path) == 0) append(header);
-  }
-  ~Journal() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  void append(const json& j) {
-    if (fd_ < 0) return;
-    const std::string line = j.dump() + "\n";
-    if (::write(fd_, line.data(), line.size()) != static_cast<ssize_t>(line.size()))
-      fail("{}: journal write failed", path_);
-    ::fsync(fd_);
-  }
-
- private:
-  std::string path_;
-  int fd_ = -1;
-};
 
 // Where an entry for this component restarts: -1 = from the embedding (start()), n_layers =
 // only the head, else the layer index.
@@ -217,8 +150,18 @@ std::vector<SweepEntry> run_sweep(Model& model, const std::vector<std::vector<in
   const int64_t V = model.info().vocab;
 
   std::map<std::string, SweepEntry> done;
-  Journal journal(options.journal_path, header, options.resume, &done);
+  SweepJournal journal(options.journal_path, header, options.resume);
+  for (const json& record : journal.records()) {
+    SweepEntry e;
+    try {
+      e = entry_from_json(record);
+    } catch (const std::exception& ex) {  // intact checksum, yet not an entry: not ours
+      fail("{}: a journal record is not a sweep entry: {}", options.journal_path, ex.what());
+    }
+    done[e.component + "\n" + e.scheme] = e;
+  }
   stats.entries_resumed = static_cast<int64_t>(done.size());
+  stats.journal_dropped_lines = journal.recovery().dropped_lines;
 
   // Full-precision pass: logits per window and the states before every (stride-th) layer.
   const auto t_fp = Clock::now();
@@ -335,6 +278,12 @@ std::vector<SweepEntry> run_sweep(Model& model, const std::vector<std::vector<in
   progress.finish();
   stats.total_seconds = seconds_since(t_total);
   if (stats_out) *stats_out = stats;
+  if (options.on_complete) {
+    // Still holding the journal's lock: no second process can resume it while the result is
+    // written, and the journal goes only once the result is on disk.
+    options.on_complete(entries, stats);
+    journal.remove();
+  }
   return entries;
 }
 
@@ -371,8 +320,7 @@ SensitivityReport sensitivity_from_json(const json& j, const std::string& path) 
 }
 
 void write_sensitivity_csv(const std::string& path, const std::vector<SweepEntry>& entries) {
-  std::ofstream out(path);
-  if (!out) fail("{}: cannot write", path);
+  std::ostringstream out;
   out << "component,layer,role,params,scheme,bytes,seconds";
   for (const auto& m : metric_names()) out << "," << m << "," << m << "_stderr";
   out << "\n";
@@ -384,7 +332,7 @@ void write_sensitivity_csv(const std::string& path, const std::vector<SweepEntry
       out << "," << fmt::format("{:.9g},{:.9g}", m->mean, m->stderr_);
     out << "\n";
   }
-  if (!out) fail("{}: write failed", path);
+  write_file_durably(path, out.str());
 }
 
 }  // namespace kllens

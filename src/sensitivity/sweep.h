@@ -46,6 +46,17 @@ struct SweepEntry {
   EntryMetrics metrics;
 };
 
+struct SweepStats {
+  int64_t cache_bytes = 0;
+  int cache_stride = 1;
+  int64_t entries_computed = 0;
+  int64_t entries_resumed = 0;
+  int64_t journal_dropped_lines = 0;  // damaged journal lines dropped on resume (recomputed)
+  double fp_seconds = 0;
+  double total_seconds = 0;
+  double fp_ppl = 0;  // full-precision perplexity on the calibration windows
+};
+
 struct SweepOptions {
   std::vector<std::string> schemes;          // texts as given (parsed with QuantScheme::parse)
   std::optional<std::string> component_regex;  // std::regex_search on the HF tensor name
@@ -59,25 +70,19 @@ struct SweepOptions {
   std::function<const float*(const Param&)> importance;
   // Called after each finished entry (tests use it to simulate a crash).
   std::function<void(const SweepEntry&)> on_entry;
-};
-
-struct SweepStats {
-  int64_t cache_bytes = 0;
-  int cache_stride = 1;
-  int64_t entries_computed = 0;
-  int64_t entries_resumed = 0;
-  double fp_seconds = 0;
-  double total_seconds = 0;
-  double fp_ppl = 0;  // full-precision perplexity on the calibration windows
+  // Called with every entry once the sweep is complete, while the journal is still locked: write
+  // the result here. When it returns, the journal is deleted. Unset: the journal is kept.
+  std::function<void(const std::vector<SweepEntry>&, const SweepStats&)> on_complete;
 };
 
 // Components the sweep covers (every 2+D *.weight tensor, filtered by the regex), in table order.
 std::vector<const Param*> sweep_components(const Model& model, const SweepOptions& options);
 
 // Runs the sweep over the given windows (each a token sequence; all positions compared, the
-// next token of each position, when inside the window, is the target for dNLL). The journal's
-// header is `header` (model, calibration, schemes): resuming a journal whose header differs is
-// an error. Entries come back in component-table order, then scheme order.
+// next token of each position, when inside the window, is the target for dNLL). The journal
+// (sensitivity/journal.h) describes the sweep by `header` (model, calibration, schemes):
+// resuming a journal whose header differs, or one another process holds, is an error. Entries
+// come back in component-table order, then scheme order.
 std::vector<SweepEntry> run_sweep(Model& model, const std::vector<std::vector<int32_t>>& windows,
                                   const SweepOptions& options, const nlohmann::json& header,
                                   SweepStats* stats = nullptr);

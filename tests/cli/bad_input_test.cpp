@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "core/version.h"
 #include "io/safetensors.h"
 #include "test_util.h"
 
@@ -526,6 +527,17 @@ TEST_F(CliBadInput, UsageErrors) {
 }
 
 // ---- --help ---------------------------------------------------------------------------------
+
+TEST(CliHelp, VersionIsTheProjectVersion) {
+  const auto r = run_cli({"--version"});
+  ASSERT_FALSE(r.signaled);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "kllens " + std::string(kllens_version()) + "\n");
+  // The one CMakeLists.txt states, so the two cannot drift apart.
+  const std::string cmake = test::read_file(test::repo_path("CMakeLists.txt"));
+  EXPECT_NE(cmake.find("project(kllens VERSION " + std::string(kllens_version()) + " "),
+            std::string::npos);
+}
 
 TEST(CliHelp, EverySubcommandHasHelp) {
   const auto top = run_cli({"--help"});

@@ -14,6 +14,7 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "io/durable_file.h"
 #include "test_util.h"
 
 namespace kllens {
@@ -159,7 +160,7 @@ void check_round_trip(const std::string& path, uint32_t alignment, bool set_alig
   EXPECT_EQ(w.alignment(), alignment);
   w.write(path);
   EXPECT_EQ(fs::file_size(path), w.file_size());
-  EXPECT_FALSE(fs::exists(path + ".tmp"));
+  EXPECT_FALSE(fs::exists(temporary_name_for(path))) << "the temporary is renamed into place";
 
   gguf::File f(path);
   EXPECT_EQ(f.version(), 3u);

@@ -508,7 +508,7 @@ TEST(PlanIo, MalformedFieldsAreOneError) {
   j["format"] = 0;  // was nlohmann::type_error from j.value("format", "")
   expect_error(j, "not a kllens plan");
   for (const char* key : {"bytes", "params"}) {
-    for (const json bad : {json(1e300), json(0.5), json(18446744073709551615ull)}) {
+    for (const json& bad : {json(1e300), json(0.5), json(18446744073709551615ull)}) {
       j = base;
       j[key] = bad;  // 1e300 was a float -> int64 cast: undefined behaviour
       expect_error(j, key);

@@ -10,6 +10,7 @@
 
 #include "eval/text.h"
 #include "plan/plan_io.h"
+#include "sensitivity/journal.h"
 #include "sensitivity/sweep.h"
 #include "test_util.h"
 
@@ -142,9 +143,10 @@ TEST_F(Analyze, ResumeReusesAFinishedSweepAndContinuesAJournal) {
                        {"calibration", sens.calibration},
                        {"schemes", sens.schemes},
                        {"components", ""}};
-  std::string journal = header.dump() + "\n";
-  for (size_t i = 0; i < 5; ++i) journal += entry_to_json(sens.entries[i]).dump() + "\n";
-  test::write_file(dir2 + "/sensitivity.json.journal", journal);
+  {
+    SweepJournal journal(dir2 + "/sensitivity.json.journal", header, false);
+    for (size_t i = 0; i < 5; ++i) journal.append(entry_to_json(sens.entries[i]));
+  }
 
   const auto refused = test::run_cli(args(dir2, {"--methods", "optimal", "--metrics", "kl"}));
   EXPECT_EQ(refused.exit_code, 1);

@@ -58,7 +58,7 @@ TEST(SensitivityJson, FormatThatIsNotAStringIsOneError) {
 
 TEST(SensitivityJson, IntegerFieldsMustBeIntegersInRange) {
   for (const char* key : {"bytes", "params", "layer"}) {
-    for (const json bad : {json(1.01111e+92), json(2.5), json("7")}) {
+    for (const json& bad : {json(1.01111e+92), json(2.5), json("7")}) {
       json j = valid_report();
       j["entries"][0][key] = bad;  // 1e92 was a float -> int64 cast: undefined behaviour
       expect_error(j, key);

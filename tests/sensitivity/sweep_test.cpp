@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <random>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
@@ -21,6 +22,7 @@
 #include "eval/perplexity.h"
 #include "eval/text.h"
 #include "models/model.h"
+#include "sensitivity/journal.h"
 #include "sensitivity/sweep.h"
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"
@@ -222,7 +224,7 @@ std::vector<std::string> read_lines(const fs::path& p) {
 
 struct SimulatedCrash {};
 
-class SweepJournal : public ::testing::Test {
+class SweepResume : public ::testing::Test {
  protected:
   void SetUp() override {
     demo = load_demo("demo-mamba");
@@ -243,7 +245,7 @@ class SweepJournal : public ::testing::Test {
   json header;
 };
 
-TEST_F(SweepJournal, ResumeAfterInterruptionMatchesUninterrupted) {
+TEST_F(SweepResume, ResumeAfterInterruptionMatchesUninterrupted) {
   const auto reference = run_sweep(*demo.model, demo.windows, options(dir / "ref", false), header);
   ASSERT_EQ(reference.size(), 16u);
   std::map<std::string, std::vector<float>> before;
@@ -274,7 +276,7 @@ TEST_F(SweepJournal, ResumeAfterInterruptionMatchesUninterrupted) {
   EXPECT_EQ(read_lines(dir / "j").size(), 17u);
 }
 
-TEST_F(SweepJournal, TornLastLineIsIgnored) {
+TEST_F(SweepResume, TornLastLineIsIgnored) {
   const auto reference = run_sweep(*demo.model, demo.windows, options(dir / "ref", false), header);
   const auto full = read_lines(dir / "ref");
   ASSERT_EQ(full.size(), 17u);
@@ -288,14 +290,80 @@ TEST_F(SweepJournal, TornLastLineIsIgnored) {
   EXPECT_EQ(stats.entries_resumed, 6);
   EXPECT_EQ(stats.entries_computed, 10);
   expect_same_entries(resumed, reference);
-  // The torn tail was cut before appending: every line is whole JSON again.
+  // The torn tail was cut before appending: every line is an intact record again.
   const auto lines = read_lines(dir / "j");
   EXPECT_EQ(lines.size(), 17u);
-  for (const auto& l : lines) EXPECT_TRUE(json::accept(l)) << l;
+  for (const auto& l : lines) EXPECT_TRUE(parse_journal_line(l).has_value()) << l;
+  EXPECT_EQ(stats.journal_dropped_lines, 1);
 }
 
-TEST_F(SweepJournal, StaleJournalWithoutResumeIsAnError) {
-  test::write_file(dir / "j", header.dump() + "\n");
+// What a kill at any byte of the journal, a power loss (zeros) or a flipped bit leaves behind:
+// every resume ends with the entries of the uninterrupted run. Cut points: every line boundary
+// and, with a fixed seed, points inside lines (the header's included).
+TEST_F(SweepResume, EveryDamagedJournalResumesToTheSameEntries) {
+  const auto reference = run_sweep(*demo.model, demo.windows, options(dir / "ref", false), header);
+  const std::string full = test::read_file(dir / "ref");
+  std::vector<size_t> cuts = {0, full.size() - 1};
+  for (size_t i = 0; i < full.size(); ++i)
+    if (full[i] == '\n') cuts.push_back(i + 1);
+  std::mt19937 rng(20261202);
+  for (int i = 0; i < 8; ++i) cuts.push_back(std::uniform_int_distribution<size_t>(1, full.size() - 1)(rng));
+  cuts.push_back(full.find('\t'));  // inside the header
+  std::vector<std::pair<std::string, std::string>> cases;
+  for (size_t c : cuts) cases.emplace_back("cut at " + std::to_string(c), full.substr(0, c));
+  const size_t last_start = full.rfind('\n', full.size() - 2) + 1;
+  cases.emplace_back("last line zeroed", full.substr(0, last_start) + std::string(full.size() - last_start, '\0'));
+  std::string flipped = full;
+  const size_t middle = full.find('\n', full.size() / 2) - 20;
+  flipped[middle] ^= 0x02;
+  cases.emplace_back("a bit flipped in a middle line", flipped);
+  for (const auto& [what, content] : cases) {
+    SCOPED_TRACE(what);
+    test::write_file(dir / "j", content);
+    SweepStats stats;
+    const auto resumed = run_sweep(*demo.model, demo.windows, options(dir / "j", true), header, &stats);
+    expect_same_entries(resumed, reference);
+    EXPECT_EQ(stats.entries_resumed + stats.entries_computed, 16);
+    // The journal holds the header and every entry again, each line intact.
+    const auto lines = read_lines(dir / "j");
+    EXPECT_EQ(lines.size(), 17u);
+    for (const auto& l : lines) EXPECT_TRUE(parse_journal_line(l).has_value()) << l;
+  }
+}
+
+TEST_F(SweepResume, ResultIsWrittenUnderTheLockThenTheJournalGoes) {
+  auto o = options(dir / "j", false);
+  std::vector<SweepEntry> completed;
+  o.on_complete = [&](const std::vector<SweepEntry>& entries, const SweepStats& stats) {
+    completed = entries;
+    EXPECT_EQ(stats.entries_computed, 16);
+    EXPECT_TRUE(fs::exists(dir / "j")) << "the journal outlives the result's writing";
+    // Another process trying to resume now is turned away.
+    try {
+      kllens::SweepJournal other((dir / "j").string(), header, true);
+      ADD_FAILURE() << "the lock was not held";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("in use"), std::string::npos) << e.what();
+    }
+  };
+  const auto entries = run_sweep(*demo.model, demo.windows, o, header);
+  expect_same_entries(completed, entries);
+  EXPECT_FALSE(fs::exists(dir / "j"));
+  EXPECT_FALSE(fs::exists(dir / "j.lock"));
+
+  // A result that fails to be written keeps the journal: the next resume computes nothing.
+  auto failing = options(dir / "j2", false);
+  failing.on_complete = [](const std::vector<SweepEntry>&, const SweepStats&) { fail("disk full"); };
+  EXPECT_THROW(run_sweep(*demo.model, demo.windows, failing, header), Error);
+  ASSERT_TRUE(fs::exists(dir / "j2"));
+  SweepStats stats;
+  const auto resumed = run_sweep(*demo.model, demo.windows, options(dir / "j2", true), header, &stats);
+  EXPECT_EQ(stats.entries_computed, 0);
+  expect_same_entries(resumed, entries);
+}
+
+TEST_F(SweepResume, StaleJournalWithoutResumeIsAnError) {
+  test::write_file(dir / "j", "");
   try {
     run_sweep(*demo.model, demo.windows, options(dir / "j", false), header);
     FAIL() << "expected an error";
@@ -304,10 +372,12 @@ TEST_F(SweepJournal, StaleJournalWithoutResumeIsAnError) {
   }
 }
 
-TEST_F(SweepJournal, JournalOfAnotherSweepIsAnError) {
+TEST_F(SweepResume, JournalOfAnotherSweepIsAnError) {
   json other = header;
   other["schemes"] = {"int4:g32"};
-  test::write_file(dir / "j", other.dump() + "\n");
+  auto crashing = options(dir / "j", false);
+  crashing.on_entry = [](const SweepEntry&) { throw SimulatedCrash{}; };
+  EXPECT_THROW(run_sweep(*demo.model, demo.windows, crashing, other), SimulatedCrash);
   try {
     run_sweep(*demo.model, demo.windows, options(dir / "j", true), header);
     FAIL() << "expected an error";
@@ -333,6 +403,23 @@ json without_timing(json j) {
   j["sweep"].erase("entries_resumed");
   for (auto& e : j["entries"]) e.erase("seconds");
   return j;
+}
+
+// Starts the kllens binary with these arguments, its output discarded; the caller waits.
+pid_t spawn_cli(std::vector<std::string> args) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    std::freopen("/dev/null", "w", stdout);
+    std::freopen("/dev/null", "w", stderr);
+    std::vector<char*> argv;
+    std::string bin = KLLENS_CLI;
+    argv.push_back(bin.data());
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(bin.c_str(), argv.data());
+    _exit(127);
+  }
+  return pid;
 }
 
 class SweepCli : public ::testing::Test {
@@ -365,20 +452,8 @@ TEST_F(SweepCli, KilledSweepResumesToTheSameReport) {
 
   const fs::path out = dir / "S.json";
   const fs::path journal = out.string() + ".journal";
-  auto argv_s = args(out.string(), schemes);
-  pid_t pid = fork();
+  const pid_t pid = spawn_cli(args(out.string(), schemes));
   ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    std::freopen("/dev/null", "w", stdout);
-    std::freopen("/dev/null", "w", stderr);
-    std::vector<char*> argv;
-    std::string bin = KLLENS_CLI;
-    argv.push_back(bin.data());
-    for (auto& a : argv_s) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    execv(bin.c_str(), argv.data());
-    _exit(127);
-  }
   // kill -9 once the journal holds the header and at least 3 entries.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
   int status = 0;
@@ -429,6 +504,66 @@ TEST_F(SweepCli, KilledSweepResumesToTheSameReport) {
   const json report = json::parse(test::read_file(out));
   EXPECT_EQ(report["sweep"]["entries_resumed"].get<size_t>(), journaled);
   EXPECT_EQ(without_timing(report), without_timing(reference));
+}
+
+// kill -9 at random instants (fixed seed) over a run's length: during start-up, the journal's
+// creation or recovery, an entry, an append, the result's writing or the journal's removal. Each
+// run resumes the one before; after the last kill one more runs to the end. At every point the
+// result file is absent or whole, and the final file equals the uninterrupted run's.
+TEST_F(SweepCli, KilledAtRandomPointsResumesToTheSameReport) {
+  const std::string schemes = "int4:g32,q4_K";
+  auto with_components = [&](const fs::path& out) {
+    auto a = args(out.string(), schemes);
+    a.insert(a.end(), {"--components", R"(layers\.[0-2]\.mixer)", "--resume"});
+    return a;
+  };
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto ref = test::run_cli(with_components(dir / "ref.json"));
+  const double run_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_FALSE(ref.signaled);
+  ASSERT_EQ(ref.exit_code, 0) << ref.err;
+  const json reference = json::parse(test::read_file(dir / "ref.json"));
+  ASSERT_GE(reference["entries"].size(), 12u);
+
+  const fs::path out = dir / "S.json";
+  const fs::path journal = out.string() + ".journal";
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<double> instant(0.0, run_seconds);
+  int killed = 0, finished_early = 0;
+  for (int round = 0; round < 12; ++round) {
+    const pid_t pid = spawn_cli(with_components(out));
+    ASSERT_GE(pid, 0);
+    std::this_thread::sleep_for(std::chrono::duration<double>(instant(rng)));
+    kill(pid, SIGKILL);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    if (WIFSIGNALED(status)) {
+      ++killed;
+    } else {
+      ASSERT_TRUE(WIFEXITED(status));
+      ASSERT_EQ(WEXITSTATUS(status), 0) << "round " << round;
+      ++finished_early;
+    }
+    if (fs::exists(out)) {
+      EXPECT_EQ(without_timing(json::parse(test::read_file(out))), without_timing(reference))
+          << "round " << round << ": a result file that is there is whole";
+    }
+    if (fs::exists(journal)) {
+      // Only the last line can be damaged: the append the kill interrupted.
+      const auto lines = read_lines(journal);
+      for (size_t i = 0; i + 1 < lines.size(); ++i)
+        EXPECT_TRUE(parse_journal_line(lines[i]).has_value()) << "round " << round << ", line " << i;
+    }
+  }
+  std::printf("%d of 12 runs killed, %d finished before their kill\n", killed, finished_early);
+  std::fflush(stdout);  // before run_cli forks: the child would flush the copy too
+  EXPECT_GE(killed, 4) << "most rounds should be interrupted (" << finished_early << " finished)";
+  const auto last = test::run_cli(with_components(out));
+  ASSERT_FALSE(last.signaled);
+  ASSERT_EQ(last.exit_code, 0) << last.err;
+  EXPECT_FALSE(fs::exists(journal));
+  EXPECT_FALSE(fs::exists(journal.string() + ".lock"));
+  EXPECT_EQ(without_timing(json::parse(test::read_file(out))), without_timing(reference));
 }
 
 }  // namespace

@@ -1,0 +1,80 @@
+#include "io/durable_file.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "core/error.h"
+
+namespace kllens {
+
+namespace {
+
+// Closes on every path out, so an Error thrown halfway leaks no descriptor.
+struct Fd {
+  int fd = -1;
+  ~Fd() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+void write_all(int fd, std::string_view bytes, const std::string& what) {
+  while (!bytes.empty()) {
+    const ssize_t n = ::write(fd, bytes.data(), bytes.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) fail("{}: write failed: {}", what, std::strerror(errno));
+    bytes.remove_prefix(static_cast<size_t>(n));
+  }
+}
+
+}  // namespace
+
+std::string temporary_name_for(const std::string& path) {
+  return path + ".tmp." + std::to_string(::getpid());
+}
+
+void fsync_parent_directory(const std::string& path) {
+  std::filesystem::path dir = std::filesystem::path(path).parent_path();
+  if (dir.empty()) dir = ".";
+  Fd d{::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
+  // A directory that cannot be opened for reading (unusual permissions) cannot be fsynced either;
+  // the rename has happened and is visible, only its durability is then the file system's.
+  if (d.fd < 0) return;
+  if (::fsync(d.fd) != 0 && errno != EINVAL)
+    fail("{}: cannot sync the directory: {}", dir.string(), std::strerror(errno));
+}
+
+void commit_temporary_file(const std::string& tmp, const std::string& path) {
+  try {
+    {
+      Fd f{::open(tmp.c_str(), O_WRONLY | O_CLOEXEC)};
+      if (f.fd < 0) fail("{}: cannot open: {}", tmp, std::strerror(errno));
+      if (::fsync(f.fd) != 0) fail("{}: cannot sync: {}", tmp, std::strerror(errno));
+    }
+    if (::rename(tmp.c_str(), path.c_str()) != 0)
+      fail("{}: cannot move the written file into place: {}", path, std::strerror(errno));
+  } catch (...) {
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  fsync_parent_directory(path);
+}
+
+void write_file_durably(const std::string& path, std::string_view bytes) {
+  const std::string tmp = temporary_name_for(path);
+  try {
+    Fd f{::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)};
+    if (f.fd < 0) fail("{}: cannot write: {}", path, std::strerror(errno));
+    write_all(f.fd, bytes, path);
+    if (::fsync(f.fd) != 0) fail("{}: cannot sync: {}", path, std::strerror(errno));
+  } catch (...) {
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  commit_temporary_file(tmp, path);
+}
+
+}  // namespace kllens
