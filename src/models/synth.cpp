@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "io/durable_file.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
 #include "models/model.h"
@@ -138,11 +139,7 @@ int64_t synthesize_checkpoint(const SynthOptions& options) {
     throw UsageError("synth writes F32, BF16 or F16 weights");
   fs::create_directories(options.out_dir);
   const std::string config_path = (fs::path(options.out_dir) / "config.json").string();
-  {
-    std::ofstream out(config_path, std::ios::binary);
-    out << config_text;
-    if (!out) fail("{}: cannot write", config_path);
-  }
+  write_file_durably(config_path, config_text);
   const auto specs = tensor_specs(HfConfig::from_json(config, config_path));
 
   // Header first (offsets are known from the shapes), then each tensor streamed to disk, so a
@@ -166,7 +163,9 @@ int64_t synthesize_checkpoint(const SynthOptions& options) {
   std::string text = header.dump();
   while (text.size() % 8 != 0) text.push_back(' ');
   const std::string model_path = (fs::path(options.out_dir) / "model.safetensors").string();
-  std::ofstream out(model_path, std::ios::binary | std::ios::trunc);
+  // A killed synth leaves the old model.safetensors or none, never a truncated one.
+  const std::string tmp = temporary_name_for(model_path);
+  std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
   if (!out) fail("{}: cannot write", model_path);
   const uint64_t len = text.size();
   out.write(reinterpret_cast<const char*>(&len), 8);
@@ -188,7 +187,13 @@ int64_t synthesize_checkpoint(const SynthOptions& options) {
       out.write(reinterpret_cast<const char*>(half.data()), static_cast<std::streamsize>(n * 2));
     }
   }
-  if (!out) fail("{}: write failed", model_path);
+  out.close();
+  if (!out) {
+    std::error_code ec;
+    fs::remove(tmp, ec);
+    fail("{}: write failed", model_path);
+  }
+  commit_temporary_file(tmp, model_path);
   return params;
 }
 
