@@ -16,8 +16,9 @@ namespace kllens::cli {
 
 void add_synth(CLI::App& app) {
   struct Opts {
-    std::string preset, config, out, dtype = "bf16";
+    std::string preset, config, out, dtype = "bf16", tokenizer;
     uint64_t seed = 1;
+    bool no_tokenizer = false;
   };
   auto o = std::make_shared<Opts>();
   std::string presets;
@@ -31,6 +32,16 @@ void add_synth(CLI::App& app) {
   cmd->add_option("--out", o->out, "output folder")->required();
   cmd->add_option("--dtype", o->dtype, "bf16|f16|f32")->capture_default_str()->check(CLI::IsMember({"bf16", "f16", "f32"}));
   cmd->add_option("--seed", o->seed, "random seed")->capture_default_str();
+  auto* tok = cmd->add_option("--tokenizer", o->tokenizer,
+                              "a tokenizer.json, or a model folder holding one, to copy into the "
+                              "folder (its ids must fit the config's vocab_size); default: a "
+                              "byte-level tokenizer, one token per byte, ids 0..255");
+  cmd->add_flag("--no-tokenizer", o->no_tokenizer, "write no tokenizer.json")->excludes(tok);
+  cmd->footer(R"(
+The folder is a normal Hugging Face checkpoint: config.json, model.safetensors (weights drawn
+per role with --seed: small normal matrices, unit norms, the SSM parameters as their reference
+initializers make them) and tokenizer.json, so that text commands run on it and its GGUF files
+(kllens quantize) carry a vocabulary that llama.cpp loads.)");
   cmd->callback([o] {
     if (o->preset.empty() == o->config.empty())
       throw UsageError("synth needs --preset NAME or --config FILE");
@@ -40,9 +51,12 @@ void add_synth(CLI::App& app) {
     s.out_dir = o->out;
     s.seed = o->seed;
     s.dtype = o->dtype == "f32" ? DType::kF32 : o->dtype == "f16" ? DType::kF16 : DType::kBF16;
-    const int64_t params = synthesize_checkpoint(s);
-    std::cerr << fmt::format("wrote {} ({} parameters, {}) to {}\n",
-                             o->preset.empty() ? o->config : o->preset, params, o->dtype, o->out);
+    s.tokenizer_path = o->tokenizer;
+    s.write_tokenizer = !o->no_tokenizer;
+    const SynthResult r = synthesize_checkpoint(s);
+    std::cerr << fmt::format("wrote {} ({} parameters, {}; tokenizer: {}) to {}\n",
+                             o->preset.empty() ? o->config : o->preset, r.params, o->dtype,
+                             r.tokenizer, o->out);
   });
 }
 

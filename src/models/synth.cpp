@@ -12,6 +12,7 @@
 #include "io/hf_config.h"
 #include "io/safetensors.h"
 #include "models/model.h"
+#include "tokenizer/tokenizer.h"
 
 namespace kllens {
 
@@ -109,13 +110,46 @@ void fill(const TensorSpec& spec, std::vector<float>& v, std::mt19937_64& rng) {
   }
 }
 
+// The folder's tokenizer.json: a copy of the given one, checked to load and to fit the
+// vocabulary, or the byte-level one. Returns what was written, for the command's message.
+std::string write_synth_tokenizer(const SynthOptions& options, int64_t vocab_size) {
+  namespace fs = std::filesystem;
+  const std::string out = (fs::path(options.out_dir) / "tokenizer.json").string();
+  std::error_code ec;
+  if (!options.write_tokenizer) {
+    fs::remove(out, ec);
+    return "none (--no-tokenizer)";
+  }
+  if (!options.tokenizer_path.empty()) {
+    std::string source = options.tokenizer_path;
+    if (fs::is_directory(source)) source = (fs::path(source) / "tokenizer.json").string();
+    const Tokenizer tokenizer = Tokenizer::load(source);  // Error naming the file when it is bad
+    if (tokenizer.vocab_size() > vocab_size)
+      throw UsageError(fmt::format("{}: the tokenizer has ids up to {}, but the config's "
+                                   "vocab_size is {}",
+                                   source, tokenizer.vocab_size() - 1, vocab_size));
+    std::ifstream in(source, std::ios::binary);
+    std::stringstream text;
+    text << in.rdbuf();
+    if (!in) fail("{}: cannot read", source);
+    write_file_durably(out, text.str());
+    return source;
+  }
+  if (vocab_size < 256) {
+    fs::remove(out, ec);
+    return fmt::format("none (vocab_size {} has no room for the 256 byte tokens)", vocab_size);
+  }
+  write_file_durably(out, byte_level_tokenizer_json());
+  return "byte-level";
+}
+
 }  // namespace
 
 std::vector<std::string> synth_presets() {
   return {"mamba-130m", "mamba-1.4b", "mamba2-130m", "hymba-1.5b"};
 }
 
-int64_t synthesize_checkpoint(const SynthOptions& options) {
+SynthResult synthesize_checkpoint(const SynthOptions& options) {
   namespace fs = std::filesystem;
   if (options.preset.empty() == options.config_path.empty())
     throw UsageError("synth needs exactly one of a preset and a config.json");
@@ -140,7 +174,10 @@ int64_t synthesize_checkpoint(const SynthOptions& options) {
   fs::create_directories(options.out_dir);
   const std::string config_path = (fs::path(options.out_dir) / "config.json").string();
   write_file_durably(config_path, config_text);
-  const auto specs = tensor_specs(HfConfig::from_json(config, config_path));
+  const HfConfig hf = HfConfig::from_json(config, config_path);
+  const auto specs = tensor_specs(hf);
+  SynthResult result;
+  result.tokenizer = write_synth_tokenizer(options, hf.get_int("vocab_size"));
 
   // Header first (offsets are known from the shapes), then each tensor streamed to disk, so a
   // multi-GB checkpoint never sits in memory whole.
@@ -150,12 +187,11 @@ int64_t synthesize_checkpoint(const SynthOptions& options) {
                                                                  ? options.config_path
                                                                  : options.preset)}};
   uint64_t offset = 0;
-  int64_t params = 0;
   const size_t elem = dtype_size(options.dtype);
   for (const auto& s : specs) {
     int64_t n = 1;
     for (auto d : s.shape) n *= d;
-    params += n;
+    result.params += n;
     header[s.name] = {{"dtype", std::string(dtype_name(options.dtype))}, {"shape", s.shape},
                       {"data_offsets", {offset, offset + static_cast<uint64_t>(n) * elem}}};
     offset += static_cast<uint64_t>(n) * elem;
@@ -194,7 +230,7 @@ int64_t synthesize_checkpoint(const SynthOptions& options) {
     fail("{}: write failed", model_path);
   }
   commit_temporary_file(tmp, model_path);
-  return params;
+  return result;
 }
 
 }  // namespace kllens

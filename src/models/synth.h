@@ -18,11 +18,21 @@ struct SynthOptions {
   std::string out_dir;
   DType dtype = DType::kBF16;
   uint64_t seed = 1;
+  // A tokenizer.json (or a folder holding one) to copy into the folder; its ids must fit the
+  // config's vocab_size. Empty: the byte-level tokenizer (tokenizer/tokenizer.h), when the
+  // vocabulary has room for its 256 ids.
+  std::string tokenizer_path;
+  bool write_tokenizer = true;
 };
 
-// Writes out_dir/config.json and out_dir/model.safetensors; returns the parameter count. The
-// config is the preset's, or the file at config_path as it is (read as HfConfig::load_folder
-// reads it: Python's Infinity/NaN literals accepted).
-int64_t synthesize_checkpoint(const SynthOptions& options);
+struct SynthResult {
+  int64_t params = 0;
+  std::string tokenizer;  // "byte-level", the copied file's path, or "none (why)"
+};
+
+// Writes out_dir/config.json, out_dir/model.safetensors and out_dir/tokenizer.json. The config
+// is the preset's, or the file at config_path as it is (read as HfConfig::load_folder reads it:
+// Python's Infinity/NaN literals accepted).
+SynthResult synthesize_checkpoint(const SynthOptions& options);
 
 }  // namespace kllens

@@ -585,4 +585,38 @@ std::optional<std::string> Tokenizer::id_to_token(int32_t id) const {
 std::optional<int32_t> Tokenizer::bos_id() const { return impl_->bos; }
 std::optional<int32_t> Tokenizer::eos_id() const { return impl_->eos; }
 
+std::string byte_level_tokenizer_json() {
+  nlohmann::ordered_json vocab = nlohmann::ordered_json::object();
+  for (int b = 0; b < 256; ++b) {
+    std::string token;
+    const char byte = static_cast<char>(b);
+    tok::byte_level_append(token, std::string_view(&byte, 1));
+    vocab[token] = b;
+  }
+  const nlohmann::ordered_json byte_level = {{"type", "ByteLevel"},
+                                             {"add_prefix_space", false},
+                                             {"trim_offsets", true},
+                                             {"use_regex", true}};
+  const nlohmann::ordered_json j = {
+      {"version", "1.0"},
+      {"truncation", nullptr},
+      {"padding", nullptr},
+      {"added_tokens", nlohmann::ordered_json::array()},
+      {"normalizer", nullptr},
+      {"pre_tokenizer", byte_level},
+      {"post_processor", nullptr},
+      {"decoder", byte_level},
+      {"model",
+       {{"type", "BPE"},
+        {"dropout", nullptr},
+        {"unk_token", nullptr},
+        {"continuing_subword_prefix", nullptr},
+        {"end_of_word_suffix", nullptr},
+        {"fuse_unk", false},
+        {"byte_fallback", false},
+        {"vocab", vocab},
+        {"merges", nlohmann::ordered_json::array()}}}};
+  return j.dump(2) + "\n";
+}
+
 }  // namespace kllens

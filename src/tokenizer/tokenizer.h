@@ -60,4 +60,11 @@ class Tokenizer {
   std::shared_ptr<const Impl> impl_;
 };
 
+// The text of a tokenizer.json for a byte-level BPE without merges: ids 0..255 are the 256
+// bytes (as GPT-2's byte characters), the GPT-2 pre-tokenizer and byte-level decoder. Any text
+// encodes (one token per byte) and decodes back exactly; llama.cpp loads it as "gpt2" with the
+// "gpt-2" pre-tokenizer. `kllens synth` writes it so that random-weight folders tokenize and their
+// GGUF files carry a vocabulary.
+std::string byte_level_tokenizer_json();
+
 }  // namespace kllens

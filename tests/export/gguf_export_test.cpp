@@ -19,8 +19,10 @@
 #include "core/error.h"
 #include "io/gguf.h"
 #include "models/model.h"
+#include "models/synth.h"
 #include "quant/quantize.h"
 #include "test_util.h"
+#include "tokenizer/tokenizer.h"
 
 namespace kllens {
 namespace {
@@ -565,5 +567,33 @@ TEST(GgufEncode, SchemesMapToTheNearestGgmlType) {
   EXPECT_TRUE(odd.fallback);
 }
 
+
+// A `kllens synth` folder carries the byte-level tokenizer: its GGUF file has a gpt2 vocabulary
+// of the embedding's rows (the 256 byte tokens, then "[PAD<id>]"), so llama.cpp loads it.
+TEST_F(GgufExportTest, SynthFolderCarriesTheByteLevelVocabulary) {
+  const fs::path config = dir_ / "tiny.json";
+  test::write_file(config, R"({"model_type": "mamba", "hidden_size": 16, "num_hidden_layers": 2,
+      "vocab_size": 259, "state_size": 4, "expand": 2, "conv_kernel": 4, "time_step_rank": 2,
+      "use_bias": false, "use_conv_bias": true, "layer_norm_epsilon": 1e-5,
+      "tie_word_embeddings": true, "eos_token_id": 0})");
+  SynthOptions o;
+  o.config_path = config.string();
+  o.out_dir = (dir_ / "tiny").string();
+  o.dtype = DType::kF32;
+  ASSERT_EQ(synthesize_checkpoint(o).tokenizer, "byte-level");
+  const auto m = load_model(o.out_dir);
+  export_gguf(*m, uniform(*m, "f32"), out("tiny.gguf"));
+  gguf::File f(out("tiny.gguf"));
+  EXPECT_EQ(f.get_as<std::string>("tokenizer.ggml.model"), "gpt2");
+  EXPECT_EQ(f.get_as<std::string>("tokenizer.ggml.pre"), "gpt-2");
+  const auto& tokens = f.get_as<std::vector<std::string>>("tokenizer.ggml.tokens");
+  ASSERT_EQ(tokens.size(), 259u);
+  const Tokenizer tok = Tokenizer::load(o.out_dir + "/tokenizer.json");
+  for (int32_t id = 0; id < 256; ++id) EXPECT_EQ(tokens[static_cast<size_t>(id)], *tok.id_to_token(id));
+  EXPECT_EQ(tokens[256], "[PAD256]");
+  EXPECT_EQ(tokens[258], "[PAD258]");
+  EXPECT_TRUE(f.get_as<std::vector<std::string>>("tokenizer.ggml.merges").empty());
+  EXPECT_EQ(u32(f, "tokenizer.ggml.eos_token_id"), 0u);
+}
 }  // namespace
 }  // namespace kllens

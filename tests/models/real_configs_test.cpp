@@ -102,7 +102,7 @@ TEST_F(RealConfigs, PythonLiteralsParseOutsideStringsOnly) {
   // literal's letters are not literals (and stay invalid JSON).
   const std::string s = R"({"k": "Infinity \" NaN", "NaN": "-Infinity"})";
   EXPECT_EQ(python_json_literals(s), s);
-  EXPECT_THROW((void)json::parse(python_json_literals(R"({"a": Infinityx})")), json::exception);
+  EXPECT_FALSE(json::accept(python_json_literals(R"({"a": Infinityx})")));
 }
 
 // transformers 4.x wrote time_step_limit as [0.0, Infinity]; the model loads with random weights
@@ -114,7 +114,7 @@ TEST_F(RealConfigs, SmallPublishedConfigsLoadWithRandomWeightsAndRun) {
     SynthOptions o;
     o.config_path = fixture(name);
     o.out_dir = (dir_ / name).string();
-    const int64_t params = synthesize_checkpoint(o);
+    const int64_t params = synthesize_checkpoint(o).params;
     EXPECT_EQ(test::read_file(o.out_dir + "/config.json"), test::read_file(fixture(name)));
     const auto model = load_model(o.out_dir);
     EXPECT_EQ(model->weights().total_params(), params);

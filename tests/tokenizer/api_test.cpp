@@ -2,10 +2,13 @@
 // internal pieces (GPT-2 split, lossy UTF-8) whose HF semantics are easy to get subtly wrong.
 #include <gtest/gtest.h>
 
+#include <random>
+
 #include "core/error.h"
 #include "tok_fixtures.h"
 #include "tokenizer/byte_level.h"
 #include "tokenizer/text.h"
+#include "tokenizer/tokenizer.h"
 
 namespace kllens::test {
 namespace {
@@ -230,5 +233,37 @@ TEST(Utf8Lossy, ReplacesMaximalSubparts) {
   EXPECT_EQ(tok::utf8_lossy("\xFF\xC0\xAF"), "\uFFFD\uFFFD\uFFFD");
 }
 
+
+// The byte-level tokenizer synth writes: one token per byte, the id the byte's value, and any
+// valid UTF-8 text decodes back to itself (fixed seed, every byte value in the text).
+TEST(TokenizerApi, ByteLevelTokenizerIsOneTokenPerByte) {
+  const Tokenizer tok = Tokenizer::from_json_text(byte_level_tokenizer_json(), "byte-level");
+  EXPECT_EQ(tok.vocab_size(), 256);
+  std::string text = "Hello, world! Ünïcödé — 12345\n\ttabs  and   spaces";
+  std::mt19937 rng(3);
+  for (int i = 0; i < 2000; ++i) {
+    const uint32_t cp = std::uniform_int_distribution<uint32_t>(1, 0x10FFFF)(rng);
+    if (cp >= 0xD800 && cp <= 0xDFFF) continue;
+    std::string u8;
+    if (cp < 0x80) {
+      u8 = static_cast<char>(cp);
+    } else if (cp < 0x800) {
+      u8 = {static_cast<char>(0xC0 | (cp >> 6)), static_cast<char>(0x80 | (cp & 0x3F))};
+    } else if (cp < 0x10000) {
+      u8 = {static_cast<char>(0xE0 | (cp >> 12)), static_cast<char>(0x80 | ((cp >> 6) & 0x3F)),
+            static_cast<char>(0x80 | (cp & 0x3F))};
+    } else {
+      u8 = {static_cast<char>(0xF0 | (cp >> 18)), static_cast<char>(0x80 | ((cp >> 12) & 0x3F)),
+            static_cast<char>(0x80 | ((cp >> 6) & 0x3F)), static_cast<char>(0x80 | (cp & 0x3F))};
+    }
+    text += u8;
+    if (i % 7 == 0) text += ' ';
+  }
+  const auto ids = tok.encode(text);
+  ASSERT_EQ(ids.size(), text.size());
+  for (size_t i = 0; i < ids.size(); ++i)
+    ASSERT_EQ(ids[i], static_cast<int32_t>(static_cast<unsigned char>(text[i]))) << "byte " << i;
+  EXPECT_EQ(tok.decode(ids), text);
+}
 }  // namespace
 }  // namespace kllens::test
