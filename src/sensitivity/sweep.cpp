@@ -53,6 +53,14 @@ int restart_layer(const Param& p, int n_layers) {
 
 }  // namespace
 
+double SweepCostModel::entry_seconds(int from_layer) const {
+  double s = head_seconds;
+  if (from_layer < 0) s += start_seconds;
+  for (size_t l = static_cast<size_t>(std::max(from_layer, 0)); l < layer_seconds.size(); ++l)
+    s += layer_seconds[l];
+  return s;
+}
+
 const std::vector<std::string>& metric_names() {
   static const std::vector<std::string> names = {"kl", "rkl", "mse", "sqnr_db", "top1", "dnll"};
   return names;
@@ -183,16 +191,26 @@ std::vector<SweepEntry> run_sweep(Model& model, const std::vector<std::vector<in
   stats.cache_stride = stride;
   double fp_nll = 0;
   int64_t fp_targets = 0;
+  // The pass's own times per stage are the cost model of the entries (the progress ETA).
+  SweepCostModel cost;
+  cost.layer_seconds.assign(static_cast<size_t>(L), 0.0);
   for (size_t w = 0; w < windows.size(); ++w) {
+    auto t_stage = Clock::now();
     auto state = model.start(windows[w]);
+    cost.start_seconds += seconds_since(t_stage);
     for (int l = 0; l <= L; ++l) {
       if (options.prefix_reuse && (l % stride == 0 || l == L)) {
         if (states[w].size() <= static_cast<size_t>(l)) states[w].resize(static_cast<size_t>(L + 1));
         states[w][static_cast<size_t>(l)] = state->clone();
         stats.cache_bytes += static_cast<int64_t>(states[w][static_cast<size_t>(l)]->bytes());
       }
-      if (l < L) model.run_layer(l, *state);
+      if (l < L) {
+        t_stage = Clock::now();
+        model.run_layer(l, *state);
+        cost.layer_seconds[static_cast<size_t>(l)] += seconds_since(t_stage);
+      }
     }
+    t_stage = Clock::now();
     fp_logits[w].resize(windows[w].size() * static_cast<size_t>(V));
     model.finish(*state, fp_logits[w].data());
     for (size_t t = 0; t + 1 < windows[w].size(); ++t) {
@@ -200,17 +218,31 @@ std::vector<SweepEntry> run_sweep(Model& model, const std::vector<std::vector<in
                     windows[w][t + 1]);
       ++fp_targets;
     }
+    cost.head_seconds += seconds_since(t_stage);
   }
   stats.fp_seconds = seconds_since(t_fp);
   stats.fp_ppl = fp_targets ? std::exp(fp_nll / static_cast<double>(fp_targets)) : 0;
 
+  // Where an entry's passes start: -1 = start(), else the cached state before that layer.
+  auto first_layer = [&](const Param& p) {
+    const int restart = options.prefix_reuse ? restart_layer(p, L) : -1;
+    if (restart < 0 || restart == L) return restart;
+    return (restart / stride) * stride;
+  };
+  int64_t to_compute = 0;
+  double expected_seconds = 0;
+  for (const Param* cp : components)
+    for (size_t si = 0; si < schemes.size(); ++si)
+      if (!done.count(cp->name + "\n" + options.schemes[si])) {
+        ++to_compute;
+        expected_seconds += cost.entry_seconds(first_layer(*cp));
+      }
   std::vector<SweepEntry> entries;
-  Progress progress("sensitivity",
-                    static_cast<int64_t>(components.size() * schemes.size()) - stats.entries_resumed);
+  Progress progress("sensitivity", to_compute, expected_seconds);
   std::vector<float> logits;
   for (const Param* cp : components) {
     Param& p = model.weights().get(cp->name);
-    const int restart = options.prefix_reuse ? restart_layer(p, L) : -1;
+    const int from_layer = first_layer(p);
     for (size_t si = 0; si < schemes.size(); ++si) {
       const std::string key = p.name + "\n" + options.schemes[si];
       if (auto it = done.find(key); it != done.end()) {
@@ -223,6 +255,7 @@ std::vector<SweepEntry> run_sweep(Model& model, const std::vector<std::vector<in
       if (!scheme.supports(p.cols())) {
         std::fprintf(stderr, "note: %s cannot be stored as %s (row length %lld); skipped\n",
                      p.name.c_str(), options.schemes[si].c_str(), static_cast<long long>(p.cols()));
+        if (options.show_progress) progress.advance(1, cost.entry_seconds(from_layer));
         continue;
       }
       const auto t_entry = Clock::now();
@@ -233,13 +266,11 @@ std::vector<SweepEntry> run_sweep(Model& model, const std::vector<std::vector<in
       try {
         for (size_t w = 0; w < windows.size(); ++w) {
           std::unique_ptr<ForwardState> state;
-          int from;
-          if (restart < 0) {
+          int from = from_layer;
+          if (from < 0) {
             state = model.start(windows[w]);
             from = 0;
           } else {
-            from = (restart / stride) * stride;
-            if (restart == L) from = L;
             state = states[w][static_cast<size_t>(from)]->clone();
           }
           for (int l = from; l < L; ++l) model.run_layer(l, *state);
@@ -272,10 +303,11 @@ std::vector<SweepEntry> run_sweep(Model& model, const std::vector<std::vector<in
       entries.push_back(e);
       ++stats.entries_computed;
       if (options.on_entry) options.on_entry(e);
-      if (options.show_progress) progress.advance();
+      if (options.show_progress) progress.advance(1, cost.entry_seconds(from_layer));
     }
   }
   progress.finish();
+  stats.expected_entry_seconds = expected_seconds;
   stats.total_seconds = seconds_since(t_total);
   if (stats_out) *stats_out = stats;
   if (options.on_complete) {

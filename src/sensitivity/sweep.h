@@ -46,12 +46,25 @@ struct SweepEntry {
   EntryMetrics metrics;
 };
 
+// What an entry costs, from the full-precision pass's own times (all windows): an entry reruns
+// the layers from where its cached state starts, then the head (final norm, lm_head, the logit
+// comparison). For the progress bar's ETA: a layer-0 entry of a 32-layer model costs many times
+// a last-layer one.
+struct SweepCostModel {
+  double start_seconds = 0;           // embedding (and Hymba's meta tokens)
+  std::vector<double> layer_seconds;  // per layer
+  double head_seconds = 0;
+  // from_layer: -1 = from the embedding, n_layers = the head only, else that layer onwards.
+  double entry_seconds(int from_layer) const;
+};
+
 struct SweepStats {
   int64_t cache_bytes = 0;
   int cache_stride = 1;
   int64_t entries_computed = 0;
   int64_t entries_resumed = 0;
   int64_t journal_dropped_lines = 0;  // damaged journal lines dropped on resume (recomputed)
+  double expected_entry_seconds = 0;  // the cost model's total for the entries computed
   double fp_seconds = 0;
   double total_seconds = 0;
   double fp_ppl = 0;  // full-precision perplexity on the calibration windows

@@ -163,6 +163,32 @@ TEST(SweepPrefixReuse, TinyBudgetFallsBackToStart) {
   EXPECT_GT(stats.cache_stride, static_cast<int>(d.model->info().n_layers));
 }
 
+TEST(SweepCost, EntrySecondsSumTheStagesItReruns) {
+  SweepCostModel c;
+  c.start_seconds = 1;
+  c.layer_seconds = {2, 3, 4};
+  c.head_seconds = 5;
+  EXPECT_DOUBLE_EQ(c.entry_seconds(-1), 15);  // the embedding: everything
+  EXPECT_DOUBLE_EQ(c.entry_seconds(0), 14);
+  EXPECT_DOUBLE_EQ(c.entry_seconds(2), 9);
+  EXPECT_DOUBLE_EQ(c.entry_seconds(3), 5);  // the lm_head: the head only
+}
+
+// The cost model's total is of the order of what the entries took (it leaves out quantizing the
+// component and comparing logits beyond the NLL, so it under-estimates, but not by 10x).
+TEST(SweepCost, ExpectedTimeIsTheOrderOfTheMeasuredOne) {
+  Demo d = load_demo("demo-hymba");
+  SweepStats stats;
+  run_sweep(*d.model, d.windows, quiet({"int4:g32"}, R"(layers\.[0-9]+\.mamba\.out_proj|embed)"),
+            json::object(), &stats);
+  ASSERT_GE(stats.entries_computed, 3);
+  const double measured = stats.total_seconds - stats.fp_seconds;
+  std::printf("%lld entries: expected %.3f s, took %.3f s\n",
+              static_cast<long long>(stats.entries_computed), stats.expected_entry_seconds, measured);
+  EXPECT_GT(stats.expected_entry_seconds, 0.1 * measured);
+  EXPECT_LT(stats.expected_entry_seconds, 10 * measured);
+}
+
 TEST(SweepRestore, WeightsAndLogitsUnchanged) {
   Demo d = load_demo("demo-hymba");
   std::map<std::string, std::vector<float>> before;
