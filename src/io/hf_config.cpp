@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "io/json_file.h"
 
 namespace kllens {
 
@@ -59,8 +60,10 @@ HfConfig HfConfig::load_folder(const std::string& folder) {
 
 HfConfig HfConfig::from_text(std::string_view text, std::string path) {
   nlohmann::json j;
+  const std::string strict = python_json_literals(text);
+  check_json_depth(strict, path);
   try {
-    j = nlohmann::json::parse(python_json_literals(text));
+    j = nlohmann::json::parse(strict);
   } catch (const nlohmann::json::exception& e) {
     fail("{}: malformed JSON: {}", path, e.what());
   }

@@ -12,6 +12,7 @@
 #include <tuple>
 
 #include "core/error.h"
+#include "io/json_file.h"
 
 namespace kllens {
 
@@ -143,13 +144,7 @@ TensorStore TensorStore::open_folder(const std::string& folder) {
   std::vector<std::string> shard_files;
   std::map<std::string, std::string> claimed;  // tensor -> shard, as the index states it
   if (fs::exists(index_path)) {
-    std::ifstream in(index_path);
-    json index;
-    try {
-      index = json::parse(in);
-    } catch (const json::exception& e) {
-      fail("{}: malformed JSON: {}", index_path.string(), e.what());
-    }
+    const json index = read_json_file(index_path.string());
     if (!index.contains("weight_map") || !index["weight_map"].is_object())
       fail("{}: no weight_map object", index_path.string());
     std::set<std::string> unique;

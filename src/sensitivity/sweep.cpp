@@ -66,8 +66,8 @@ class Journal {
         const bool complete = !in.eof();  // the line ended with '\n'
         json j;
         try {
-          j = json::parse(line);
-        } catch (const json::exception&) {
+          j = parse_json_text(line, path);
+        } catch (const Error&) {
           if (!complete) break;  // torn final line
           fail("{}: corrupt journal line: {}", path, line.substr(0, 80));
         }

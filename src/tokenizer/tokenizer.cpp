@@ -10,6 +10,7 @@
 #include <unordered_set>
 
 #include "core/error.h"
+#include "io/json_file.h"
 #include "tokenizer/added_vocab.h"
 #include "tokenizer/bpe.h"
 #include "tokenizer/byte_level.h"
@@ -246,6 +247,7 @@ Tokenizer Tokenizer::load(const std::string& path) {
 Tokenizer Tokenizer::from_json_text(const std::string& text, const std::string& path) {
   auto impl = std::make_shared<Impl>();
   impl->path = path;
+  check_json_depth(text, path);
   try {
     json j = json::parse(text);
     if (!j.is_object()) fail("{}: not a tokenizer.json (top level is not an object)", path);

@@ -265,6 +265,30 @@ TEST_F(CliBadInput, ShardIndexNamesAMissingShard) {
   expect_model_rejected(m, {"model.safetensors.index.json", "JSON"});
 }
 
+// 100,000 nested '[' in each kind of JSON file: one error, exit 1. config.json (inspect) and the
+// sensitivity file (plan) died of a stack overflow in nlohmann's recursive dump and copy.
+TEST_F(CliBadInput, DeeplyNestedJson) {
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  const auto m = copy_fixture("mamba", "deep");
+  std::string config = test::read_file(m / "config.json");
+  config.insert(config.find('{') + 1, "\"hidden_size_note\": " + deep + ", ");
+  test::write_file(m / "config.json", config);
+  expect_model_rejected(m, {"config.json", "nested deeper than"});
+
+  const std::string sens = (dir_ / "sens.json").string();
+  test::write_file(sens, "{\"format\": \"kllens-sensitivity\", \"model\": " + deep + "}");
+  expect_failure(run_cli({"plan", sens, "--avg-bits", "5", "--out", (dir_ / "plan.json").string()}),
+                 {sens, "nested deeper than"});
+  const std::string plan = (dir_ / "deep-plan.json").string();
+  test::write_file(plan, "{\"components\": " + deep + "}");
+  expect_failure(run_cli({"quantize", test::repo_path("data/models/demo-mamba"), "--plan", plan, "--out",
+                          (dir_ / "q.gguf").string()}),
+                 {plan, "nested deeper than"});
+  const std::string tok = (dir_ / "tokenizer.json").string();
+  test::write_file(tok, "{\"model\": " + deep + "}");
+  expect_failure(run_cli({"tokenize", tok, "--text", text_.string(), "--out", out_}), {tok, "nested deeper than"});
+}
+
 // ---- config.json and folders ---------------------------------------------------------------
 
 TEST_F(CliBadInput, UnknownModelType) {

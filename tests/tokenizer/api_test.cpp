@@ -2,6 +2,8 @@
 // internal pieces (GPT-2 split, lossy UTF-8) whose HF semantics are easy to get subtly wrong.
 #include <gtest/gtest.h>
 
+#include <chrono>
+
 #include "core/error.h"
 #include "tok_fixtures.h"
 #include "tokenizer/byte_level.h"
@@ -166,6 +168,13 @@ TEST(TokenizerErrors, UnsupportedComponentsAndBadMerges) {
       write_tokenizer("badvocab", "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": \"x\"}, "
                                   "\"merges\": []}}"),
       "vocab");
+}
+
+TEST(TokenizerErrors, DeeplyNestedFilesAreOneFastError) {
+  const std::string deep(100000, '[');
+  const auto start = std::chrono::steady_clock::now();
+  expect_load_error(write_tokenizer("deep", "{\"normalizer\": " + deep), "nested deeper than");
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 1.0);
 }
 
 TEST(TokenizerAddedTokens, LstripRstripSingleWord) {
