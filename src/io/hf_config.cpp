@@ -3,6 +3,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -42,7 +43,27 @@ std::string python_json_literals(std::string_view text) {
       replaced = true;
       break;
     }
-    if (!replaced) out += c;
+    if (replaced) continue;
+    // A number too large for a double: Python's json reads a float literal such as 1e400 as
+    // inf, which nlohmann refuses ("number overflow", naming no key). It becomes the Infinity
+    // form, so the getter that reads it names the key; an integer literal that large (an exact
+    // int in Python) goes the same way, since no key takes it either.
+    if (c == '-' || (c >= '0' && c <= '9')) {
+      size_t end = i + 1;
+      const auto in_number = [](char d) {
+        return (d >= '0' && d <= '9') || d == '+' || d == '-' || d == '.' || d == 'e' || d == 'E';
+      };
+      while (end < text.size() && in_number(text[end])) ++end;
+      const std::string number(text.substr(i, end - i));
+      const double value = std::strtod(number.c_str(), nullptr);
+      if (std::isinf(value))
+        out += fmt::format("{{\"__float__\": \"{}\"}}", value < 0 ? "-Infinity" : "Infinity");
+      else
+        out += number;
+      i = end - 1;
+      continue;
+    }
+    out += c;
   }
   return out;
 }

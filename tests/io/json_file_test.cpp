@@ -88,5 +88,27 @@ TEST(JsonFile, MalformedAndMissingFilesNameThePath) {
   expect_error([&] { read_json_file(bad); }, {bad, "malformed JSON"});
 }
 
+// NaN and 1e400 in the integer and size fields of a config.json (Python's json writes and reads
+// both): one error naming the key, as for any other non-integer.
+TEST(JsonFile, NanAndOverflowingNumbersInConfigIntegersNameTheKey) {
+  for (const char* value : {"NaN", "1e400", "-1e400", "Infinity"}) {
+    SCOPED_TRACE(value);
+    const HfConfig c =
+        HfConfig::from_text(std::string("{\"hidden_size\": ") + value + ", \"n\": [1, " + value + "]}",
+                            "config.json");
+    expect_error([&] { c.get_positive("hidden_size"); }, {"config.json", "'hidden_size'", "integer"});
+    expect_error([&] { c.get_int("hidden_size"); }, {"'hidden_size'"});
+    expect_error([&] { c.get_int_list("n"); }, {"'n'", "integers"});
+  }
+  // A number that fits is copied as it is.
+  EXPECT_EQ(python_json_literals("[1e300, -2.5E-3, 7]"), "[1e300, -2.5E-3, 7]");
+  EXPECT_EQ(python_json_literals("[1e400]"), "[{\"__float__\": \"Infinity\"}]");
+  EXPECT_EQ(python_json_literals("[\"1e400\"]"), "[\"1e400\"]");
+  // Sizes of 0 and below.
+  const HfConfig c = HfConfig::from_text(R"({"hidden_size": 0, "vocab_size": -4096})", "config.json");
+  expect_error([&] { c.get_positive("hidden_size"); }, {"'hidden_size'", "positive", "0"});
+  expect_error([&] { c.get_positive("vocab_size"); }, {"'vocab_size'", "positive", "-4096"});
+}
+
 }  // namespace
 }  // namespace kllens
