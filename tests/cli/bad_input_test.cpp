@@ -76,6 +76,19 @@ RawSafetensors read_raw(const fs::path& path) {
   return raw;
 }
 
+// Removes a tensor from the header and its bytes from the data, moving the later tensors down, as
+// a file written without it would be (the data section has no hole).
+void drop_tensor(RawSafetensors& raw, const std::string& name) {
+  const uint64_t begin = raw.header[name]["data_offsets"][0], end = raw.header[name]["data_offsets"][1];
+  raw.header.erase(name);
+  raw.data.erase(begin, end - begin);
+  for (auto& [key, entry] : raw.header.items()) {
+    if (key == "__metadata__") continue;
+    auto& offs = entry["data_offsets"];
+    if (offs[0].get<uint64_t>() >= end) offs = {offs[0].get<uint64_t>() - (end - begin), offs[1].get<uint64_t>() - (end - begin)};
+  }
+}
+
 void write_raw(const fs::path& path, const RawSafetensors& raw) {
   const std::string header = raw.header.dump();
   const uint64_t len = header.size();
@@ -242,7 +255,7 @@ TEST_F(CliBadInput, WeightWithIntegerDtype) {
 
 TEST_F(CliBadInput, MissingTensor) {
   const auto m = copy_fixture("mamba", "missing");
-  edit_header(m, [](RawSafetensors& raw) { raw.header.erase("lm_head.weight"); });
+  edit_header(m, [](RawSafetensors& raw) { drop_tensor(raw, "lm_head.weight"); });
   expect_model_rejected(m, {"lm_head.weight", "missing"});
 
   const auto m2 = copy_fixture("mamba", "missing_layer");
@@ -263,6 +276,36 @@ TEST_F(CliBadInput, ShardIndexNamesAMissingShard) {
 
   test::write_file(m / "model.safetensors.index.json", "{\"weight_map\": {");
   expect_model_rejected(m, {"model.safetensors.index.json", "JSON"});
+}
+
+// Dropped from the header but not from the data: its bytes are a hole the file cannot explain.
+TEST_F(CliBadInput, HolesAndTrailingBytes) {
+  const auto m = copy_fixture("mamba", "hole");
+  edit_header(m, [](RawSafetensors& raw) { raw.header.erase(kInProj0); });
+  expect_model_rejected(m, {"model.safetensors", "belong to no tensor"});
+
+  const auto m2 = copy_fixture("mamba", "trailing");
+  edit_header(m2, [](RawSafetensors& raw) { raw.data += std::string(64, '\0'); });
+  expect_inspect_rejected(m2, {"model.safetensors", "64 bytes after the last tensor"});
+}
+
+// The header as text: a name twice (nlohmann would keep the second), non-string metadata.
+TEST_F(CliBadInput, DuplicateNamesAndMetadata) {
+  const auto m = copy_fixture("mamba", "dupname");
+  const fs::path file = m / "model.safetensors";
+  auto raw = read_raw(file);
+  const std::string entry = raw.header[kInProj1].dump();
+  std::string text = raw.header.dump();
+  text.insert(text.size() - 1, ",\"" + kInProj1 + "\":" + entry);
+  uint64_t len = text.size();
+  std::string bytes(8, '\0');
+  std::memcpy(bytes.data(), &len, 8);
+  test::write_file(file, bytes + text + raw.data);
+  expect_inspect_rejected(m, {"model.safetensors", "names '" + kInProj1 + "' twice"});
+
+  const auto m2 = copy_fixture("mamba", "meta");
+  edit_header(m2, [](RawSafetensors& raw) { raw.header["__metadata__"] = {{"format", "pt"}, {"step", 3}}; });
+  expect_inspect_rejected(m2, {"model.safetensors", "__metadata__ 'step' must be a string"});
 }
 
 // 100,000 nested '[' in each kind of JSON file: one error, exit 1. config.json (inspect) and the
