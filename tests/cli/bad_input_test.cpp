@@ -332,6 +332,36 @@ TEST_F(CliBadInput, DeeplyNestedJson) {
   expect_failure(run_cli({"tokenize", tok, "--text", text_.string(), "--out", out_}), {tok, "nested deeper than"});
 }
 
+// GGUF files through the CLI (the reader's cases are in tests/io/gguf_test.cpp): exit 1, one line.
+TEST_F(CliBadInput, HostileGgufFiles) {
+  const auto gguf_header = [](uint32_t version, uint64_t n_tensors, uint64_t n_kv) {
+    std::string b = "GGUF";
+    b.append(reinterpret_cast<const char*>(&version), 4);
+    b.append(reinterpret_cast<const char*>(&n_tensors), 8);
+    b.append(reinterpret_cast<const char*>(&n_kv), 8);
+    return b;
+  };
+  const std::string v4 = (dir_ / "v4.gguf").string();
+  test::write_file(v4, gguf_header(4, 0, 0));
+  expect_failure(run_cli({"inspect", v4}), {v4, "unsupported GGUF version 4"});
+
+  std::string align = gguf_header(3, 0, 1);
+  const std::string key = "general.alignment";
+  const uint64_t key_len = key.size();
+  const uint32_t u32_type = 4, value = 13;
+  align.append(reinterpret_cast<const char*>(&key_len), 8).append(key);
+  align.append(reinterpret_cast<const char*>(&u32_type), 4).append(reinterpret_cast<const char*>(&value), 4);
+  const std::string bad_align = (dir_ / "align.gguf").string();
+  test::write_file(bad_align, align);
+  expect_failure(run_cli({"inspect", bad_align}), {bad_align, "general.alignment 13 is not a power of two"});
+
+  const std::string fixture = test::repo_path("data/fixtures/llamacpp/demo-mamba.Q4_K_M.imatrix.gguf");
+  const std::string cut = (dir_ / "cut.gguf").string();
+  const std::string bytes = test::read_file(fixture);
+  test::write_file(cut, bytes.substr(0, bytes.size() / 2));
+  expect_failure(run_cli({"inspect", cut}), {cut, "runs past the end of the file"});
+}
+
 // ---- config.json and folders ---------------------------------------------------------------
 
 TEST_F(CliBadInput, UnknownModelType) {
