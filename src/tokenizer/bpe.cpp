@@ -96,9 +96,13 @@ BpeModel::BpeModel(const json& model, const std::string& path) {
   for (const auto& [token, value] : model["vocab"].items()) {
     if (!value.is_number_integer())
       fail("{}: vocab entry \"{}\" has a non-integer id", path, token);
-    int64_t id = value.get<int64_t>();
+    // An unsigned id above INT64_MAX would wrap through get<int64_t>() (to -1 for 2^64 - 1).
+    const int64_t id = value.is_number_unsigned() && value.get<uint64_t>() > (uint64_t{1} << 30)
+                           ? int64_t{-1}
+                           : value.get<int64_t>();
     if (id < 0 || id > (int64_t{1} << 30))
-      fail("{}: vocab entry \"{}\" has id {} out of range", path, token, id);
+      fail("{}: vocab entry \"{}\" has id {} out of range 0..{}", path, token, value.dump(),
+           int64_t{1} << 30);
     vocab_.insert_or_assign(token, static_cast<int32_t>(id));
     max_id = std::max(max_id, id);
   }
@@ -107,7 +111,13 @@ BpeModel::BpeModel(const json& model, const std::string& path) {
     fail("{}: vocab ids are too sparse (max id {} for {} tokens)", path, max_id, vocab_.size());
   id_to_token_.assign(static_cast<size_t>(max_id + 1), std::string());
   has_id_.assign(static_cast<size_t>(max_id + 1), 0);
-  for (const auto& [token, id] : vocab_) {
+  // In the file's key order (nlohmann's object is sorted), so the message names the same two
+  // tokens every time. Two tokens of one id would make decoding that id depend on hash order.
+  for (const auto& [token, value] : model["vocab"].items()) {
+    const int32_t id = vocab_.find(token)->second;
+    if (has_id_[id])
+      fail("{}: vocab entries \"{}\" and \"{}\" have the same id {}", path, id_to_token_[id],
+           token, id);
     id_to_token_[id] = token;
     has_id_[id] = 1;
   }
