@@ -167,6 +167,15 @@ nlohmann::json tokenizer_json_from_llama_keys(const gguf::File& file) {
       fail("{}: tokenizer.ggml.token_type has {} entries for {} tokenizer.ggml.tokens", path,
            types.size(), tokens.size());
   }
+  // The scores are one f32 per token where a file has them (a gpt2 vocabulary needs none, and
+  // kllens reads none): llama.cpp takes the array's data as floats and reads one per token, so
+  // a file with other scores is malformed rather than merely unused.
+  if (file.find("tokenizer.ggml.scores")) {
+    const auto& scores = file.get_as<std::vector<float>>("tokenizer.ggml.scores");
+    if (scores.size() != tokens.size())
+      fail("{}: tokenizer.ggml.scores has {} entries for {} tokenizer.ggml.tokens", path,
+           scores.size(), tokens.size());
+  }
   const auto& merges = file.get_as<std::vector<std::string>>("tokenizer.ggml.merges");
 
   json vocab = json::object();
