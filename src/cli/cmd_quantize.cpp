@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "io/durable_file.h"
 #include "export/gguf_export.h"
+#include "io/json_file.h"
 #include "plan/llama_mix_model.h"
 #include "plan/plan_io.h"
 
@@ -32,8 +33,10 @@ std::map<std::string, std::string> read_components(const std::string& path,
   std::stringstream ss;
   ss << in.rdbuf();
   nlohmann::json j;
+  const std::string text = ss.str();
+  check_json_depth(text, path);
   try {
-    j = nlohmann::json::parse(ss.str());
+    j = nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
     fail("{}: invalid JSON: {}", path, e.what());
   }

@@ -11,6 +11,7 @@
 #include "core/dtype.h"
 #include "core/error.h"
 #include "export/gguf_vocab.h"
+#include "io/json_file.h"
 #include "models/llama_names.h"
 #include "models/model.h"
 #include "quant/formats.h"
@@ -220,6 +221,7 @@ GgufExportResult export_gguf(const Model& model, const SchemeAssignment& assignm
   const std::string config_path = (std::filesystem::path(folder) / "config.json").string();
   const std::string config_text = read_text(config_path);
   nlohmann::json config;
+  check_json_depth(config_text, config_path);
   try {
     config = nlohmann::json::parse(config_text);
   } catch (const nlohmann::json::exception& e) {

@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "io/gguf.h"
 #include "io/hf_config.h"
+#include "io/json_file.h"
 #include "io/mapped_file.h"
 #include "io/safetensors.h"
 #include "models/llama_names.h"
@@ -298,6 +299,7 @@ std::unique_ptr<Model> load_gguf_model(const std::string& path, const LoadOption
   const std::string config_text =
       from_llama_keys ? hf_config_from_llama_cpp(file).dump(2) : *cfg->get_if<std::string>();
   nlohmann::json config_json;
+  check_json_depth(config_text, path + " (kllens.hf_config)");
   try {
     config_json = nlohmann::json::parse(config_text);
   } catch (const nlohmann::json::exception& e) {

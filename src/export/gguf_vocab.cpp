@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "io/json_file.h"
 #include "tokenizer/tokenizer.h"
 
 namespace kllens {
@@ -18,8 +19,10 @@ nlohmann::json read_json(const std::string& path) {
   if (!in) fail("{}: cannot open", path);
   std::stringstream ss;
   ss << in.rdbuf();
+  const std::string text = ss.str();
+  check_json_depth(text, path);
   try {
-    return nlohmann::json::parse(ss.str());
+    return nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
     fail("{}: invalid JSON: {}", path, e.what());
   }
@@ -163,6 +166,15 @@ nlohmann::json tokenizer_json_from_llama_keys(const gguf::File& file) {
     if (types.size() != tokens.size())
       fail("{}: tokenizer.ggml.token_type has {} entries for {} tokenizer.ggml.tokens", path,
            types.size(), tokens.size());
+  }
+  // The scores are one f32 per token where a file has them (a gpt2 vocabulary needs none, and
+  // kllens reads none): llama.cpp takes the array's data as floats and reads one per token, so
+  // a file with other scores is malformed rather than merely unused.
+  if (file.find("tokenizer.ggml.scores")) {
+    const auto& scores = file.get_as<std::vector<float>>("tokenizer.ggml.scores");
+    if (scores.size() != tokens.size())
+      fail("{}: tokenizer.ggml.scores has {} entries for {} tokenizer.ggml.tokens", path,
+           scores.size(), tokens.size());
   }
   const auto& merges = file.get_as<std::vector<std::string>>("tokenizer.ggml.merges");
 

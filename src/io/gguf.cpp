@@ -94,18 +94,24 @@ std::string_view type_name(GgmlType type) { return type_traits(type).name; }
 uint64_t tensor_bytes(GgmlType type, const std::vector<int64_t>& ne) {
   const TypeTraits t = type_traits(type);
   if (ne.empty()) fail("a tensor needs at least one dimension");
-  uint64_t n = 1;
+  // The product of the non-zero dimensions must fit int64 too: a zero dimension empties the
+  // tensor but leaves the others to row and column arithmetic ({2^62, 0, 2^62} is refused).
+  constexpr auto kMaxElements = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+  uint64_t n = 1, nonzero = 1;
   for (int64_t d : ne) {
     if (d < 0) fail("negative dimension {}", d);
-    if (d != 0 && n > std::numeric_limits<uint64_t>::max() / static_cast<uint64_t>(d))
-      fail("element count overflows");
+    if (d == 0) {
+      n = 0;
+      continue;
+    }
+    if (nonzero > kMaxElements / static_cast<uint64_t>(d)) fail("element count overflows int64");
+    nonzero *= static_cast<uint64_t>(d);
     n *= static_cast<uint64_t>(d);
   }
   if (ne[0] % t.block_size != 0)
     fail("ne[0] = {} is not a multiple of the {} block size {}", ne[0], t.name, t.block_size);
   const uint64_t blocks = n / static_cast<uint64_t>(t.block_size);
-  if (blocks > std::numeric_limits<uint64_t>::max() / static_cast<uint64_t>(t.type_size) ||
-      n > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+  if (blocks > std::numeric_limits<uint64_t>::max() / static_cast<uint64_t>(t.type_size))
     fail("byte size overflows");
   return blocks * static_cast<uint64_t>(t.type_size);
 }
@@ -492,11 +498,14 @@ File::File(const std::string& path) : file_(std::make_unique<MappedFile>(path)) 
     key_index_[key] = kv_.size();
     kv_.emplace_back(std::move(key), std::move(v));
   }
+  // Named in the messages of the checks the alignment drives.
+  std::string alignment_what = fmt::format("the default alignment {}", alignment_);
   if (const Value* a = find("general.alignment")) {
     const uint32_t* u = a->get_if<uint32_t>();
     if (!u) fail("{}: general.alignment must be a u32, got {}", p, value_type_name(a->type()));
     if (!is_power_of_two(*u)) fail("{}: general.alignment {} is not a power of two", p, *u);
     alignment_ = *u;
+    alignment_what = fmt::format("general.alignment = {}", alignment_);
   }
 
   for (uint64_t i = 0; i < n_tensors; ++i) {
@@ -527,16 +536,16 @@ File::File(const std::string& path) : file_(std::make_unique<MappedFile>(path)) 
     }
     t.offset = c.read<uint64_t>("offset of '" + t.name + "'");
     if (t.offset % alignment_ != 0)
-      fail("{}: tensor '{}' has offset {}, not a multiple of the alignment {}", p, t.name,
-           t.offset, alignment_);
+      fail("{}: tensor '{}' has offset {}, not a multiple of the alignment {} ({})", p, t.name,
+           t.offset, alignment_, alignment_what);
     tensor_index_[t.name] = tensors_.size();
     tensors_.push_back(std::move(t));
   }
 
   data_offset_ = pad_to(c.pos(), alignment_);
   if (!tensors_.empty() && data_offset_ > file_->size())
-    fail("{}: truncated: the data section would start at byte {} but the file has {} bytes", p,
-         data_offset_, file_->size());
+    fail("{}: truncated: the data section would start at byte {} ({}) but the file has {} bytes",
+         p, data_offset_, alignment_what, file_->size());
   const uint64_t data_size = tensors_.empty() ? 0 : file_->size() - data_offset_;
   for (auto& t : tensors_) {
     if (t.offset > data_size || t.nbytes > data_size - t.offset)

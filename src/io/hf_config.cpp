@@ -3,11 +3,13 @@
 #include <cctype>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "core/error.h"
+#include "io/json_file.h"
 
 namespace kllens {
 
@@ -41,7 +43,27 @@ std::string python_json_literals(std::string_view text) {
       replaced = true;
       break;
     }
-    if (!replaced) out += c;
+    if (replaced) continue;
+    // A number too large for a double: Python's json reads a float literal such as 1e400 as
+    // inf, which nlohmann refuses ("number overflow", naming no key). It becomes the Infinity
+    // form, so the getter that reads it names the key; an integer literal that large (an exact
+    // int in Python) goes the same way, since no key takes it either.
+    if (c == '-' || (c >= '0' && c <= '9')) {
+      size_t end = i + 1;
+      const auto in_number = [](char d) {
+        return (d >= '0' && d <= '9') || d == '+' || d == '-' || d == '.' || d == 'e' || d == 'E';
+      };
+      while (end < text.size() && in_number(text[end])) ++end;
+      const std::string number(text.substr(i, end - i));
+      const double value = std::strtod(number.c_str(), nullptr);
+      if (std::isinf(value))
+        out += fmt::format("{{\"__float__\": \"{}\"}}", value < 0 ? "-Infinity" : "Infinity");
+      else
+        out += number;
+      i = end - 1;
+      continue;
+    }
+    out += c;
   }
   return out;
 }
@@ -59,8 +81,10 @@ HfConfig HfConfig::load_folder(const std::string& folder) {
 
 HfConfig HfConfig::from_text(std::string_view text, std::string path) {
   nlohmann::json j;
+  const std::string strict = python_json_literals(text);
+  check_json_depth(strict, path);
   try {
-    j = nlohmann::json::parse(python_json_literals(text));
+    j = nlohmann::json::parse(strict);
   } catch (const nlohmann::json::exception& e) {
     fail("{}: malformed JSON: {}", path, e.what());
   }

@@ -22,7 +22,8 @@ inline constexpr int64_t kMaxConfigCount = 1024;
 
 // The text of a config.json as Python's json module writes it, made strict JSON: the bare tokens
 // Infinity, -Infinity and NaN (transformers 4.x writes "time_step_limit": [0.0, Infinity]) become
-// {"__float__": "Infinity"} and so on, the form transformers 5.x writes. Strings are untouched.
+// {"__float__": "Infinity"} and so on, the form transformers 5.x writes; so does a number beyond
+// a double's range (1e400, which Python reads as inf). Strings are untouched.
 std::string python_json_literals(std::string_view text);
 
 class HfConfig {

@@ -1,23 +1,43 @@
 #include "io/json_file.h"
 
 #include <fstream>
+#include <sstream>
 
 #include "core/error.h"
 #include "io/durable_file.h"
 
 namespace kllens {
 
-nlohmann::json read_json_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) fail("{}: cannot open", path);
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: malformed JSON: {}", path, e.what());
+void check_json_depth(std::string_view text, const std::string& what) {
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') ++i;  // the escaped character cannot end the string
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > kMaxJsonDepth)
+        fail("{}: JSON nested deeper than {} levels (at byte {})", what, kMaxJsonDepth, i);
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
   }
 }
 
+nlohmann::json read_json_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("{}: cannot open", path);
+  std::stringstream text;
+  text << in.rdbuf();
+  if (in.bad()) fail("{}: cannot read", path);
+  return parse_json_text(text.str(), path);
+}
+
 nlohmann::json parse_json_text(std::string_view text, const std::string& what) {
+  check_json_depth(text, what);
   try {
     return nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {

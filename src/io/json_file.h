@@ -1,5 +1,6 @@
-// JSON files the tool writes and reads back (plans, sensitivity reports): one place for the
-// error messages and for writing atomically.
+// JSON files the tool reads (config.json, tokenizer.json, safetensors headers, plans, sensitivity
+// reports, the JSON inside GGUF keys) and writes: one place for the error messages, the nesting
+// limit and for writing atomically.
 #pragma once
 
 #include <cstdint>
@@ -10,9 +11,23 @@
 
 namespace kllens {
 
-// Parses the file; Error "PATH: cannot open" or "PATH: malformed JSON: ...".
+// The deepest nesting of arrays and objects kllens parses. nlohmann's parser itself is iterative,
+// but copying, comparing and dump() of a value recurse once per level, so 100,000 nested '['
+// (a few hundred kilobytes) would overflow the stack far from the parser. serde_json, which
+// Hugging Face's Rust readers of tokenizer.json and safetensors headers use, stops at 128 too;
+// no published file comes near it.
+inline constexpr int kMaxJsonDepth = 128;
+
+// Error "WHAT: JSON nested deeper than 128 levels (at byte N)" when text opens more arrays and
+// objects (outside strings) than kMaxJsonDepth before closing them. One linear pass; malformed
+// text is left to the parser.
+void check_json_depth(std::string_view text, const std::string& what);
+
+// Parses the file; Error "PATH: cannot open", "PATH: malformed JSON: ..." or the depth error.
 nlohmann::json read_json_file(const std::string& path);
-// The same for text already in memory: Error "WHAT: malformed JSON: ...".
+// The same for text already in memory: Error "WHAT: malformed JSON: ..." or the depth error.
+// Every JSON text kllens reads goes through one of the two, or through check_json_depth first
+// where the reader keeps messages of its own.
 nlohmann::json parse_json_text(std::string_view text, const std::string& what);
 
 // v as an integer from min to max; Error "WHAT must be an integer from MIN to MAX, got V"

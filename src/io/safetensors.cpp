@@ -13,6 +13,7 @@
 
 #include "core/error.h"
 #include "io/durable_file.h"
+#include "io/json_file.h"
 
 namespace kllens {
 
@@ -38,21 +39,41 @@ std::string shape_str(std::span<const int64_t> shape) {
   return s + "]";
 }
 
+namespace {
+// The Rust safetensors crate, which transformers reads checkpoints with, refuses longer headers.
+constexpr uint64_t kMaxHeaderBytes = 100'000'000;
+}  // namespace
+
 SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
   const size_t size = file_.size();
   if (size < 8) fail("{}: truncated safetensors file ({} bytes, need at least 8)", path, size);
   uint64_t header_len = 0;
   std::memcpy(&header_len, file_.data(), 8);
+  if (header_len > kMaxHeaderBytes)
+    fail("{}: header length {} is larger than the {} bytes safetensors allows", path, header_len,
+         kMaxHeaderBytes);
   if (header_len > size - 8)
     fail("{}: header length {} runs past the end of the file ({} bytes)", path, header_len, size);
-  const char* header_begin = reinterpret_cast<const char*>(file_.data() + 8);
+  const std::string_view header_text(reinterpret_cast<const char*>(file_.data() + 8), header_len);
+  check_json_depth(header_text, path + ": safetensors header");
+  // nlohmann keeps the last of two equal keys; the callback sees every key of the top-level
+  // object, so a name given twice is refused instead of silently taking the second entry.
+  std::set<std::string> names;
+  std::string duplicate;
+  const auto on_event = [&](int depth, json::parse_event_t event, json& parsed) {
+    if (depth == 1 && event == json::parse_event_t::key && duplicate.empty() &&
+        !names.insert(parsed.get<std::string>()).second)
+      duplicate = parsed.get<std::string>();
+    return true;
+  };
   json header;
   try {
-    header = json::parse(header_begin, header_begin + header_len);
+    header = json::parse(header_text.begin(), header_text.end(), on_event);
   } catch (const json::exception& e) {
     fail("{}: malformed safetensors JSON header: {}", path, e.what());
   }
   if (!header.is_object()) fail("{}: safetensors header is not a JSON object", path);
+  if (!duplicate.empty()) fail("{}: the header names '{}' twice", path, duplicate);
 
   const size_t data_begin = 8 + header_len;
   const size_t data_size = size - data_begin;
@@ -66,9 +87,15 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
   std::vector<Range> ranges;  // non-empty tensors, for the overlap check
   for (const auto& [name, entry] : header.items()) {
     if (name == "__metadata__") {
-      if (entry.is_object())
-        for (const auto& [k, v] : entry.items())
-          if (v.is_string()) metadata_[k] = v.get<std::string>();
+      // A map of strings to strings (the Rust crate refuses any other value).
+      if (entry.is_null()) continue;
+      if (!entry.is_object())
+        fail("{}: __metadata__ must be an object of strings, got {}", path, entry.type_name());
+      for (const auto& [k, v] : entry.items()) {
+        if (!v.is_string())
+          fail("{}: __metadata__ '{}' must be a string, got {}", path, k, v.type_name());
+        metadata_[k] = v.get<std::string>();
+      }
       continue;
     }
     if (!entry.is_object() || !entry.contains("dtype") || !entry.contains("shape") ||
@@ -121,6 +148,20 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
            furthest->name, r.name, furthest->begin, furthest->end, r.begin, r.end);
     if (!furthest || r.end > furthest->end) furthest = &r;
   }
+  // Disjoint and sorted, the tensors must also tile the data section, as every safetensors writer
+  // lays them out and the Rust crate demands: bytes that belong to no tensor are a damaged or
+  // hand-edited file (a tensor dropped from the header, data appended).
+  uint64_t covered = 0;
+  for (const auto& r : ranges) {
+    if (r.begin > covered)
+      fail("{}: bytes {}..{} of the data section belong to no tensor (a hole before tensor '{}')",
+           path, covered, r.begin, r.name);
+    covered = r.end;
+  }
+  if (covered < data_size)
+    fail("{}: {} bytes after the last tensor{} belong to no tensor (the data section is {} bytes)",
+         path, data_size - covered, ranges.empty() ? "" : " '" + ranges.back().name + "'",
+         data_size);
 }
 
 const TensorView* SafetensorsFile::find(const std::string& name) const {
@@ -144,13 +185,7 @@ TensorStore TensorStore::open_folder(const std::string& folder) {
   std::vector<std::string> shard_files;
   std::map<std::string, std::string> claimed;  // tensor -> shard, as the index states it
   if (fs::exists(index_path)) {
-    std::ifstream in(index_path);
-    json index;
-    try {
-      index = json::parse(in);
-    } catch (const json::exception& e) {
-      fail("{}: malformed JSON: {}", index_path.string(), e.what());
-    }
+    const json index = read_json_file(index_path.string());
     if (!index.contains("weight_map") || !index["weight_map"].is_object())
       fail("{}: no weight_map object", index_path.string());
     std::set<std::string> unique;

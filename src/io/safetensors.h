@@ -1,7 +1,10 @@
 // safetensors files: 8-byte little-endian header length, a JSON header mapping tensor names to
-// {dtype, shape, data_offsets}, then the data. Everything is validated before any view is made:
-// header bounds, JSON, dtypes, offsets in bounds and non-overlapping, byte size = numel x dtype
-// size. A model folder holds one file or shards listed in model.safetensors.index.json.
+// {dtype, shape, data_offsets}, then the data. Everything is validated before any view is made,
+// as strictly as the Rust safetensors crate reads files: header bounds (at most 100,000,000
+// bytes), JSON (nested at most kMaxJsonDepth), each name once, __metadata__ a map of strings,
+// dtypes, byte size = numel x dtype size, offsets in bounds, non-overlapping and tiling the data
+// section (no hole, no byte after the last tensor). A model folder holds one file or shards
+// listed in model.safetensors.index.json.
 #pragma once
 
 #include <cstddef>

@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "io/durable_file.h"
 #include "io/hf_config.h"
+#include "io/json_file.h"
 #include "io/safetensors.h"
 #include "models/model.h"
 #include "tokenizer/tokenizer.h"
@@ -164,8 +165,10 @@ SynthResult synthesize_checkpoint(const SynthOptions& options) {
     config_text = preset_config(options.preset).dump(2) + "\n";
   }
   json config;
+  const std::string strict = python_json_literals(config_text);
+  check_json_depth(strict, options.config_path);
   try {
-    config = json::parse(python_json_literals(config_text));
+    config = json::parse(strict);
   } catch (const json::exception& e) {
     fail("{}: malformed JSON: {}", options.config_path, e.what());
   }

@@ -74,9 +74,10 @@ Plan plan_from_json(const json& j, const std::string& what) {
     }
     plan.predicted_metric_sum = j.at("predicted_metric_sum").get<double>();
     // Integers through json_integer: get<int64_t>() would cast a float (undefined out of range).
-    plan.bytes = json_integer(j.at("bytes"), what + ": \"bytes\"");
+    // Sizes are never negative (0 is a hand-written plan that states none).
+    plan.bytes = json_integer(j.at("bytes"), what + ": \"bytes\"", 0);
     plan.bits_per_weight = j.at("bits_per_weight").get<double>();
-    plan.params = json_integer(j.at("params"), what + ": \"params\"");
+    plan.params = json_integer(j.at("params"), what + ": \"params\"", 0);
   } catch (const json::exception& e) {
     fail("{}: malformed plan: {}", what, e.what());
   }

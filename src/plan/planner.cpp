@@ -117,14 +117,15 @@ PlanProblem build_problem(const SensitivityReport& report, const ProblemOptions&
   }
   int64_t component_params = 0;
   for (const auto& c : p.components) {
+    // Checked before adding (params >= 1), so the running sum stays at most total_params.
+    if (c.params > p.total_params - component_params)
+      fail("the sensitivity file's components hold more than the model's {} parameters (at {})",
+           p.total_params, c.name);
     component_params += c.params;
     if (c.candidates.size() > 255)
       fail("{} has {} candidate schemes; at most 255 are supported", c.name, c.candidates.size());
   }
   p.other_params = p.total_params - component_params;
-  if (p.other_params < 0)
-    fail("the sensitivity file's components hold {} parameters, more than the model's {}",
-         component_params, p.total_params);
 
   // Forced assignments: the default first, then the rules in order (later rules win).
   auto force = [&](PlanComponent& c, const std::string& scheme, const std::string& why) {

@@ -15,6 +15,7 @@
 #include "core/sha256.h"
 #include "core/version.h"
 #include "io/durable_file.h"
+#include "io/json_file.h"
 
 namespace kllens {
 
@@ -62,9 +63,9 @@ std::optional<json> parse_journal_line(std::string_view line) {
   const std::string_view text = line.substr(0, tab);
   if (checksum(text) != line.substr(tab + 1)) return std::nullopt;
   try {
-    return json::parse(text);
-  } catch (const json::exception&) {
-    return std::nullopt;  // only if the checksum collided: treat it as damage all the same
+    return parse_json_text(text, "journal line");  // with the nesting limit of every JSON read
+  } catch (const Error&) {
+    return std::nullopt;  // a checksum that matches text that is not JSON: damage all the same
   }
 }
 
@@ -168,7 +169,12 @@ void SweepJournal::recover(const json& header) {
     if (!content.empty()) {
       // A journal of the format without checksums says so in its first line.
       const std::string first = content.substr(0, content.find('\n'));
-      if (json::accept(first) && json::parse(first).contains("journal"))
+      json old_header;
+      try {
+        old_header = parse_json_text(first, path_);
+      } catch (const Error&) {
+      }
+      if (old_header.is_object() && old_header.contains("journal"))
         fail("{}: written by an earlier kllens (a journal without checksums); delete it to "
              "start again", path_);
     }

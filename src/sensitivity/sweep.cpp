@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "core/progress.h"
 #include "io/durable_file.h"
+#include "io/hf_config.h"
 #include "io/json_file.h"
 #include "models/model.h"
 #include "quant/formats.h"
@@ -96,6 +97,10 @@ json entry_to_json(const SweepEntry& e) {
   return j;
 }
 
+namespace {
+constexpr int64_t kMaxComponentParams = int64_t{1} << 48;
+}  // namespace
+
 SweepEntry entry_from_json(const json& j) {
   try {
     SweepEntry e;
@@ -105,11 +110,24 @@ SweepEntry entry_from_json(const json& j) {
                                             std::numeric_limits<int>::min(),
                                             std::numeric_limits<int>::max()));
     e.role = j.at("role").get<std::string>();
-    if (!j.at("shape").is_array()) fail("entry \"shape\" must be a list, got {}", j["shape"].dump());
-    for (const json& d : j["shape"]) e.shape.push_back(json_integer(d, "entry \"shape\""));
-    e.params = json_integer(j.at("params"), "entry \"params\"");
+    // Sizes are positive and consistent, within bounds no model reaches, so the planner's sums
+    // (2 x params for bf16, bytes over all components) cannot overflow: a component's dimensions
+    // are config values (at most kMaxConfigInt each), it holds at most 2^48 parameters, and no
+    // scheme stores more than 4 bytes per parameter (8 allowed).
+    if (!j.at("shape").is_array() || j["shape"].empty())
+      fail("entry \"shape\" must be a non-empty list, got {}", j["shape"].dump());
+    int64_t numel = 1;
+    for (const json& d : j["shape"]) {
+      e.shape.push_back(json_integer(d, "entry \"shape\"", 1, kMaxConfigInt));
+      numel = e.shape.back() > kMaxComponentParams / numel ? kMaxComponentParams + 1
+                                                           : numel * e.shape.back();
+    }
+    e.params = json_integer(j.at("params"), "entry \"params\"", 1, kMaxComponentParams);
+    if (e.params != numel)
+      fail("entry \"params\" is {} but its \"shape\" {} holds {} elements", e.params,
+           j["shape"].dump(), numel > kMaxComponentParams ? "more than 2^48" : std::to_string(numel));
     e.scheme = j.at("scheme").get<std::string>();
-    e.bytes = json_integer(j.at("bytes"), "entry \"bytes\"");
+    e.bytes = json_integer(j.at("bytes"), "entry \"bytes\"", 1, 8 * e.params);
     e.stored = j.value("stored", std::string());
     e.seconds = j.value("seconds", 0.0);
     const json& m = j.at("metrics");

@@ -10,6 +10,7 @@
 #include <unordered_set>
 
 #include "core/error.h"
+#include "io/json_file.h"
 #include "tokenizer/added_vocab.h"
 #include "tokenizer/bpe.h"
 #include "tokenizer/byte_level.h"
@@ -150,8 +151,15 @@ void parse_decoder(const json& j, const std::string& path, std::vector<DecStep>&
     if (content.empty() || tok::utf8_next(content, 0, &cp) != static_cast<int>(content.size()))
       fail("{}: Strip decoder content \"{}\" is not one character", path, content);
     d.strip_char = cp;
-    d.start = j.value("start", size_t{0});
-    d.stop = j.value("stop", size_t{0});
+    // Counts of characters: json_integer, since get<size_t>() casts a float (undefined beyond
+    // its range) and wraps a negative.
+    const auto count = [&](const char* key) {
+      if (!j.contains(key)) return size_t{0};
+      return static_cast<size_t>(json_integer(
+          j[key], fmt::format("{}: Strip decoder \"{}\"", path, key), 0, int64_t{1} << 30));
+    };
+    d.start = count("start");
+    d.stop = count("stop");
   } else {
     fail("{}: unsupported decoder type \"{}\"", path, type);
   }
@@ -246,6 +254,7 @@ Tokenizer Tokenizer::load(const std::string& path) {
 Tokenizer Tokenizer::from_json_text(const std::string& text, const std::string& path) {
   auto impl = std::make_shared<Impl>();
   impl->path = path;
+  check_json_depth(text, path);
   try {
     json j = json::parse(text);
     if (!j.is_object()) fail("{}: not a tokenizer.json (top level is not an object)", path);
@@ -278,9 +287,9 @@ Tokenizer Tokenizer::from_json_text(const std::string& text, const std::string& 
           fail("{}: an added token lacks a string \"content\" or an integer \"id\"", path);
         tok::AddedToken a;
         a.content = t["content"].get<std::string>();
-        int64_t id = t["id"].get<int64_t>();
-        if (id < 0 || id > (int64_t{1} << 30))
-          fail("{}: added token \"{}\" has id {} out of range", path, a.content, id);
+        const int64_t id = json_integer(
+            t["id"], fmt::format("{}: added token \"{}\" \"id\"", path, a.content), 0,
+            int64_t{1} << 30);
         if (a.content.empty()) continue;  // HF ignores empty added tokens
         if (tok::utf8_invalid_offset(a.content) != std::string::npos)
           fail("{}: added token id {} is not valid UTF-8", path, id);
@@ -341,7 +350,16 @@ Tokenizer Tokenizer::from_json_text(const std::string& text, const std::string& 
             if (!specials.contains(name) || !specials[name].contains("ids"))
               fail("{}: TemplateProcessing special token \"{}\" is not in special_tokens", path,
                    name);
-            it.ids = specials[name]["ids"].get<std::vector<int32_t>>();
+            const json& ids = specials[name]["ids"];
+            if (!ids.is_array())
+              fail("{}: TemplateProcessing special token \"{}\" has no list of \"ids\"", path,
+                   name);
+            // get<std::vector<int32_t>>() would cast a float (undefined beyond int32) and wrap a
+            // large integer into some other token's id.
+            for (const json& id : ids)
+              it.ids.push_back(static_cast<int32_t>(json_integer(
+                  id, fmt::format("{}: TemplateProcessing special token \"{}\" id", path, name),
+                  0, int64_t{1} << 30)));
           } else {
             fail("{}: TemplateProcessing item {} is not supported", path, item.dump());
           }

@@ -77,6 +77,19 @@ RawSafetensors read_raw(const fs::path& path) {
   return raw;
 }
 
+// Removes a tensor from the header and its bytes from the data, moving the later tensors down, as
+// a file written without it would be (the data section has no hole).
+void drop_tensor(RawSafetensors& raw, const std::string& name) {
+  const uint64_t begin = raw.header[name]["data_offsets"][0], end = raw.header[name]["data_offsets"][1];
+  raw.header.erase(name);
+  raw.data.erase(begin, end - begin);
+  for (auto& [key, entry] : raw.header.items()) {
+    if (key == "__metadata__") continue;
+    auto& offs = entry["data_offsets"];
+    if (offs[0].get<uint64_t>() >= end) offs = {offs[0].get<uint64_t>() - (end - begin), offs[1].get<uint64_t>() - (end - begin)};
+  }
+}
+
 void write_raw(const fs::path& path, const RawSafetensors& raw) {
   const std::string header = raw.header.dump();
   const uint64_t len = header.size();
@@ -243,7 +256,7 @@ TEST_F(CliBadInput, WeightWithIntegerDtype) {
 
 TEST_F(CliBadInput, MissingTensor) {
   const auto m = copy_fixture("mamba", "missing");
-  edit_header(m, [](RawSafetensors& raw) { raw.header.erase("lm_head.weight"); });
+  edit_header(m, [](RawSafetensors& raw) { drop_tensor(raw, "lm_head.weight"); });
   expect_model_rejected(m, {"lm_head.weight", "missing"});
 
   const auto m2 = copy_fixture("mamba", "missing_layer");
@@ -264,6 +277,90 @@ TEST_F(CliBadInput, ShardIndexNamesAMissingShard) {
 
   test::write_file(m / "model.safetensors.index.json", "{\"weight_map\": {");
   expect_model_rejected(m, {"model.safetensors.index.json", "JSON"});
+}
+
+// Dropped from the header but not from the data: its bytes are a hole the file cannot explain.
+TEST_F(CliBadInput, HolesAndTrailingBytes) {
+  const auto m = copy_fixture("mamba", "hole");
+  edit_header(m, [](RawSafetensors& raw) { raw.header.erase(kInProj0); });
+  expect_model_rejected(m, {"model.safetensors", "belong to no tensor"});
+
+  const auto m2 = copy_fixture("mamba", "trailing");
+  edit_header(m2, [](RawSafetensors& raw) { raw.data += std::string(64, '\0'); });
+  expect_inspect_rejected(m2, {"model.safetensors", "64 bytes after the last tensor"});
+}
+
+// The header as text: a name twice (nlohmann would keep the second), non-string metadata.
+TEST_F(CliBadInput, DuplicateNamesAndMetadata) {
+  const auto m = copy_fixture("mamba", "dupname");
+  const fs::path file = m / "model.safetensors";
+  auto raw = read_raw(file);
+  const std::string entry = raw.header[kInProj1].dump();
+  std::string text = raw.header.dump();
+  text.insert(text.size() - 1, ",\"" + kInProj1 + "\":" + entry);
+  uint64_t len = text.size();
+  std::string bytes(8, '\0');
+  std::memcpy(bytes.data(), &len, 8);
+  test::write_file(file, bytes + text + raw.data);
+  expect_inspect_rejected(m, {"model.safetensors", "names '" + kInProj1 + "' twice"});
+
+  const auto m2 = copy_fixture("mamba", "meta");
+  edit_header(m2, [](RawSafetensors& raw) { raw.header["__metadata__"] = {{"format", "pt"}, {"step", 3}}; });
+  expect_inspect_rejected(m2, {"model.safetensors", "__metadata__ 'step' must be a string"});
+}
+
+// 100,000 nested '[' in each kind of JSON file: one error, exit 1. config.json (inspect) and the
+// sensitivity file (plan) died of a stack overflow in nlohmann's recursive dump and copy.
+TEST_F(CliBadInput, DeeplyNestedJson) {
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  const auto m = copy_fixture("mamba", "deep");
+  std::string config = test::read_file(m / "config.json");
+  config.insert(config.find('{') + 1, "\"hidden_size_note\": " + deep + ", ");
+  test::write_file(m / "config.json", config);
+  expect_model_rejected(m, {"config.json", "nested deeper than"});
+
+  const std::string sens = (dir_ / "sens.json").string();
+  test::write_file(sens, "{\"format\": \"kllens-sensitivity\", \"model\": " + deep + "}");
+  expect_failure(run_cli({"plan", sens, "--avg-bits", "5", "--out", (dir_ / "plan.json").string()}),
+                 {sens, "nested deeper than"});
+  const std::string plan = (dir_ / "deep-plan.json").string();
+  test::write_file(plan, "{\"components\": " + deep + "}");
+  expect_failure(run_cli({"quantize", test::repo_path("data/models/demo-mamba"), "--plan", plan, "--out",
+                          (dir_ / "q.gguf").string()}),
+                 {plan, "nested deeper than"});
+  const std::string tok = (dir_ / "tokenizer.json").string();
+  test::write_file(tok, "{\"model\": " + deep + "}");
+  expect_failure(run_cli({"tokenize", tok, "--text", text_.string(), "--out", out_}), {tok, "nested deeper than"});
+}
+
+// GGUF files through the CLI (the reader's cases are in tests/io/gguf_test.cpp): exit 1, one line.
+TEST_F(CliBadInput, HostileGgufFiles) {
+  const auto gguf_header = [](uint32_t version, uint64_t n_tensors, uint64_t n_kv) {
+    std::string b = "GGUF";
+    b.append(reinterpret_cast<const char*>(&version), 4);
+    b.append(reinterpret_cast<const char*>(&n_tensors), 8);
+    b.append(reinterpret_cast<const char*>(&n_kv), 8);
+    return b;
+  };
+  const std::string v4 = (dir_ / "v4.gguf").string();
+  test::write_file(v4, gguf_header(4, 0, 0));
+  expect_failure(run_cli({"inspect", v4}), {v4, "unsupported GGUF version 4"});
+
+  std::string align = gguf_header(3, 0, 1);
+  const std::string key = "general.alignment";
+  const uint64_t key_len = key.size();
+  const uint32_t u32_type = 4, value = 13;
+  align.append(reinterpret_cast<const char*>(&key_len), 8).append(key);
+  align.append(reinterpret_cast<const char*>(&u32_type), 4).append(reinterpret_cast<const char*>(&value), 4);
+  const std::string bad_align = (dir_ / "align.gguf").string();
+  test::write_file(bad_align, align);
+  expect_failure(run_cli({"inspect", bad_align}), {bad_align, "general.alignment 13 is not a power of two"});
+
+  const std::string fixture = test::repo_path("data/fixtures/llamacpp/demo-mamba.Q4_K_M.imatrix.gguf");
+  const std::string cut = (dir_ / "cut.gguf").string();
+  const std::string bytes = test::read_file(fixture);
+  test::write_file(cut, bytes.substr(0, bytes.size() / 2));
+  expect_failure(run_cli({"inspect", cut}), {cut, "runs past the end of the file"});
 }
 
 // ---- config.json and folders ---------------------------------------------------------------

@@ -254,6 +254,29 @@ TEST_P(LlamaCppFiles, MissingOrLyingKeysAreOneClearError) {
     w.write(positive_a);
   }
   test::expect_cli_error(test::run_cli({"inspect", positive_a}), 1, "'blk.1.ssm_a' holds 1");
+
+  // Dimensions of 0 (an empty tensor is a valid GGUF tensor, not a valid layer): one error naming
+  // the tensor, whether its shape is checked against the keys or the keys are read from it.
+  for (const std::string name : {"blk.1.ssm_d", "blk.0.ssm_in.weight", "token_embd.weight"}) {
+    SCOPED_TRACE(name);
+    const std::string zero = out("zero-" + name + ".gguf");
+    const gguf::File f(fixture(model()));
+    gguf::Writer w;
+    for (const auto& [k, v] : f.metadata())
+      if (k.rfind("kllens.", 0) != 0) w.set(k, v);
+    for (const gguf::TensorInfo& t : f.tensors()) {
+      const auto* b = reinterpret_cast<const uint8_t*>(t.data);
+      if (t.name == name) {
+        std::vector<int64_t> ne = t.ne;
+        ne.back() = 0;
+        w.add_tensor(t.name, ne, t.type, {});
+      } else {
+        w.add_tensor(t.name, t.ne, t.type, std::vector<uint8_t>(b, b + t.nbytes));
+      }
+    }
+    w.write(zero);
+    test::expect_cli_error(test::run_cli({"inspect", zero}), 1, name);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Demo, LlamaCppFiles, ::testing::Values("demo-mamba", "demo-mamba2"),

@@ -5,11 +5,14 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <limits>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "core/dtype.h"
@@ -87,6 +90,10 @@ class GgufTest : public ::testing::Test {
   fs::path dir_;
   int counter_ = 0;
 };
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
 
 std::vector<uint8_t> random_bytes(size_t n, uint32_t seed) {
   std::mt19937 rng(seed);
@@ -350,18 +357,38 @@ TEST_F(GgufTest, RejectsBadMagicAndVersions) {
   expect_rejected(v.build(), "version 1 is not supported");
   v.version = 4;
   expect_rejected(v.build(), "unsupported GGUF version 4");
-  v.version = 0x03000000u;
+  v.version = 0x03000000u;  // version 3 written big-endian
   expect_rejected(v.build(), "big-endian");
+  v.version = 0x02000000u;
+  expect_rejected(v.build(), "big-endian");
+  v.version = 0;
+  expect_rejected(v.build(), "unsupported GGUF version 0");
+  v.version = std::numeric_limits<uint32_t>::max();
+  expect_rejected(v.build(), "unsupported GGUF version 4294967295");
+  v.version = 2;  // ggml still reads version 2 (same layout)
+  EXPECT_EQ(gguf::File(write("v2.gguf", v.build())).version(), 2u);
 }
 
 TEST_F(GgufTest, RejectsEveryTruncation) {
   const std::string full = Valid{}.build();
   // The last tensor's bytes end at data_start + 32 + 16; any shorter prefix must be refused.
   const size_t data_start = full.size() - 64;
+  double slowest = 0;
   for (size_t n = 0; n < data_start + 48; ++n) {
     const std::string path = write("trunc.gguf", full.substr(0, n));
-    EXPECT_THROW(gguf::File f(path), Error) << "prefix of " << n << " bytes";
+    const auto start = std::chrono::steady_clock::now();
+    try {
+      gguf::File f(path);
+      ADD_FAILURE() << "accepted a prefix of " << n << " bytes";
+    } catch (const Error& e) {
+      // One line naming the file and what was cut (a count, a length, a field, the data).
+      const std::string msg = e.what();
+      EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+      EXPECT_NE(msg.find(path), std::string::npos) << msg;
+    }
+    slowest = std::max(slowest, seconds_since(start));
   }
+  EXPECT_LT(slowest, 1.0);
   expect_rejected(full.substr(0, 120), "truncated");  // inside the first tensor info
   expect_rejected(full.substr(0, data_start + 40), "runs past the end");
 }
@@ -373,6 +400,12 @@ TEST_F(GgufTest, RejectsLyingCounts) {
   v = Valid{};
   v.n_tensors = 1ull << 40;
   expect_rejected(v.build(), "tensor count");
+  v = Valid{};
+  v.n_kv = std::numeric_limits<uint64_t>::max();
+  expect_rejected(v.build(), "metadata count 18446744073709551615 is impossible");
+  v = Valid{};
+  v.n_tensors = std::numeric_limits<uint64_t>::max();
+  expect_rejected(v.build(), "tensor count 18446744073709551615 is impossible");
   v = Valid{};
   v.n_kv = 3;  // one more than present: the tensor infos are read as metadata and fail
   EXPECT_THROW(gguf::File(write("kv3.gguf", v.build())), Error);
@@ -487,6 +520,118 @@ TEST_F(GgufTest, RejectsBadOffsets) {
   v = Valid{};
   v.offset0 = std::numeric_limits<uint64_t>::max() - 31;  // offset + size overflows
   expect_rejected(v.build(), "runs past the end");
+}
+
+// Lengths and counts near 2^64 (and 2^63, which is negative as int64): each refused before
+// anything is reserved, naming the entry.
+TEST_F(GgufTest, RejectsLengthsNearTwoToThe64) {
+  constexpr uint64_t kMax = std::numeric_limits<uint64_t>::max();
+  const auto with_kv = [](const Bytes& kv) {
+    Valid v;
+    v.kv_override = kv.s;
+    return v.build();
+  };
+  for (const uint64_t n : {kMax, kMax - 7, uint64_t{1} << 63}) {
+    SCOPED_TRACE(n);
+    Bytes key;
+    key.put<uint64_t>(n).raw("key").put<uint32_t>(4).put<uint32_t>(1);
+    key.str("x").put<uint32_t>(4).put<uint32_t>(1);
+    expect_rejected(with_kv(key), "metadata entry 0 key");
+    Bytes str;
+    str.str("s").put<uint32_t>(8).put<uint64_t>(n).raw("abc");
+    str.str("x").put<uint32_t>(4).put<uint32_t>(1);
+    expect_rejected(with_kv(str), "metadata 's'");
+    // u8, bool, string, u64 elements: the smallest and the largest encodings.
+    for (const uint32_t elem : {0u, 7u, 8u, 10u}) {
+      Bytes arr;
+      arr.str("arr").put<uint32_t>(9).put<uint32_t>(elem).put<uint64_t>(n);
+      arr.str("x").put<uint32_t>(4).put<uint32_t>(1);
+      expect_rejected(with_kv(arr), "metadata 'arr'");
+      expect_rejected(with_kv(arr), "claims " + std::to_string(n));
+    }
+    Bytes name = header(1, 0);
+    name.put<uint64_t>(n).raw("a").put<uint32_t>(1).put<uint64_t>(4).put<uint32_t>(0).put<uint64_t>(0);
+    expect_rejected(name.s, "name of tensor 0");
+  }
+}
+
+// general.alignment must be a u32 power of two (ggml's reader requires both); 2^31, the largest,
+// is valid but names itself where the offsets or the file size contradict it.
+TEST_F(GgufTest, RejectsBadAlignments) {
+  const auto with_alignment = [](const Bytes& typed_value, Valid v = Valid{}) {
+    Bytes kv;
+    kv.str("general.alignment").raw(typed_value.s);
+    kv.str("x").put<uint32_t>(4).put<uint32_t>(1);
+    v.kv_override = kv.s;
+    return v.build();
+  };
+  const auto u32 = [](uint32_t a) { return Bytes().put<uint32_t>(4).put<uint32_t>(a); };
+  expect_rejected(with_alignment(u32(0)), "general.alignment 0 is not a power of two");
+  expect_rejected(with_alignment(u32(13)), "general.alignment 13 is not a power of two");
+  expect_rejected(with_alignment(u32(0xFFFFFFFFu)), "general.alignment 4294967295 is not a power");
+  expect_rejected(with_alignment(Bytes().put<uint32_t>(5).put<int32_t>(32)),
+                  "general.alignment must be a u32, got i32");
+  expect_rejected(with_alignment(Bytes().put<uint32_t>(2).put<uint16_t>(32)),
+                  "general.alignment must be a u32, got u16");
+  expect_rejected(with_alignment(Bytes().put<uint32_t>(8).str("32")),
+                  "general.alignment must be a u32, got string");
+  expect_rejected(
+      with_alignment(Bytes().put<uint32_t>(9).put<uint32_t>(4).put<uint64_t>(1).put<uint32_t>(32)),
+      "general.alignment must be a u32, got array");
+  const uint32_t big = uint32_t{1} << 31;
+  expect_rejected(with_alignment(u32(big)),
+                  "not a multiple of the alignment 2147483648 (general.alignment = 2147483648)");
+  Valid empty_first;  // offsets 0 and 0, the first tensor empty: only the data start is wrong
+  empty_first.ne0 = {0};
+  empty_first.offset1 = 0;
+  expect_rejected(with_alignment(u32(big), empty_first),
+                  "data section would start at byte 2147483648 (general.alignment = 2147483648)");
+}
+
+// Type ids ggml removed (4, 5 = Q4_2, Q4_3; 31..33 and 36..38 = the repacked Q4_0_4_4 ... and
+// IQ4_NL_4_4 ... types) and ids past the table.
+TEST_F(GgufTest, RejectsUnknownAndRemovedTypes) {
+  for (const uint32_t id : {4u, 5u, 31u, 32u, 33u, 36u, 37u, 38u, 40u, 1000u, 0xFFFFFFFFu}) {
+    SCOPED_TRACE(id);
+    EXPECT_FALSE(gguf::type_traits(id).has_value());
+    Valid v;
+    v.type0 = id;
+    expect_rejected(v.build(), "tensor 'a' has unknown ggml type " + std::to_string(id));
+  }
+}
+
+TEST_F(GgufTest, RejectsBadDimensionsAndBlockRows) {
+  Valid v;
+  v.ne0.assign(5, 1);
+  expect_rejected(v.build(), "tensor 'a' has 5 dimensions; 1..4 are allowed");
+  // A count of dimensions near 2^32 is refused before any is read.
+  Bytes b = header(1, 0);
+  b.str("a").put<uint32_t>(0xFFFFFFFFu).raw(std::string(64, '\0'));
+  expect_rejected(b.s, "has 4294967295 dimensions");
+  // Products past INT64_MAX, also when a zero dimension empties the tensor.
+  const std::vector<std::vector<uint64_t>> overflowing = {
+      {1ull << 32, 1ull << 32}, {1ull << 62, 2}, {1ull << 31, 1ull << 31, 2},
+      {1ull << 62, 0, 1ull << 62}, {0, 1ull << 40, 1ull << 40}};
+  for (const auto& ne : overflowing) {
+    v.ne0 = ne;
+    expect_rejected(v.build(), "tensor 'a' (f32): element count overflows int64");
+  }
+  // A zero dimension is an empty tensor (ggml writes those too).
+  v.ne0 = {8, 0};
+  const gguf::File f(write("zero.gguf", v.build()));
+  EXPECT_EQ(f.tensor("a").numel(), 0);
+  EXPECT_EQ(f.tensor("a").nbytes, 0u);
+  // Block types whose block does not divide the row: q4_0 (32), q4_K and iq4_xs (256).
+  const std::vector<std::tuple<uint32_t, std::string, int>> blocks = {
+      {2, "q4_0", 32}, {12, "q4_K", 256}, {23, "iq4_xs", 256}};
+  for (const auto& [type, name, block] : blocks) {
+    v = Valid{};
+    v.type0 = type;
+    v.ne0 = {static_cast<uint64_t>(block / 2), 2};
+    expect_rejected(v.build(), "tensor 'a' (" + name + "): ne[0] = " + std::to_string(block / 2) +
+                                   " is not a multiple of the " + name + " block size " +
+                                   std::to_string(block));
+  }
 }
 
 // Random corruption of a real file: every outcome must be a clean Error or a valid file.

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -94,13 +95,13 @@ TEST_F(SafetensorsTest, ReadsEveryDtypeOfAHandWrittenFile) {
   r = next(8);
   h["f.i32"] = entry("I32", {2}, r.first, r.second);
   h["g.scalar_empty"] = entry("F32", {0, 4}, o, o);  // empty tensors are legal
-  h["__metadata__"] = {{"format", "pt"}, {"ignored_number", 3}};
+  h["__metadata__"] = {{"format", "pt"}, {"note", ""}};
   const auto path = write("all.safetensors", raw_file(h.dump(), data));
 
   SafetensorsFile f(path.string());
   EXPECT_EQ(f.tensors().size(), 7u);
   EXPECT_EQ(f.metadata().at("format"), "pt");
-  EXPECT_FALSE(f.metadata().count("ignored_number"));  // only string values are metadata
+  EXPECT_EQ(f.metadata().size(), 2u);
   EXPECT_EQ(f.get("a.f32").to_f32(), f32);
   const auto half = f.get("b.f16").to_f32();
   EXPECT_EQ(f.get("b.f16").shape, (std::vector<int64_t>{2, 2}));
@@ -374,6 +375,96 @@ TEST_F(SafetensorsTest, ReadIntTensorNamesFileAndTensor) {
     EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("'ids'"), std::string::npos) << e.what();
   }
+}
+
+// Header lengths 0..7 (what the length field holds, and files shorter than the field itself) and
+// above the Rust crate's 100 MB limit: one Error naming the header.
+TEST_F(SafetensorsTest, RejectsTinyAndHugeHeaderLengths) {
+  json h;
+  h["w"] = entry("F32", {2}, 0, 8);
+  const std::string header = h.dump(), data(8, '\0');
+  for (uint64_t len = 0; len < 8; ++len) {
+    SCOPED_TRACE(len);
+    const auto path = write("len" + std::to_string(len) + ".safetensors", raw_file(header, data, len));
+    expect_rejected(path, {path.filename().string(), "header"});
+    const auto tiny = write("file" + std::to_string(len) + ".safetensors", std::string(len, '\x01'));
+    expect_rejected(tiny, {tiny.filename().string(), "truncated"});
+  }
+  expect_rejected(write("huge.safetensors", raw_file(header, data, 100'000'001)),
+                  {"huge.safetensors", "header length 100000001", "larger than the 100000000 bytes"});
+  // A file that does hold that many bytes (sparse: nothing is written) is refused before any of
+  // them is read.
+  const auto sparse = write("sparse.safetensors", raw_file(header, data, 100'000'001));
+  fs::resize_file(sparse, 8 + 100'000'001 + 8);
+  const auto start = std::chrono::steady_clock::now();
+  expect_rejected(sparse, {"sparse.safetensors", "larger than the 100000000 bytes"});
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 1.0);
+}
+
+// The tensors must tile the data section, as the Rust crate requires: a hole between two, before
+// the first or after the last is a damaged file.
+TEST_F(SafetensorsTest, RejectsHolesAndTrailingBytes) {
+  const std::string d24(24, '\0');
+  json hole;
+  hole["a"] = entry("F32", {2}, 0, 8);
+  hole["b"] = entry("F32", {2}, 16, 24);
+  expect_rejected(write("hole.safetensors", raw_file(hole.dump(), d24)),
+                  {"hole.safetensors", "bytes 8..16", "hole before tensor 'b'"});
+  json front;
+  front["a"] = entry("F32", {4}, 8, 24);
+  expect_rejected(write("front.safetensors", raw_file(front.dump(), d24)),
+                  {"bytes 0..8", "hole before tensor 'a'"});
+  json tail;
+  tail["a"] = entry("F32", {2}, 0, 8);
+  tail["b"] = entry("F32", {2}, 8, 16);
+  expect_rejected(write("tail.safetensors", raw_file(tail.dump(), d24)),
+                  {"tail.safetensors", "8 bytes after the last tensor 'b'"});
+  expect_rejected(write("only.safetensors", raw_file("{}", d24)), {"24 bytes after the last tensor"});
+  // Empty tensors occupy no bytes: wherever they point, they leave no hole.
+  tail["e"] = entry("F32", {0}, 16, 16);
+  SafetensorsFile ok(write("exact.safetensors", raw_file(tail.dump(), std::string(16, '\0'))).string());
+  EXPECT_EQ(ok.tensors().size(), 3u);
+}
+
+// nlohmann keeps the last of two equal keys; a header naming a tensor twice is refused.
+TEST_F(SafetensorsTest, RejectsDuplicateNames) {
+  const std::string w = R"({"dtype": "F32", "shape": [2], "data_offsets": [0, 8]})";
+  expect_rejected(write("dup.safetensors", raw_file("{\"w\": " + w + ", \"w\": " + w + "}", std::string(8, '\0'))),
+                  {"dup.safetensors", "names 'w' twice"});
+  expect_rejected(write("dupmeta.safetensors",
+                        raw_file(R"({"__metadata__": {}, "w": )" + w + R"(, "__metadata__": {"a": "b"}})",
+                                 std::string(8, '\0'))),
+                  {"names '__metadata__' twice"});
+  // The same key in two different objects is not a duplicate.
+  SafetensorsFile f(write("nested.safetensors",
+                          raw_file(R"({"__metadata__": {"w": "x"}, "w": )" + w + "}", std::string(8, '\0')))
+                        .string());
+  EXPECT_EQ(f.metadata().at("w"), "x");
+}
+
+// __metadata__ is a map of strings (or null), as the Rust crate reads it.
+TEST_F(SafetensorsTest, RejectsNonStringMetadata) {
+  const std::string w = R"("w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]})";
+  const auto with_meta = [&](const std::string& name, const std::string& meta) {
+    return write(name, raw_file("{\"__metadata__\": " + meta + ", " + w + "}", std::string(8, '\0')));
+  };
+  expect_rejected(with_meta("m1.safetensors", R"({"format": "pt", "step": 3})"),
+                  {"m1.safetensors", "__metadata__ 'step' must be a string, got number"});
+  expect_rejected(with_meta("m2.safetensors", R"({"a": null})"), {"__metadata__ 'a'", "null"});
+  expect_rejected(with_meta("m3.safetensors", R"({"a": {"b": "c"}})"), {"__metadata__ 'a'", "object"});
+  expect_rejected(with_meta("m4.safetensors", R"({"a": ["x"]})"), {"__metadata__ 'a'", "array"});
+  expect_rejected(with_meta("m5.safetensors", R"(["format", "pt"])"),
+                  {"__metadata__ must be an object of strings, got array"});
+  expect_rejected(with_meta("m6.safetensors", "7"), {"__metadata__", "number"});
+  EXPECT_TRUE(SafetensorsFile(with_meta("null.safetensors", "null").string()).metadata().empty());
+}
+
+TEST_F(SafetensorsTest, RejectsDeeplyNestedHeaders) {
+  const std::string deep(100000, '[');
+  const auto start = std::chrono::steady_clock::now();
+  expect_rejected(write("deep.safetensors", raw_file("{\"__metadata__\": " + deep, "")),
+                  {"deep.safetensors", "nested deeper than"});
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 1.0);
 }
 
 TEST(SafetensorsShape, ShapeStr) {

@@ -142,6 +142,31 @@ TEST(PlanProblem, CandidatesAccountingAndDefaults) {
   EXPECT_TRUE(build_problem(r, off).components[1].is_free());
 }
 
+// The components' parameters are summed against the model's total before they can overflow:
+// 2^15 components of 2^48 parameters each (every one within the reader's bounds) under a model
+// claiming INT64_MAX was a signed overflow, now one error naming where the sum passes the total.
+TEST(PlanProblem, ComponentsBeyondTheModelsParametersAreOneError) {
+  SensitivityReport r = make_report(
+      {{"layers.0.in_proj.weight", "in_proj", int64_t{1} << 48, {{"int4:g32", int64_t{1} << 47, 0.1}}}},
+      0, {"int4:g32"});
+  for (int i = 1; i < (1 << 15); ++i) {
+    SweepEntry e = r.entries.front();
+    e.component = "layers." + std::to_string(i) + ".in_proj.weight";
+    r.entries.push_back(e);
+  }
+  r.model["params"] = std::numeric_limits<int64_t>::max();
+  try {
+    build_problem(r, {});
+    ADD_FAILURE() << "accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("hold more than the model's 9223372036854775807 parameters"),
+              std::string::npos)
+        << e.what();
+  }
+  r.model["params"] = int64_t{1} << 48;  // fewer than the first two components
+  EXPECT_THROW(build_problem(r, {}), Error);
+}
+
 TEST(PlanProblem, KeepRulesRoleRegexAndErrors) {
   const auto r = make_report({{"backbone.embeddings.weight", "embed", 100, {{"int4:g32", 60, 0.3}, {"int8:g32", 110, 0.1}}},
                               {"backbone.layers.0.mixer.in_proj.weight", "in_proj", 50, {{"int4:g32", 30, 0.2}, {"int8:g32", 55, 0.05}}},
@@ -517,6 +542,12 @@ TEST(PlanIo, MalformedFieldsAreOneError) {
   j = base;
   j["version"] = (int64_t{1} << 32) + 1;  // was wrapped to the int 1 and accepted
   expect_error(j, "version");
+  // Sizes are never negative (0: a hand-written plan that states none, as base does).
+  for (const char* key : {"bytes", "params"}) {
+    j = base;
+    j[key] = -1;
+    expect_error(j, std::string("\"") + key + "\" must be an integer from 0");
+  }
 }
 
 }  // namespace

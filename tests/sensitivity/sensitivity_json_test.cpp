@@ -75,5 +75,31 @@ TEST(SensitivityJson, IntegerFieldsMustBeIntegersInRange) {
   expect_error(j, "shape");
 }
 
+// Sizes of 0 or below, and sizes that disagree: the planner sums 2 x params (the bf16 keep) and
+// bytes over every component, so each must be positive, consistent and bounded.
+TEST(SensitivityJson, SizesMustBePositiveAndAgree) {
+  const auto with = [](const char* key, json value) {
+    json j = valid_report();
+    j["entries"][0][key] = std::move(value);
+    return j;
+  };
+  for (const json& bad : {json(0), json(-1), json(-131072)}) {
+    expect_error(with("params", bad), "entry \"params\" must be an integer from 1");
+    expect_error(with("bytes", bad), "entry \"bytes\" must be an integer from 1");
+  }
+  expect_error(with("shape", {512, 0}), "entry \"shape\" must be an integer from 1");
+  expect_error(with("shape", {-512, -256}), "entry \"shape\"");
+  expect_error(with("shape", json::array()), "entry \"shape\" must be a non-empty list");
+  expect_error(with("shape", {512, 128}), "entry \"params\" is 131072 but its \"shape\" [512,128] holds 65536");
+  // Beyond 2^48 parameters (every dimension within the config bound, 2^24).
+  json huge = with("shape", {16777216, 16777216, 2});
+  huge["entries"][0]["params"] = 1;
+  expect_error(huge, "holds more than 2^48");
+  expect_error(with("params", int64_t{1} << 49), "entry \"params\" must be an integer from 1 to 281474976710656");
+  // No scheme stores more than 4 bytes per parameter; 8 x params is the bound.
+  expect_error(with("bytes", 8 * 131072 + 1), "entry \"bytes\" must be an integer from 1 to 1048576");
+  EXPECT_NO_THROW(sensitivity_from_json(with("bytes", 8 * 131072), "s.json"));
+}
+
 }  // namespace
 }  // namespace kllens

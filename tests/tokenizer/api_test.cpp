@@ -2,6 +2,7 @@
 // internal pieces (GPT-2 split, lossy UTF-8) whose HF semantics are easy to get subtly wrong.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <random>
 
 #include "core/error.h"
@@ -169,6 +170,91 @@ TEST(TokenizerErrors, UnsupportedComponentsAndBadMerges) {
       write_tokenizer("badvocab", "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": \"x\"}, "
                                   "\"merges\": []}}"),
       "vocab");
+}
+
+// A tokenizer.json around a vocabulary and merges given as JSON text.
+std::string bpe_file(const std::string& vocab, const std::string& merges = "[]",
+                     const std::string& rest = "") {
+  return "{" + rest + "\"model\": {\"type\": \"BPE\", \"vocab\": " + vocab +
+         ", \"merges\": " + merges + "}}";
+}
+
+// Merges that name tokens outside the vocabulary, as either half or as their result.
+TEST(TokenizerErrors, MergesOfTokensNotInTheVocabulary) {
+  const std::string vocab = R"({"a": 0, "b": 1, "ab": 2})";
+  expect_load_error(write_tokenizer("m1", bpe_file(vocab, R"(["a b", "a x"])")),
+                    "merge #1 (\"a\", \"x\") uses a token missing from the vocab");
+  expect_load_error(write_tokenizer("m2", bpe_file(R"({"a": 0, "b": 1})", R"(["a b"])")),
+                    "merge #0 (\"a\", \"b\") uses a token missing from the vocab");
+  expect_load_error(write_tokenizer("m3", bpe_file(vocab, R"([["y", "b"]])")),
+                    "merge #0 (\"y\", \"b\")");
+  expect_load_error(write_tokenizer("m4", bpe_file(vocab, R"([["a"]])")), "merge #0 is neither");
+  expect_load_error(write_tokenizer("m5", bpe_file(vocab, R"([["a", 1]])")), "merge #0 is neither");
+}
+
+// Two tokens of one id (decoding it would depend on hash order), ids beyond 2^30 or negative,
+// floats and integers that wrap: one error naming the token.
+TEST(TokenizerErrors, DuplicateAndHugeIds) {
+  expect_load_error(write_tokenizer("dup", bpe_file(R"({"a": 0, "b": 1, "c": 1})")),
+                    "vocab entries \"b\" and \"c\" have the same id 1");
+  expect_load_error(write_tokenizer("big", bpe_file(R"({"a": 0, "b": 1073741825})")),
+                    "vocab entry \"b\" has id 1073741825 out of range");
+  expect_load_error(write_tokenizer("wrap", bpe_file(R"({"a": 0, "b": 18446744073709551615})")),
+                    "vocab entry \"b\" has id 18446744073709551615 out of range");
+  expect_load_error(write_tokenizer("neg", bpe_file(R"({"a": -1})")), "vocab entry \"a\" has id -1");
+  expect_load_error(write_tokenizer("flt", bpe_file(R"({"a": 0.5})")), "vocab entry \"a\" has a non-integer id");
+  // Within range but so sparse that the id table would be mostly holes.
+  expect_load_error(write_tokenizer("sparse", bpe_file(R"({"a": 0, "b": 1073741824})")),
+                    "too sparse");
+  const std::string added = R"("added_tokens": [{"id": ID, "content": "<x>", "special": true}], )";
+  for (const char* id : {"-1", "1073741825", "18446744073709551615"}) {
+    std::string a = added;
+    a.replace(a.find("ID"), 2, id);
+    expect_load_error(write_tokenizer("added", bpe_file(R"({"a": 0})", "[]", a)),
+                      "added token \"<x>\" \"id\" must be an integer from 0 to 1073741824");
+  }
+  std::string a = added;
+  a.replace(a.find("ID"), 2, "2.5");
+  expect_load_error(write_tokenizer("added", bpe_file(R"({"a": 0})", "[]", a)), "integer \"id\"");
+  // TemplateProcessing ids: get<std::vector<int32_t>>() cast floats and wrapped large integers.
+  const std::string post =
+      R"("post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", )"
+      R"("type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}], "special_tokens": {"<s>": )"
+      R"({"id": "<s>", "ids": [IDS], "tokens": ["<s>"]}}}, )";
+  for (const char* ids : {"4294967296", "1e30", "-3"}) {
+    std::string p = post;
+    p.replace(p.find("IDS"), 3, ids);
+    expect_load_error(write_tokenizer("post", bpe_file(R"({"a": 0, "<s>": 1})", "[]", p)),
+                      "TemplateProcessing special token \"<s>\" id must be an integer");
+  }
+  std::string p = post;
+  p.replace(p.find("IDS"), 3, "1");
+  EXPECT_EQ(Tokenizer::load(write_tokenizer("post-ok", bpe_file(R"({"a": 0, "<s>": 1})", "[]", p)))
+                .encode("a", true),
+            (Ids{1, 0}));
+  // Strip decoder counts: a float beyond size_t was a cast with undefined behaviour.
+  const std::string strip = R"("decoder": {"type": "Strip", "content": " ", "start": 1e30, "stop": 0}, )";
+  expect_load_error(write_tokenizer("strip", bpe_file(R"({"a": 0})", "[]", strip)),
+                    "Strip decoder \"start\" must be an integer");
+}
+
+// nlohmann refuses ill-formed UTF-8 and lone surrogate escapes in any string of the file (vocab
+// keys included); the text to encode is checked too (RejectsInvalidUtf8Input).
+TEST(TokenizerErrors, InvalidUtf8InTheVocabulary) {
+  expect_load_error(write_tokenizer("utf8", bpe_file("{\"a\xff\": 0}")), "malformed tokenizer JSON");
+  expect_load_error(write_tokenizer("surrogate", bpe_file(R"({"\ud800": 0})")), "malformed tokenizer JSON");
+  expect_load_error(write_tokenizer("overlong", bpe_file("{\"\xc0\xaf\": 0}")), "malformed tokenizer JSON");
+  expect_load_error(
+      write_tokenizer("added-utf8", bpe_file(R"({"a": 0})", "[]",
+                                             "\"added_tokens\": [{\"id\": 1, \"content\": \"\xed\xa0\x80\"}], ")),
+      "malformed tokenizer JSON");
+}
+
+TEST(TokenizerErrors, DeeplyNestedFilesAreOneFastError) {
+  const std::string deep(100000, '[');
+  const auto start = std::chrono::steady_clock::now();
+  expect_load_error(write_tokenizer("deep", "{\"normalizer\": " + deep), "nested deeper than");
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 1.0);
 }
 
 TEST(TokenizerAddedTokens, LstripRstripSingleWord) {

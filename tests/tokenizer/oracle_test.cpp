@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <random>
 
 #include "tok_fixtures.h"
 
@@ -108,6 +109,34 @@ TEST(DemoTokenizers, AllLoadAndRoundTrip) {
     EXPECT_EQ(tk.decode(ids), text);
     EXPECT_EQ(tk.token_to_id("<|endoftext|>"), 0);
     EXPECT_EQ(tk.eos_id(), 0);
+  }
+}
+
+// A million characters without a space: one pre-token of a million characters for the byte-level
+// tokenizers, and the whole text one word for llama-hymba (no pre-tokenizer). The merge loop is a
+// heap over a linked list (O(n log n)); a rescan per merge would take hours here. Random letters
+// (every adjacent pair has a merge) and the test split without its spaces and newlines.
+TEST(LongWords, AMillionCharactersWithoutASpaceTokenizeInUnderASecond) {
+  std::mt19937 rng(7);
+  std::string letters(1000000, 'a');
+  for (char& c : letters) c = static_cast<char>('a' + rng() % 26);
+  std::string words;
+  for (char c : wiki_text())
+    if (c != ' ' && c != '\n' && words.size() < 1000000) words.push_back(c);
+  ASSERT_EQ(words.size(), 1000000u);
+  for (const char* name : {"demo-mamba", "gpt-neox-20b", "llama-hymba"}) {
+    for (const std::string* text : {&letters, &words}) {
+      SCOPED_TRACE(std::string(name) + (text == &letters ? " letters" : " words"));
+      const Tokenizer& tk = tokenizer(name);
+      const auto start = std::chrono::steady_clock::now();
+      const std::vector<int32_t> ids = tk.encode(*text);
+      const double seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      EXPECT_LT(seconds, 1.0);
+      EXPECT_GT(ids.size(), 1000u);
+      EXPECT_LT(ids.size(), text->size());
+      EXPECT_EQ(tk.decode(ids), *text);
+    }
   }
 }
 
