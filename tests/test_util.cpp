@@ -108,4 +108,12 @@ void expect_cli_error(const CliResult& r, int code, const std::string& part) {
   EXPECT_NE(r.err.find(part), std::string::npos) << r.err;
 }
 
+double time_limit(double seconds) {
+#ifdef KLLENS_SANITIZED
+  return 20 * seconds;
+#else
+  return seconds;
+#endif
+}
+
 }  // namespace kllens::test

@@ -41,6 +41,11 @@ struct ModelParamName {
   }
 };
 
+// A test's time limit: `seconds` in the optimized build; 20 times more in the sanitized one
+// (scripts/test-sanitized: -O1 and every memory access instrumented), where what is under test is
+// that nothing is reported, not the speed.
+double time_limit(double seconds);
+
 // Writes a small file, creating directories.
 void write_file(const std::filesystem::path& path, std::string_view bytes);
 std::string read_file(const std::filesystem::path& path);

@@ -41,12 +41,16 @@ void expect_matches_llama_quantize(const std::string& model_dir, const std::stri
     ASSERT_NE(ft, nullptr) << d.gguf_name;
     EXPECT_EQ(d.type, std::string(gguf::type_name(ft->type)))
         << fixture << ": " << d.gguf_name << " (" << d.reason << ")";
-    if (d.quantized) EXPECT_EQ(d.cols, ft->ne[0]) << d.gguf_name;
+    if (d.quantized) {
+      EXPECT_EQ(d.cols, ft->ne[0]) << d.gguf_name;
+    }
     quantized += d.quantized;
     fallbacks += d.fallback;
   }
   EXPECT_GT(quantized, 0);
-  if (model->info().arch == "mamba") EXPECT_EQ(fallbacks, model->info().n_layers);  // ssm_dt: ne0 = dt_rank 16
+  if (model->info().arch == "mamba") {
+    EXPECT_EQ(fallbacks, model->info().n_layers);  // ssm_dt: ne0 = dt_rank 16
+  }
 }
 
 TEST(LlamaMixFixture, DemoMambaQ4KMWithImatrix) {
