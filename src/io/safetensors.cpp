@@ -245,7 +245,9 @@ OwnedTensor make_f32_tensor(std::vector<int64_t> shape, std::span<const float> v
   t.dtype = DType::kF32;
   t.shape = std::move(shape);
   t.bytes.resize(values.size_bytes());
-  std::memcpy(t.bytes.data(), values.data(), values.size_bytes());
+  // An empty span's data() may be null, and memcpy from null is undefined even for 0 bytes
+  // (found by scripts/test-sanitized: UBSan in CliBadInput.IdFiles).
+  if (!values.empty()) std::memcpy(t.bytes.data(), values.data(), values.size_bytes());
   return t;
 }
 
@@ -254,7 +256,9 @@ OwnedTensor make_i32_tensor(std::vector<int64_t> shape, std::span<const int32_t>
   t.dtype = DType::kI32;
   t.shape = std::move(shape);
   t.bytes.resize(values.size_bytes());
-  std::memcpy(t.bytes.data(), values.data(), values.size_bytes());
+  // An empty span's data() may be null, and memcpy from null is undefined even for 0 bytes
+  // (found by scripts/test-sanitized: UBSan in CliBadInput.IdFiles).
+  if (!values.empty()) std::memcpy(t.bytes.data(), values.data(), values.size_bytes());
   return t;
 }
 
