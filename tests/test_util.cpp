@@ -13,6 +13,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "core/error.h"
+
 namespace kllens::test {
 
 std::string repo_path(std::string_view relative) {
@@ -106,6 +108,29 @@ void expect_cli_error(const CliResult& r, int code, const std::string& part) {
   EXPECT_EQ(r.exit_code, code) << r.err;
   EXPECT_EQ(r.err.rfind("error: ", 0), 0u) << r.err;
   EXPECT_NE(r.err.find(part), std::string::npos) << r.err;
+}
+
+void expect_error(const std::function<void()>& f, const std::vector<std::string>& parts,
+                  const std::string& what) {
+  try {
+    f();
+    ADD_FAILURE() << "no error" << (what.empty() ? "" : ": ") << what;
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_EQ(e.exit_code(), 1);
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+    for (const auto& p : parts)
+      EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
+  }
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
 }
 
 double time_limit(double seconds) {

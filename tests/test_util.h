@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -40,6 +41,13 @@ struct ModelParamName {
     return n;
   }
 };
+
+// Runs f, expecting a kllens::Error of exit code 1 whose one-line message holds every part;
+// `what` (e.g. the input) is printed when f throws none.
+void expect_error(const std::function<void()>& f, const std::vector<std::string>& parts,
+                  const std::string& what = "");
+// The message of the kllens::Error f throws, or "" when it throws none.
+std::string error_of(const std::function<void()>& f);
 
 // A test's time limit: `seconds` in the optimized build; 20 times more in the sanitized one
 // (scripts/test-sanitized: -O1 and every memory access instrumented), where what is under test is

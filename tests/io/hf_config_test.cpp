@@ -17,19 +17,7 @@ using json = nlohmann::json;
 
 HfConfig config(const std::string& text) { return HfConfig::from_json(json::parse(text), "cfg.json"); }
 
-// Runs f, expecting an Error whose one-line message holds every part.
-template <typename F>
-void expect_error(F&& f, const std::vector<std::string>& parts) {
-  try {
-    f();
-    ADD_FAILURE() << "no error";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    EXPECT_EQ(e.exit_code(), 1);
-    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
-    for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
-  }
-}
+using test::expect_error;
 
 TEST(HfConfig, TypedGetters) {
   const auto c = config(R"({"model_type": "mamba", "hidden_size": 64, "as_float": 4.0,

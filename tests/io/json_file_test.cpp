@@ -22,19 +22,7 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-// Runs f, expecting an Error whose one-line message holds every part.
-template <typename F>
-void expect_error(F&& f, const std::vector<std::string>& parts) {
-  try {
-    f();
-    ADD_FAILURE() << "no error";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    EXPECT_EQ(e.exit_code(), 1);
-    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
-    for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
-  }
-}
+using test::expect_error;
 
 TEST(JsonDepth, TheLimitItselfParses) {
   EXPECT_TRUE(parse_json_text(nested(kMaxJsonDepth), "t").is_array());

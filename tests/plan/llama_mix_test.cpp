@@ -23,14 +23,7 @@
 namespace kllens {
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 LlamaMixTensor tensor(std::string gguf, Role role, int layer, int64_t rows, int64_t cols) {
   LlamaMixTensor t;

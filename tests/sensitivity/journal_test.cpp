@@ -42,14 +42,7 @@ std::string header_line(const fs::path& dir) {
   return line;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 class Journal : public ::testing::Test {
  protected:

@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "sensitivity/sweep.h"
+#include "test_util.h"
 
 namespace kllens {
 namespace {
@@ -32,15 +33,8 @@ json valid_report() {
 }
 
 void expect_error(const json& j, const std::string& part) {
-  try {
-    sensitivity_from_json(j, "s.json");
-    ADD_FAILURE() << "accepted: " << j.dump();
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
-    EXPECT_NE(msg.find("s.json"), std::string::npos) << msg;
-    EXPECT_NE(msg.find(part), std::string::npos) << "'" << part << "' not in: " << msg;
-  }
+  test::expect_error([&] { sensitivity_from_json(j, "s.json"); }, {"s.json", part},
+                     "accepted " + j.dump());
 }
 
 TEST(SensitivityJson, ValidReportReads) {
