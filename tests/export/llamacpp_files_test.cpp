@@ -37,11 +37,23 @@ std::string fixture(const std::string& model) {
   return test::repo_path("data/fixtures/llamacpp/" + model + ".Q4_K_M.imatrix.gguf");
 }
 
-// A copy of `src` without any kllens.* key, after `edit` changed the remaining metadata;
-// `drop_tensor` is left out.
+// A tensor as write_llama_copy writes it.
+struct TensorCopy {
+  std::vector<int64_t> ne;
+  std::vector<uint8_t> bytes;
+};
+// Changes a tensor of the copy, or returns false to leave it out.
+using TensorEdit = std::function<bool(const std::string& name, TensorCopy&)>;
+
+TensorEdit drop(const std::string& name) {
+  return [name](const std::string& n, TensorCopy&) { return n != name; };
+}
+
+// A copy of `src` without any kllens.* key, after `edit` changed the remaining metadata and
+// `edit_tensor` the tensors.
 void write_llama_copy(const std::string& src, const std::string& dst,
                       const std::function<void(Metadata&)>& edit = {},
-                      const std::string& drop_tensor = "") {
+                      const TensorEdit& edit_tensor = {}) {
   const gguf::File f(src);
   Metadata kv;
   for (const auto& [k, v] : f.metadata())
@@ -50,9 +62,10 @@ void write_llama_copy(const std::string& src, const std::string& dst,
   gguf::Writer w;
   for (const auto& [k, v] : kv) w.set(k, v);
   for (const gguf::TensorInfo& t : f.tensors()) {
-    if (t.name == drop_tensor) continue;
     const auto* b = reinterpret_cast<const uint8_t*>(t.data);
-    w.add_tensor(t.name, t.ne, t.type, std::vector<uint8_t>(b, b + t.nbytes));
+    TensorCopy copy{t.ne, std::vector<uint8_t>(b, b + t.nbytes)};
+    if (edit_tensor && !edit_tensor(t.name, copy)) continue;
+    w.add_tensor(t.name, copy.ne, t.type, std::move(copy.bytes));
   }
   w.write(dst);
 }
@@ -232,27 +245,23 @@ TEST_P(LlamaCppFiles, MissingOrLyingKeysAreOneClearError) {
 
   // A layer's tensor whose shape disagrees with the keys, and a missing tensor.
   const std::string missing = out("missing.gguf");
-  write_llama_copy(fixture(model()), missing, {}, "blk.2.ssm_out.weight");
+  write_llama_copy(fixture(model()), missing, {}, drop("blk.2.ssm_out.weight"));
   test::expect_cli_error(test::run_cli({"inspect", missing}), 1, "'blk.2.ssm_out.weight'");
   // A positive ssm_a cannot be -exp(A_log).
   const std::string positive_a = out("positive-a.gguf");
   {
     const gguf::File f(fixture(model()));
-    gguf::Writer w;
-    for (const auto& [k, v] : f.metadata())
-      if (k.rfind("kllens.", 0) != 0) w.set(k, v);
-    for (const gguf::TensorInfo& t : f.tensors()) {
-      const auto* b = reinterpret_cast<const uint8_t*>(t.data);
-      std::vector<uint8_t> bytes(b, b + t.nbytes);
-      if (t.name == "blk.1.ssm_a") {
-        ASSERT_EQ(t.type, gguf::GgmlType::kF32);
-        const float one = 1.0f;
-        std::memcpy(bytes.data(), &one, 4);
-      }
-      w.add_tensor(t.name, t.ne, t.type, std::move(bytes));
-    }
-    w.write(positive_a);
+    const gguf::TensorInfo* ssm_a = f.find_tensor("blk.1.ssm_a");
+    ASSERT_NE(ssm_a, nullptr);
+    ASSERT_EQ(ssm_a->type, gguf::GgmlType::kF32);  // one float32 to overwrite
   }
+  write_llama_copy(fixture(model()), positive_a, {}, [](const std::string& name, TensorCopy& t) {
+    if (name == "blk.1.ssm_a") {
+      const float one = 1.0f;
+      std::memcpy(t.bytes.data(), &one, 4);
+    }
+    return true;
+  });
   test::expect_cli_error(test::run_cli({"inspect", positive_a}), 1, "'blk.1.ssm_a' holds 1");
 
   // Dimensions of 0 (an empty tensor is a valid GGUF tensor, not a valid layer): one error naming
@@ -260,21 +269,13 @@ TEST_P(LlamaCppFiles, MissingOrLyingKeysAreOneClearError) {
   for (const std::string name : {"blk.1.ssm_d", "blk.0.ssm_in.weight", "token_embd.weight"}) {
     SCOPED_TRACE(name);
     const std::string zero = out("zero-" + name + ".gguf");
-    const gguf::File f(fixture(model()));
-    gguf::Writer w;
-    for (const auto& [k, v] : f.metadata())
-      if (k.rfind("kllens.", 0) != 0) w.set(k, v);
-    for (const gguf::TensorInfo& t : f.tensors()) {
-      const auto* b = reinterpret_cast<const uint8_t*>(t.data);
-      if (t.name == name) {
-        std::vector<int64_t> ne = t.ne;
-        ne.back() = 0;
-        w.add_tensor(t.name, ne, t.type, {});
-      } else {
-        w.add_tensor(t.name, t.ne, t.type, std::vector<uint8_t>(b, b + t.nbytes));
+    write_llama_copy(fixture(model()), zero, {}, [&](const std::string& n, TensorCopy& t) {
+      if (n == name) {
+        t.ne.back() = 0;
+        t.bytes.clear();
       }
-    }
-    w.write(zero);
+      return true;
+    });
     test::expect_cli_error(test::run_cli({"inspect", zero}), 1, name);
   }
 }
