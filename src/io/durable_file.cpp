@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 
 #include "core/error.h"
 
@@ -70,6 +71,22 @@ void write_file_durably(const std::string& path, std::string_view bytes) {
     if (f.fd < 0) fail("{}: cannot write: {}", path, std::strerror(errno));
     write_all(f.fd, bytes, path);
     if (::fsync(f.fd) != 0) fail("{}: cannot sync: {}", path, std::strerror(errno));
+  } catch (...) {
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  commit_temporary_file(tmp, path);
+}
+
+void write_stream_durably(const std::string& path,
+                          const std::function<void(std::ostream&)>& write) {
+  const std::string tmp = temporary_name_for(path);
+  try {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) fail("{}: cannot write: {}", path, std::strerror(errno));
+    write(out);
+    out.close();
+    if (!out) fail("{}: write failed", path);
   } catch (...) {
     ::unlink(tmp.c_str());
     throw;

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdio>
+#include <functional>
+#include <iosfwd>
 #include <string>
 #include <string_view>
 
@@ -12,6 +14,11 @@ namespace kllens {
 // Replaces PATH with BYTES durably. Error naming the file when anything fails; PATH is then
 // untouched and the temporary is removed.
 void write_file_durably(const std::string& path, std::string_view bytes);
+
+// The same for a writer that streams (a multi-GB checkpoint): `write` fills a binary stream on
+// the temporary. Error when the stream fails; if `write` throws, its exception passes through.
+// Either way PATH is untouched and the temporary removed.
+void write_stream_durably(const std::string& path, const std::function<void(std::ostream&)>& write);
 
 // The temporary name write_file_durably uses (PATH.tmp.PID: two processes never share one).
 std::string temporary_name_for(const std::string& path);

@@ -262,6 +262,14 @@ OwnedTensor make_i32_tensor(std::vector<int64_t> shape, std::span<const int32_t>
   return t;
 }
 
+std::string safetensors_header_bytes(const json& header) {
+  std::string text = header.dump();
+  while (text.size() % 8 != 0) text.push_back(' ');  // align the data section (8 + text)
+  const uint64_t len = text.size();
+  std::string out(reinterpret_cast<const char*>(&len), 8);
+  return out + text;
+}
+
 void write_safetensors(const std::string& path, const std::map<std::string, OwnedTensor>& tensors,
                        const std::map<std::string, std::string>& metadata) {
   json header = json::object();
@@ -273,26 +281,13 @@ void write_safetensors(const std::string& path, const std::map<std::string, Owne
                     {"data_offsets", {offset, offset + t.bytes.size()}}};
     offset += t.bytes.size();
   }
-  std::string text = header.dump();
-  while ((8 + text.size()) % 8 != 0) text.push_back(' ');  // align the data section
-  const std::string tmp = temporary_name_for(path);
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) fail("{}: cannot open for writing", path);
-    const uint64_t len = text.size();
-    out.write(reinterpret_cast<const char*>(&len), 8);
-    out.write(text.data(), static_cast<std::streamsize>(text.size()));
+  const std::string head = safetensors_header_bytes(header);
+  write_stream_durably(path, [&](std::ostream& out) {
+    out.write(head.data(), static_cast<std::streamsize>(head.size()));
     for (const auto& [name, t] : tensors)
       out.write(reinterpret_cast<const char*>(t.bytes.data()),
                 static_cast<std::streamsize>(t.bytes.size()));
-    out.close();
-    if (!out) {
-      std::error_code ec;
-      std::filesystem::remove(tmp, ec);
-      fail("{}: write failed", path);
-    }
-  }
-  commit_temporary_file(tmp, path);
+  });
 }
 
 std::vector<int64_t> read_int_tensor(const TensorView& view) {

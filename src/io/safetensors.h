@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <span>
 #include <string>
 #include <vector>
@@ -76,6 +77,9 @@ struct OwnedTensor {
 };
 OwnedTensor make_f32_tensor(std::vector<int64_t> shape, std::span<const float> values);
 OwnedTensor make_i32_tensor(std::vector<int64_t> shape, std::span<const int32_t> values);
+// The bytes before the data section: the header's length (u64, little-endian) and its JSON,
+// padded with spaces so that the data starts 8-byte aligned.
+std::string safetensors_header_bytes(const nlohmann::json& header);
 void write_safetensors(const std::string& path, const std::map<std::string, OwnedTensor>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
 

@@ -199,40 +199,29 @@ SynthResult synthesize_checkpoint(const SynthOptions& options) {
                       {"data_offsets", {offset, offset + static_cast<uint64_t>(n) * elem}}};
     offset += static_cast<uint64_t>(n) * elem;
   }
-  std::string text = header.dump();
-  while (text.size() % 8 != 0) text.push_back(' ');
   const std::string model_path = (fs::path(options.out_dir) / "model.safetensors").string();
   // A killed synth leaves the old model.safetensors or none, never a truncated one.
-  const std::string tmp = temporary_name_for(model_path);
-  std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-  if (!out) fail("{}: cannot write", model_path);
-  const uint64_t len = text.size();
-  out.write(reinterpret_cast<const char*>(&len), 8);
-  out.write(text.data(), static_cast<std::streamsize>(text.size()));
-  std::mt19937_64 rng(options.seed);
-  std::vector<float> values;
-  std::vector<uint16_t> half;
-  for (const auto& s : specs) {
-    int64_t n = 1;
-    for (auto d : s.shape) n *= d;
-    values.resize(static_cast<size_t>(n));
-    fill(s, values, rng);
-    if (options.dtype == DType::kF32) {
-      out.write(reinterpret_cast<const char*>(values.data()), static_cast<std::streamsize>(n * 4));
-    } else {
-      half.resize(values.size());
-      for (size_t i = 0; i < values.size(); ++i)
-        half[i] = options.dtype == DType::kBF16 ? f32_to_bf16(values[i]) : f32_to_f16(values[i]);
-      out.write(reinterpret_cast<const char*>(half.data()), static_cast<std::streamsize>(n * 2));
+  write_stream_durably(model_path, [&](std::ostream& out) {
+    const std::string head = safetensors_header_bytes(header);
+    out.write(head.data(), static_cast<std::streamsize>(head.size()));
+    std::mt19937_64 rng(options.seed);
+    std::vector<float> values;
+    std::vector<uint16_t> half;
+    for (const auto& s : specs) {
+      int64_t n = 1;
+      for (auto d : s.shape) n *= d;
+      values.resize(static_cast<size_t>(n));
+      fill(s, values, rng);
+      if (options.dtype == DType::kF32) {
+        out.write(reinterpret_cast<const char*>(values.data()), static_cast<std::streamsize>(n * 4));
+      } else {
+        half.resize(values.size());
+        for (size_t i = 0; i < values.size(); ++i)
+          half[i] = options.dtype == DType::kBF16 ? f32_to_bf16(values[i]) : f32_to_f16(values[i]);
+        out.write(reinterpret_cast<const char*>(half.data()), static_cast<std::streamsize>(n * 2));
+      }
     }
-  }
-  out.close();
-  if (!out) {
-    std::error_code ec;
-    fs::remove(tmp, ec);
-    fail("{}: write failed", model_path);
-  }
-  commit_temporary_file(tmp, model_path);
+  });
   return result;
 }
 
