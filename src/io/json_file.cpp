@@ -1,10 +1,9 @@
 #include "io/json_file.h"
 
-#include <fstream>
-#include <sstream>
 
 #include "core/error.h"
 #include "io/durable_file.h"
+#include "io/read_file.h"
 
 namespace kllens {
 
@@ -28,12 +27,7 @@ void check_json_depth(std::string_view text, const std::string& what) {
 }
 
 nlohmann::json read_json_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot open", path);
-  std::stringstream text;
-  text << in.rdbuf();
-  if (in.bad()) fail("{}: cannot read", path);
-  return parse_json_text(text.str(), path);
+  return parse_json_text(read_file(path), path);
 }
 
 nlohmann::json parse_json_text(std::string_view text, const std::string& what) {

@@ -2,15 +2,13 @@
 
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
-#include <sstream>
 
 #include "core/error.h"
 #include "io/durable_file.h"
 #include "io/hf_config.h"
-#include "io/json_file.h"
+#include "io/read_file.h"
 #include "io/safetensors.h"
 #include "models/model.h"
 #include "tokenizer/tokenizer.h"
@@ -129,11 +127,7 @@ std::string write_synth_tokenizer(const SynthOptions& options, int64_t vocab_siz
       throw UsageError(fmt::format("{}: the tokenizer has ids up to {}, but the config's "
                                    "vocab_size is {}",
                                    source, tokenizer.vocab_size() - 1, vocab_size));
-    std::ifstream in(source, std::ios::binary);
-    std::stringstream text;
-    text << in.rdbuf();
-    if (!in) fail("{}: cannot read", source);
-    write_file_durably(out, text.str());
+    write_file_durably(out, read_file(source));
     return source;
   }
   if (vocab_size < 256) {
@@ -156,28 +150,18 @@ SynthResult synthesize_checkpoint(const SynthOptions& options) {
     throw UsageError("synth needs exactly one of a preset and a config.json");
   std::string config_text;
   if (!options.config_path.empty()) {
-    std::ifstream in(options.config_path, std::ios::binary);
-    if (!in) fail("{}: cannot open", options.config_path);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    config_text = ss.str();
+    config_text = read_file(options.config_path);
   } else {
     config_text = preset_config(options.preset).dump(2) + "\n";
   }
-  json config;
-  const std::string strict = python_json_literals(config_text);
-  check_json_depth(strict, options.config_path);
-  try {
-    config = json::parse(strict);
-  } catch (const json::exception& e) {
-    fail("{}: malformed JSON: {}", options.config_path, e.what());
-  }
+  const std::string config_path = (fs::path(options.out_dir) / "config.json").string();
+  // Parsed as loading will parse it (Python's Infinity/NaN literals, the nesting limit).
+  const HfConfig hf =
+      HfConfig::from_text(config_text, options.config_path.empty() ? config_path : options.config_path);
   if (options.dtype != DType::kBF16 && options.dtype != DType::kF32 && options.dtype != DType::kF16)
     throw UsageError("synth writes F32, BF16 or F16 weights");
   fs::create_directories(options.out_dir);
-  const std::string config_path = (fs::path(options.out_dir) / "config.json").string();
   write_file_durably(config_path, config_text);
-  const HfConfig hf = HfConfig::from_json(config, config_path);
   const auto specs = tensor_specs(hf);
   SynthResult result;
   result.tokenizer = write_synth_tokenizer(options, hf.get_int("vocab_size"));

@@ -8,14 +8,13 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "core/error.h"
 #include "core/sha256.h"
 #include "core/version.h"
 #include "io/durable_file.h"
 #include "io/json_file.h"
+#include "io/read_file.h"
 
 namespace kllens {
 
@@ -134,14 +133,7 @@ void SweepJournal::lock() {
 }
 
 void SweepJournal::recover(const json& header) {
-  std::string content;
-  {
-    std::ifstream in(path_, std::ios::binary);
-    if (!in) fail("{}: cannot read the journal", path_);
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    content = std::move(ss).str();
-  }
+  const std::string content = read_file(path_);
   // Whole lines: checksummed records. What follows the last '\n' is a write that never
   // finished (or, after a power loss, zeros the file system allocated but never filled).
   std::vector<std::optional<json>> lines;
