@@ -22,6 +22,18 @@ struct Fd {
   }
 };
 
+// The rename and the directory's fsync, once TMP is on disk.
+void rename_into_place(const std::string& tmp, const std::string& path) {
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    fail("{}: cannot move the written file into place: {}", path, std::strerror(err));
+  }
+  fsync_parent_directory(path);
+}
+
+}  // namespace
+
 void write_all(int fd, std::string_view bytes, const std::string& what) {
   while (!bytes.empty()) {
     const ssize_t n = ::write(fd, bytes.data(), bytes.size());
@@ -30,8 +42,6 @@ void write_all(int fd, std::string_view bytes, const std::string& what) {
     bytes.remove_prefix(static_cast<size_t>(n));
   }
 }
-
-}  // namespace
 
 std::string temporary_name_for(const std::string& path) {
   return path + ".tmp." + std::to_string(::getpid());
@@ -50,18 +60,14 @@ void fsync_parent_directory(const std::string& path) {
 
 void commit_temporary_file(const std::string& tmp, const std::string& path) {
   try {
-    {
-      Fd f{::open(tmp.c_str(), O_WRONLY | O_CLOEXEC)};
-      if (f.fd < 0) fail("{}: cannot open: {}", tmp, std::strerror(errno));
-      if (::fsync(f.fd) != 0) fail("{}: cannot sync: {}", tmp, std::strerror(errno));
-    }
-    if (::rename(tmp.c_str(), path.c_str()) != 0)
-      fail("{}: cannot move the written file into place: {}", path, std::strerror(errno));
+    Fd f{::open(tmp.c_str(), O_WRONLY | O_CLOEXEC)};
+    if (f.fd < 0) fail("{}: cannot open: {}", tmp, std::strerror(errno));
+    if (::fsync(f.fd) != 0) fail("{}: cannot sync: {}", tmp, std::strerror(errno));
   } catch (...) {
     ::unlink(tmp.c_str());
     throw;
   }
-  fsync_parent_directory(path);
+  rename_into_place(tmp, path);
 }
 
 void write_file_durably(const std::string& path, std::string_view bytes) {
@@ -75,7 +81,7 @@ void write_file_durably(const std::string& path, std::string_view bytes) {
     ::unlink(tmp.c_str());
     throw;
   }
-  commit_temporary_file(tmp, path);
+  rename_into_place(tmp, path);  // synced above: no second open and fsync
 }
 
 void write_stream_durably(const std::string& path,

@@ -27,6 +27,9 @@ std::string temporary_name_for(const std::string& path);
 // over PATH and fsyncs the directory. Error (TMP removed) when any step fails.
 void commit_temporary_file(const std::string& tmp, const std::string& path);
 
+// Writes all of BYTES to FD (a short write or EINTR continues); Error "WHAT: write failed: ...".
+void write_all(int fd, std::string_view bytes, const std::string& what);
+
 // fsync of the directory holding PATH, so a rename or creation inside it survives a crash.
 void fsync_parent_directory(const std::string& path);
 

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <set>
 
 #include "core/error.h"
 #include "core/sha256.h"
@@ -38,14 +39,13 @@ json header_record(const json& sweep) {
 // The top-level fields in which two sweep descriptions differ, for the error message.
 std::string differing_fields(const json& found, const json& wanted) {
   if (!found.is_object() || !wanted.is_object()) return "the description";
+  std::set<std::string> keys;
+  for (const auto& [key, value] : wanted.items()) keys.insert(key);
+  for (const auto& [key, value] : found.items()) keys.insert(key);
   std::string out;
-  auto add = [&](const std::string& key) {
-    if (found.contains(key) && wanted.contains(key) && found[key] == wanted[key]) return;
-    if (out.find("'" + key + "'") != std::string::npos) return;
-    out += (out.empty() ? "" : ", ") + ("'" + key + "'");
-  };
-  for (const auto& [key, value] : wanted.items()) add(key);
-  for (const auto& [key, value] : found.items()) add(key);
+  for (const auto& key : keys)
+    if (!found.contains(key) || !wanted.contains(key) || found[key] != wanted[key])
+      out += (out.empty() ? "'" : ", '") + key + "'";
   return out;
 }
 
@@ -211,14 +211,7 @@ void SweepJournal::recover(const json& header) {
 
 void SweepJournal::append(const json& record) {
   if (fd_ < 0) return;
-  const std::string text = journal_line(record);
-  std::string_view line = text;
-  while (!line.empty()) {
-    const ssize_t n = ::write(fd_, line.data(), line.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) fail("{}: journal write failed: {}", path_, std::strerror(errno));
-    line.remove_prefix(static_cast<size_t>(n));
-  }
+  write_all(fd_, journal_line(record), path_);
   if (::fsync(fd_) != 0) fail("{}: journal sync failed: {}", path_, std::strerror(errno));
 }
 
