@@ -46,6 +46,25 @@ CalibrationSet load_calibration(const std::string& model_path, const std::string
   return c;
 }
 
+nlohmann::json sweep_journal_header(const SensitivityReport& report, const std::string& components) {
+  return {{"journal", "kllens-sensitivity"},
+          {"model", report.model},
+          {"calibration", report.calibration},
+          {"schemes", report.schemes},
+          {"components", components}};
+}
+
+nlohmann::json sweep_summary(bool prefix_reuse, const SweepStats& stats,
+                             const std::string& components) {
+  return {{"prefix_reuse", prefix_reuse},
+          {"cache_bytes", stats.cache_bytes},
+          {"cache_stride", stats.cache_stride},
+          {"fp_ppl", stats.fp_ppl},
+          {"seconds", stats.total_seconds},
+          {"entries_resumed", stats.entries_resumed},
+          {"components", components}};
+}
+
 void report_journal_recovery(const std::string& journal_path, const SweepStats& stats) {
   if (stats.journal_dropped_lines > 0)
     std::cerr << fmt::format("note: {}: dropped {} damaged line(s) (a torn or corrupted write); "
@@ -142,21 +161,11 @@ SENS.json:
     report.calibration = calib.description;
     report.calibration["imatrix"] = o->imatrix.identity();
     report.schemes = options.schemes;
-    const nlohmann::json header = {{"journal", "kllens-sensitivity"},
-                                   {"model", report.model},
-                                   {"calibration", report.calibration},
-                                   {"schemes", report.schemes},
-                                   {"components", o->components}};
+    const nlohmann::json header = sweep_journal_header(report, o->components);
     SweepStats stats;
     options.on_complete = [&](const std::vector<SweepEntry>& entries, const SweepStats& done) {
       report.entries = entries;
-      report.sweep = {{"prefix_reuse", options.prefix_reuse},
-                      {"cache_bytes", done.cache_bytes},
-                      {"cache_stride", done.cache_stride},
-                      {"fp_ppl", done.fp_ppl},
-                      {"seconds", done.total_seconds},
-                      {"entries_resumed", done.entries_resumed},
-                      {"components", o->components}};
+      report.sweep = sweep_summary(options.prefix_reuse, done, o->components);
       write_sensitivity_json(o->out, report);
       if (!o->csv.empty()) write_sensitivity_csv(o->csv, report.entries);
     };
