@@ -44,6 +44,11 @@ MeanStd mean_std_from(const json& j, const std::string& name) {
   return m;
 }
 
+// An entry's identity: its component and the scheme as given.
+std::string entry_key(const std::string& component, const std::string& scheme) {
+  return component + "\n" + scheme;
+}
+
 // Where an entry for this component restarts: -1 = from the embedding (start()), n_layers =
 // only the head, else the layer index.
 int restart_layer(const Param& p, int n_layers) {
@@ -184,7 +189,7 @@ std::vector<SweepEntry> run_sweep(Model& model, const std::vector<std::vector<in
     } catch (const std::exception& ex) {  // intact checksum, yet not an entry: not ours
       fail("{}: a journal record is not a sweep entry: {}", options.journal_path, ex.what());
     }
-    done[e.component + "\n" + e.scheme] = e;
+    done[entry_key(e.component, e.scheme)] = e;
   }
   stats.entries_resumed = static_cast<int64_t>(done.size());
   stats.journal_dropped_lines = journal.recovery().dropped_lines;
@@ -251,7 +256,7 @@ std::vector<SweepEntry> run_sweep(Model& model, const std::vector<std::vector<in
   double expected_seconds = 0;
   for (const Param* cp : components)
     for (size_t si = 0; si < schemes.size(); ++si)
-      if (!done.count(cp->name + "\n" + options.schemes[si])) {
+      if (!done.count(entry_key(cp->name, options.schemes[si]))) {
         ++to_compute;
         expected_seconds += cost.entry_seconds(first_layer(*cp));
       }
@@ -262,7 +267,7 @@ std::vector<SweepEntry> run_sweep(Model& model, const std::vector<std::vector<in
     Param& p = model.weights().get(cp->name);
     const int from_layer = first_layer(p);
     for (size_t si = 0; si < schemes.size(); ++si) {
-      const std::string key = p.name + "\n" + options.schemes[si];
+      const std::string key = entry_key(p.name, options.schemes[si]);
       if (auto it = done.find(key); it != done.end()) {
         entries.push_back(it->second);
         continue;
