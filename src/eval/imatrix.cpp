@@ -13,7 +13,7 @@
 #include "io/gguf.h"
 #include "io/json_file.h"
 #include "io/safetensors.h"
-#include "models/llama_names.h"
+#include "models/llama_layout.h"
 #include "models/model.h"
 
 namespace kllens {
@@ -49,29 +49,20 @@ void fill_importance(ImatrixEntry& e) {
   }
 }
 
-// The model's config.json, for the layout decision (models/llama_names.h). A model loaded from a
-// GGUF file has no folder left; the one key the decision reads, Mamba-2's n_groups, is in the
-// family's details.
-nlohmann::json model_config(const Model& model) {
-  const auto path = std::filesystem::path(model.info().folder) / "config.json";
-  std::error_code ec;
-  if (std::filesystem::is_regular_file(path, ec)) return read_json_file(path.string());
-  nlohmann::json config = nlohmann::json::object();
-  for (const auto& [key, value] : model.info().details)
-    if (key == "n_groups") config["n_groups"] = std::stoll(value);
-  return config;
+// HF name -> name in the file, for this model (a stack's name for an expert: llama.cpp keeps one
+// entry of n_expert matrices per stack).
+std::function<std::string(const std::string&)> gguf_names(const Model& model) {
+  return [&model](const std::string& hf) { return gguf_tensor_name(model, hf); };
 }
 
-// HF name -> name in the file, for this model.
-std::function<std::string(const std::string&)> gguf_names(const Model& model) {
-  const std::string& arch = model.info().arch;
-  if ((arch != "mamba" && arch != "mamba2") || !uses_llama_layout(model, model_config(model)))
-    return [](const std::string& hf) { return hf; };
-  const bool mamba2 = arch == "mamba2";
-  return [mamba2](const std::string& hf) {
-    const auto t = llama_tensor(hf, mamba2);
-    return t ? t->name : hf;
-  };
+// The expert index of a matrix in its file tensor (0 for an ordinary matrix) and the number of
+// matrices the file tensor holds.
+std::pair<int, int> expert_slot(const Model& model, const std::string& hf) {
+  const LlamaLayout* layout = model.llama_layout();
+  if (!layout) return {0, 1};
+  const auto it = layout->tensors.find(hf);
+  if (it == layout->tensors.end() || !it->second.stacked()) return {0, 1};
+  return {it->second.expert, it->second.n_expert};
 }
 
 std::string model_summary(const Model& model) {
@@ -196,7 +187,8 @@ std::string imatrix_tensor_name(const Model& model, const std::string& hf_name) 
 
 void write_imatrix(ImportanceMatrix& im, const Model& model, const std::string& path) {
   const auto name_of = gguf_names(model);
-  std::map<std::string, const ImatrixEntry*> by_file_name;  // llama.cpp writes names sorted
+  // llama.cpp writes names sorted; a stack of experts is one entry of n_expert matrices.
+  std::map<std::string, std::vector<const ImatrixEntry*>> by_file_name;
   for (const auto& [hf, e] : im.entries) {
     const Param* p = model.weights().find(hf);
     if (!p || !collected(*p))
@@ -211,7 +203,10 @@ void write_imatrix(ImportanceMatrix& im, const Model& model, const std::string& 
       fail("cannot write the importance matrix: the tensor name '{}{}' is {} bytes, and GGUF (ggml) "
            "allows at most {}",
            name, kInSum2, name.size() + kInSum2.size(), gguf::kMaxNameLength);
-    by_file_name[name] = &e;
+    const auto [expert, n_expert] = expert_slot(model, hf);
+    auto& slots = by_file_name[name];
+    slots.resize(static_cast<size_t>(n_expert), nullptr);
+    slots[static_cast<size_t>(expert)] = &e;
   }
   gguf::Writer w;
   w.set("general.type", "imatrix");
@@ -223,11 +218,21 @@ void write_imatrix(ImportanceMatrix& im, const Model& model, const std::string& 
     if (!v.empty()) std::memcpy(b.data(), v.data(), b.size());
     return b;
   };
-  // Every kllens matrix is one 2-D tensor (experts are separate tensors): ne {cols} and {1}, as
-  // llama.cpp writes a dense matrix.
-  for (const auto& [name, e] : by_file_name) {
-    w.add_tensor(name + kInSum2, {e->cols}, gguf::GgmlType::kF32, f32_bytes(e->in_sum2));
-    w.add_tensor(name + kCounts, {1}, gguf::GgmlType::kF32, f32_bytes(e->counts));
+  // A dense matrix: ne {cols} and {1}; a stack of n experts: {cols, n} and {1, n}, as llama.cpp
+  // writes them.
+  for (const auto& [name, slots] : by_file_name) {
+    std::vector<float> sums, counts;
+    for (size_t i = 0; i < slots.size(); ++i) {
+      if (!slots[i])
+        fail("cannot write the importance matrix: it has no entry for expert {} of {}", i, name);
+      sums.insert(sums.end(), slots[i]->in_sum2.begin(), slots[i]->in_sum2.end());
+      counts.insert(counts.end(), slots[i]->counts.begin(), slots[i]->counts.end());
+    }
+    const int64_t cols = slots.front()->cols, n = static_cast<int64_t>(slots.size());
+    w.add_tensor(name + kInSum2, n == 1 ? std::vector<int64_t>{cols} : std::vector<int64_t>{cols, n},
+                 gguf::GgmlType::kF32, f32_bytes(sums));
+    w.add_tensor(name + kCounts, n == 1 ? std::vector<int64_t>{1} : std::vector<int64_t>{1, n},
+                 gguf::GgmlType::kF32, f32_bytes(counts));
   }
   w.write(path);
   im.sha256 = sha256_file_hex(path);
@@ -294,9 +299,14 @@ ImportanceMatrix read_imatrix(const std::string& path, const Model& model) {
 
   // This model's matrices under the names its GGUF files use.
   const auto name_of = gguf_names(model);
-  std::map<std::string, const Param*> by_file_name;
+  std::map<std::string, std::vector<const Param*>> by_file_name;  // a stack: its experts in order
   for (const Param* p : model.weights().components())
-    if (collected(*p)) by_file_name[name_of(p->name)] = p;
+    if (collected(*p)) {
+      const auto [expert, n_expert] = expert_slot(model, p->name);
+      auto& slots = by_file_name[name_of(p->name)];
+      slots.resize(static_cast<size_t>(n_expert), nullptr);
+      slots[static_cast<size_t>(expert)] = p;
+    }
 
   auto read_floats = [&](const gguf::TensorInfo& t) {
     std::vector<float> v(static_cast<size_t>(t.numel()));
@@ -336,23 +346,29 @@ ImportanceMatrix read_imatrix(const std::string& path, const Model& model) {
            "importance matrix for another model?",
            path, name, model_summary(model), example);
     }
-    const Param& p = *it->second;
-    if (n_mat != 1)
-      fail("{}: '{}' holds {} matrices of {} columns (merged experts), but this model's {} is one "
-           "{} matrix",
-           path, name, n_mat, cols, p.name, shape_str(p.shape));
+    const std::vector<const Param*>& slots = it->second;
+    const Param& p = *slots.front();
+    if (n_mat != static_cast<int64_t>(slots.size()))
+      fail("{}: '{}' holds {} matrices of {} columns, but this model's {} is {}", path, name,
+           n_mat, cols, slots.size() == 1 ? p.name : name,
+           slots.size() == 1 ? "one " + shape_str(p.shape) + " matrix"
+                             : fmt::format("a stack of {} experts", slots.size()));
     if (cols != p.cols())
       fail("{}: '{}' has {} columns in the importance matrix, but this model's {} {} has {}: an "
            "importance matrix for another model?",
            path, name, cols, p.name, shape_str(p.shape), p.cols());
 
-    ImatrixEntry e;
-    e.file_name = name;
-    e.cols = cols;
-    e.in_sum2 = read_floats(*part.in_sum2);
-    e.counts = read_floats(*part.counts);
-    fill_importance(e);
-    im.entries.emplace(p.name, std::move(e));
+    const std::vector<float> sums = read_floats(*part.in_sum2), counts = read_floats(*part.counts);
+    for (size_t m = 0; m < slots.size(); ++m) {
+      ImatrixEntry e;
+      e.file_name = name;
+      e.cols = cols;
+      e.in_sum2.assign(sums.begin() + static_cast<int64_t>(m) * cols,
+                       sums.begin() + static_cast<int64_t>(m + 1) * cols);
+      e.counts = {counts[m]};
+      fill_importance(e);
+      im.entries.emplace(slots[m]->name, std::move(e));
+    }
   }
   im.sha256 = sha256_file_hex(path);
   return im;

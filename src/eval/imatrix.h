@@ -24,12 +24,12 @@
 //
 // The file is llama.cpp's imatrix GGUF: general.type = "imatrix", imatrix.datasets (array of
 // strings), imatrix.chunk_count and imatrix.chunk_size (u32), and per matrix `<name>.in_sum2`
-// (F32, ne {cols}) and `<name>.counts` (F32, ne {1}), tensors in name order. (llama.cpp writes a
-// merged 3-D expert tensor as {cols, n_expert} and {1, n_expert}; every kllens matrix, experts
-// included, is its own 2-D tensor, so read_imatrix refuses such entries as another model's.)
-// `<name>` is the name kllens' GGUF export gives the tensor (models/llama_names.h): llama.cpp's
-// (blk.N.ssm_in.weight, ...) for a Mamba / Mamba-2 checkpoint llama.cpp can hold, the Hugging
-// Face name otherwise. llama.cpp's `<name>.in_sum` (Σ x, newer versions) is accepted and
+// (F32, ne {cols}) and `<name>.counts` (F32, ne {1}), tensors in name order. A stack of experts
+// (llama.cpp's ffn_*_exps, the Jamba layout) is one entry {cols, n_expert} and {1, n_expert}, split
+// into its experts on reading.
+// `<name>` is the name kllens' GGUF export gives the tensor (models/llama_layout.h): llama.cpp's
+// (blk.N.ssm_in.weight, ...) when llama.cpp can hold the checkpoint, the Hugging Face name
+// otherwise. llama.cpp's `<name>.in_sum` (Σ x, newer versions) is accepted and
 // ignored; kllens does not write it. GGUF tensor names have at most 63 bytes (ggml), so a Hugging
 // Face name longer than 55 bytes cannot be written (write_imatrix says so).
 #pragma once

@@ -12,7 +12,8 @@
 #include "core/error.h"
 #include "export/gguf_vocab.h"
 #include "io/json_file.h"
-#include "models/llama_names.h"
+#include "io/hf_config.h"
+#include "models/llama_layout.h"
 #include "models/model.h"
 #include "quant/formats.h"
 #include "quant/quantize.h"
@@ -205,6 +206,37 @@ std::string read_text(const std::string& path) {
 
 }  // namespace
 
+namespace {
+
+// The scheme a stack of experts is stored with: one ggml type holds them all, so where the plan
+// gives the experts different schemes the one with the most bytes wins (no expert loses
+// precision), and the others are reported.
+QuantScheme stack_scheme(const std::vector<const Param*>& members,
+                         const SchemeAssignment& assignment, const std::string& stack_name,
+                         std::vector<GgufFallback>* fallbacks) {
+  std::vector<QuantScheme> schemes;
+  for (const Param* m : members) {
+    const auto it = assignment.find(m->name);
+    schemes.push_back(it != assignment.end() ? it->second : checkpoint_scheme(*m));
+  }
+  size_t best = 0;
+  for (size_t i = 1; i < schemes.size(); ++i)
+    if (schemes[i].storage_bytes(members[i]->rows(), members[i]->cols()) >
+        schemes[best].storage_bytes(members[best]->rows(), members[best]->cols()))
+      best = i;
+  for (size_t i = 0; i < schemes.size(); ++i)
+    if (schemes[i].to_string() != schemes[best].to_string())
+      fallbacks->push_back({stack_name, schemes[i].to_string(), schemes[best].to_string(), false,
+                            fmt::format("llama.cpp stacks the {} experts of {} into one tensor of "
+                                        "one type: expert {} ({}) is stored as {}, the "
+                                        "largest scheme among them",
+                                        members.size(), stack_name, i, members[i]->name,
+                                        schemes[best].to_string())});
+  return schemes[best];
+}
+
+}  // namespace
+
 GgufExportResult export_gguf(const Model& model, const SchemeAssignment& assignment,
                              const std::string& out_path, const GgufExportOptions& options) {
   const Weights& weights = model.weights();
@@ -220,31 +252,21 @@ GgufExportResult export_gguf(const Model& model, const SchemeAssignment& assignm
   const std::string folder = model.info().folder;
   const std::string config_path = (std::filesystem::path(folder) / "config.json").string();
   const std::string config_text = read_text(config_path);
-  nlohmann::json config;
-  check_json_depth(config_text, config_path);
-  try {
-    config = nlohmann::json::parse(config_text);
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: invalid JSON: {}", config_path, e.what());
-  }
+  const HfConfig config = HfConfig::from_text(config_text, config_path);
 
   GgufExportResult res;
   res.path = out_path;
   const std::string& arch = model.info().arch;
-  LlamaHparams hp;
-  if (arch == "mamba" || arch == "mamba2") {
-    const std::string why = llama_compat(model, config, arch == "mamba2", &hp);
-    if (why.empty()) {
-      res.llama_cpp_layout = true;
-    } else {
-      res.notes.push_back(fmt::format("written with kllens' own keys (kllens.{}), which llama.cpp "
-                                      "cannot load: {}",
-                                      arch, why));
-    }
-  }
+  // The layout decided at load (models/llama_layout.h).
+  const LlamaLayout layout = model.llama_layout() ? *model.llama_layout() : LlamaLayout{};
+  const std::string& why = model.info().llama_cpp_layout_why_not;
+  res.llama_cpp_layout = model.llama_layout() != nullptr;
+  if (!why.empty())
+    res.notes.push_back(fmt::format("written with kllens' own keys (kllens.{}), which llama.cpp "
+                                    "cannot load: {}",
+                                    arch, why));
   const bool llama = res.llama_cpp_layout;
-  const bool mamba2 = arch == "mamba2";
-  res.architecture = llama ? arch : "kllens." + arch;
+  res.architecture = llama ? layout.arch : "kllens." + arch;
 
   gguf::Writer w;
   w.set("general.architecture", res.architecture);
@@ -252,72 +274,73 @@ GgufExportResult export_gguf(const Model& model, const SchemeAssignment& assignm
   if (folder_path.filename().empty()) folder_path = folder_path.parent_path();  // "dir/"
   w.set("general.name", folder_path.filename().string());
   if (llama) {
-    const std::string& a = arch;
-    w.set(a + ".context_length", uint32_t{1u << 20});  // no limit; what the converter writes
-    w.set(a + ".embedding_length", static_cast<uint32_t>(hp.d_model));
-    w.set(a + ".block_count", static_cast<uint32_t>(hp.n_layer));
-    w.set(a + ".feed_forward_length", uint32_t{0});
-    w.set(a + ".attention.head_count", uint32_t{0});
-    w.set(a + ".ssm.conv_kernel", static_cast<uint32_t>(hp.d_conv));
-    w.set(a + ".ssm.inner_size", static_cast<uint32_t>(hp.d_inner));
-    w.set(a + ".ssm.state_size", static_cast<uint32_t>(hp.d_state));
-    w.set(a + ".ssm.time_step_rank", static_cast<uint32_t>(hp.dt_rank));
-    if (mamba2) w.set(a + ".ssm.group_count", static_cast<uint32_t>(hp.n_group));
-    w.set(a + ".attention.layer_norm_rms_epsilon", hp.eps);
-    if (mamba2 && hp.n_group > 1)
-      res.notes.push_back(fmt::format(
-          "n_groups = {}: llama.cpp normalizes y * silu(z) per group of {} channels (as "
-          "mamba_ssm does), while transformers' Mamba2 (and kllens) normalize over all {} "
-          "channels, so llama.cpp's logits will differ from kllens'",
-          hp.n_group, hp.d_inner / hp.n_group, hp.d_inner));
-    if (mamba2 && config.contains("time_step_limit")) {
-      const auto& lim = config["time_step_limit"];
-      const bool default_limit = lim.is_array() && lim.size() == 2 && lim[0].is_number() &&
-                                 lim[0].get<double>() == 0.0 && !lim[1].is_number();
-      if (!default_limit)
-        res.notes.push_back("time_step_limit is not (0, inf): llama.cpp does not clamp dt");
-    }
+    for (const auto& [key, value] : layout.keys) w.set(key, value);
+    for (const std::string& n : layout.notes) res.notes.push_back(n);
+    const std::string norm = model.info().detail("gated_norm");
+    if (norm.find("--mamba2-norm full") != std::string::npos)
+      res.notes.push_back("this model runs transformers' full-width gated norm (--mamba2-norm "
+                          "full); llama.cpp normalizes per group, so its logits will differ");
   }
 
-  // Tensors, in the checkpoint table's order.
+  // Stacked experts: the members of each stack, in expert order.
+  std::map<std::string, std::vector<const Param*>> stacks;
+  if (llama)
+    for (const auto& pp : weights.all()) {
+      const LlamaTensor& t = layout.tensors.at(pp->name);
+      if (!t.stacked()) continue;
+      auto& members = stacks[t.name];
+      members.resize(static_cast<size_t>(t.n_expert), nullptr);
+      members[static_cast<size_t>(t.expert)] = pp.get();
+    }
+  for (const auto& [name, members] : stacks)
+    for (size_t e = 0; e < members.size(); ++e)
+      if (!members[e]) fail("{}: expert {} of {} is missing", folder, e, name);
+
+  // Tensors, in the checkpoint table's order (a stack where its first expert is).
   std::map<GgmlType, int64_t> component_params;
   bool any_quantized = false;
   for (const auto& pp : weights.all()) {
     const Param& p = *pp;
+    const LlamaTensor t = llama ? layout.tensors.at(p.name) : LlamaTensor{p.name};
+    if (t.stacked() && t.expert != 0) continue;  // written with expert 0
     GgufTensorRecord rec;
     rec.hf_name = p.name;
-    std::vector<float> values = p.value;
-    std::vector<int64_t> shape = p.shape;
-    LlamaTransform transform = LlamaTransform::kNone;
-    if (llama) {
-      const LlamaTensor t = *llama_tensor(p.name, mamba2);
-      rec.name = t.name;
-      transform = t.transform;
-    } else {
-      rec.name = p.name;
-    }
-    switch (transform) {
-      case LlamaTransform::kNone: break;
-      case LlamaTransform::kNegExp:
-        for (float& v : values) v = -std::exp(v);
-        if (mamba2) shape = {shape[0], 1};
-        break;
-      case LlamaTransform::kSqueezeConv: shape = {shape[0], shape.back()}; break;
-      case LlamaTransform::kColumn: shape = {shape[0], 1}; break;
-      case LlamaTransform::kGroupNorm: shape = {hp.n_group, shape[0] / hp.n_group}; break;
-    }
-    rec.ne = reversed(shape);
-
+    rec.name = t.name;
+    rec.ne = reversed(llama_file_shape(t, p.shape));
+    const int64_t rows = p.rows(), cols = p.cols();
     if (!p.is_component()) {
       rec.type = GgmlType::kF32;
+      std::vector<float> values = to_llama_values(t, p.data(), rows, cols);
       w.add_tensor(rec.name, rec.ne, rec.type, f32_bytes(values.data(), p.numel()));
+    } else if (t.stacked()) {
+      const std::vector<const Param*>& members = stacks.at(t.name);
+      const QuantScheme scheme = stack_scheme(members, assignment, t.name, &res.fallbacks);
+      rec.scheme = scheme.to_string();
+      w.set("kllens.scheme." + rec.name, rec.scheme);
+      std::vector<uint8_t> data;
+      for (const Param* m : members) {
+        if (m->shape != p.shape) fail("{}: the experts of {} differ in shape", folder, t.name);
+        const std::vector<float> values = to_llama_values(layout.tensors.at(m->name), m->data(), rows, cols);
+        const float* importance = options.importance ? options.importance(m->name, cols) : nullptr;
+        GgufEncoded e = encode_for_gguf(scheme, values.data(), rows, cols, rec.ne[0], importance);
+        if (m == members.front()) {
+          rec.type = e.type;
+          if (e.fallback)
+            res.fallbacks.push_back({rec.name, rec.scheme, std::string(gguf::type_name(e.type)),
+                                     e.exact, e.reason});
+        }
+        data.insert(data.end(), e.data.begin(), e.data.end());
+      }
+      w.add_tensor(rec.name, rec.ne, rec.type, std::move(data));
+      component_params[rec.type] += p.numel() * static_cast<int64_t>(members.size());
+      if (block_traits_by_ggml_type(static_cast<uint32_t>(rec.type))) any_quantized = true;
     } else {
+      std::vector<float> values = to_llama_values(t, p.data(), rows, cols);
       auto it = assignment.find(p.name);
       const bool assigned = it != assignment.end();
       const QuantScheme scheme = assigned ? it->second : checkpoint_scheme(p);
       rec.scheme = scheme.to_string();
       w.set("kllens.scheme." + rec.name, rec.scheme);
-      const int64_t rows = p.rows(), cols = p.cols();
       if (llama && p.role == Role::kConv1d) {
         // llama.cpp's CPU ssm_conv reads F32 only: store the scheme's values in F32.
         if (assigned && scheme.format != QuantFormat::kF32) {
@@ -365,7 +388,7 @@ GgufExportResult export_gguf(const Model& model, const SchemeAssignment& assignm
     if (std::filesystem::exists(candidate)) tok_path = candidate.string();
   }
   if (!tok_path.empty()) {
-    const GgufVocab vocab = read_gguf_vocab(tok_path, model.info().vocab, config);
+    const GgufVocab vocab = read_gguf_vocab(tok_path, model.info().vocab, config.json());
     add_vocab_keys(w, vocab);
     res.vocab_tokens = static_cast<int64_t>(vocab.tokens.size());
     for (const auto& n : vocab.notes) res.notes.push_back("tokenizer: " + n);
@@ -380,7 +403,8 @@ GgufExportResult export_gguf(const Model& model, const SchemeAssignment& assignm
     // llama.cpp loads a file without a vocabulary when tokenizer.ggml.model is "none" (then its
     // token count comes from {arch}.vocab_size): token ids in, logits out.
     w.set("tokenizer.ggml.model", std::string("none"));
-    w.set(res.architecture + ".vocab_size", static_cast<uint32_t>(model.info().vocab));
+    if (!w.has(res.architecture + ".vocab_size"))
+      w.set(res.architecture + ".vocab_size", static_cast<uint32_t>(model.info().vocab));
     res.notes.push_back(fmt::format("{} has no tokenizer.json: the file has no vocabulary "
                                     "(tokenizer.ggml.model = none); llama.cpp runs it on token ids",
                                     folder));
@@ -390,7 +414,10 @@ GgufExportResult export_gguf(const Model& model, const SchemeAssignment& assignm
   }
 
   w.set("kllens.format_version", uint32_t{1});
-  w.set("kllens.hf_config", config_text);
+  // The config the tensors go with: as the checkpoint has it, or with the multipliers the layout
+  // folded into the weights set to 1.
+  w.set("kllens.hf_config", llama && !layout.stored_config.is_null() ? layout.stored_config.dump(2)
+                                                                      : config_text);
   w.write(out_path);
   res.file_bytes = std::filesystem::file_size(out_path);
   return res;

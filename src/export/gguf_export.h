@@ -2,18 +2,19 @@
 // (io/gguf.h is the container; this file holds the model knowledge).
 //
 // Two layouts:
-//  * llama.cpp's, for model_type "mamba" and "mamba2" when llama.cpp can hold the checkpoint
-//    (d_inner = 2 * d_model, a conv1d bias, no in/out projection biases): architecture
-//    "mamba" / "mamba2", llama.cpp's hyperparameter keys and tensor names, and the transforms of
-//    its converter applied here once: ssm_a = -exp(A_log), conv1d squeezed to 2-D, Mamba-2's
-//    A and D as {1, n_head} and its norm as {d_inner / n_group, n_group}, dt_bias as
-//    ssm_dt.bias; the tied head is omitted (llama.cpp reuses token_embd). Every 1-D tensor,
-//    ssm_a, ssm_d, the norms and conv1d are F32, as llama.cpp's converter writes them (its CPU
-//    ssm_conv reads F32 only).
-//  * kllens' own for everything else (hymba, falcon_h1, jamba, llama, and Mamba checkpoints
-//    llama.cpp cannot hold): architecture "kllens.<model_type>", tensors under their Hugging
-//    Face names and shapes (ne = the reversed HF shape), no transforms; non-components F32.
-// Both store `kllens.hf_config` (config.json verbatim), `kllens.scheme.<tensor>` for every
+//  * llama.cpp's (models/llama_layout.h), for mamba, mamba2, llama, jamba and falcon_h1 whenever
+//    llama.cpp's graph computes the checkpoint's function: its architecture string and
+//    hyperparameter keys, its tensor names, and its converter's transforms applied here once
+//    (ssm_a = -exp(A_log), conv1d squeezed, Mamba-2's A, D and norm reshaped, Llama's q/k rows
+//    permuted for interleaved RoPE, Jamba's experts stacked into ffn_*_exps, Falcon-H1's muP
+//    multipliers folded into the weights); the tied head is omitted (llama.cpp reuses
+//    token_embd). Every 1-D tensor, ssm_a, ssm_d, the norms and conv1d are F32, as llama.cpp's
+//    converter writes them (its CPU ssm_conv reads F32 only). Experts of one stack planned with
+//    different schemes are stored at the largest of them (one ggml type per tensor), reported.
+//  * kllens' own for everything else (hymba, and checkpoints llama.cpp cannot reproduce; the
+//    reason is a note): architecture "kllens.<model_type>", tensors under their Hugging Face
+//    names and shapes (ne = the reversed HF shape), no transforms; non-components F32.
+// Both store `kllens.hf_config` (config.json verbatim, or with the folded multipliers at 1), `kllens.scheme.<tensor>` for every
 // component (the kllens scheme it was asked for, or the checkpoint's dtype when it was not in the
 // assignment), general.file_type (the type holding most component parameters) and, when a
 // tokenizer.json is there, llama.cpp's BPE tokenizer keys (tokenizer.ggml.model = "gpt2").

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -18,7 +19,7 @@
 #include "io/json_file.h"
 #include "io/mapped_file.h"
 #include "io/safetensors.h"
-#include "models/llama_names.h"
+#include "models/llama_layout.h"
 #include "models/model.h"
 #include "quant/formats.h"
 
@@ -93,23 +94,6 @@ std::optional<double> as_float(const gguf::Value& v) {
 }
 
 constexpr const char* kLoadableArchitectures = "'mamba' and 'mamba2'";
-
-// The ggml ne of an HF tensor stored under llama.cpp's name with `transform` applied (what
-// export_gguf writes and llama.cpp's converter writes), trailing 1s dropped.
-std::vector<int64_t> llama_ne(const TensorSpec& spec, LlamaTransform transform, bool mamba2,
-                              int64_t n_group) {
-  std::vector<int64_t> shape = spec.shape;
-  switch (transform) {
-    case LlamaTransform::kNone: break;
-    case LlamaTransform::kNegExp:
-      if (mamba2) shape = {shape[0], 1};
-      break;
-    case LlamaTransform::kSqueezeConv: shape = {shape[0], shape.back()}; break;
-    case LlamaTransform::kColumn: shape = {shape[0], 1}; break;
-    case LlamaTransform::kGroupNorm: shape = {n_group, shape[0] / n_group}; break;
-  }
-  return strip_ones({shape.rbegin(), shape.rend()});
-}
 
 }  // namespace
 
@@ -310,81 +294,96 @@ std::unique_ptr<Model> load_gguf_model(const std::string& path, const LoadOption
                                            : " (kllens.hf_config)"));
   const std::string arch = file.get_as<std::string>("general.architecture");
   const std::string type = config.model_type();
-  const bool llama_layout = arch == type;
-  if (!llama_layout && arch != "kllens." + type)
+  const std::vector<TensorSpec> specs = tensor_specs(config);
+  LlamaLayout layout;
+  const bool llama_layout_file = llama_layout(config, specs, &layout).empty() && arch == layout.arch;
+  if (!llama_layout_file && arch != "kllens." + type)
     fail("{}: general.architecture '{}' does not match the stored config's model_type '{}'", path,
          arch, type);
-  const bool mamba2 = type == "mamba2";
 
   std::map<std::string, OwnedTensor> tensors;
   PackedTensorScope::Map packed;
   std::map<std::string, std::string> dequantized_at_load;
   std::set<std::string> used;  // tensor names of the file that the model reads
-  const int64_t n_group = mamba2 ? config.get_int("n_groups", 8) : 1;
-  for (const TensorSpec& spec : tensor_specs(config)) {
-    std::string name = spec.name;
-    LlamaTransform transform = LlamaTransform::kNone;
-    if (llama_layout) {
-      const auto t = llama_tensor(spec.name, mamba2);
-      if (!t) fail("{}: the {} layout has no tensor for {}", path, arch, spec.name);
-      name = t->name;
-      transform = t->transform;
-    }
+  for (const TensorSpec& spec : specs) {
+    const LlamaTensor t = llama_layout_file ? layout.tensors.at(spec.name) : LlamaTensor{spec.name};
+    const std::string& name = t.name;
+    if (t.scaled())
+      fail("{}: the stored config of {} still has multipliers llama.cpp's layout folds into {}; "
+           "kllens writes them as 1",
+           path, type, name);
     const gguf::TensorInfo* info = file.find_tensor(name);
     if (!info) {
       if (spec.optional) continue;
       fail("{}: tensor '{}' (for {}) is missing", path, name, spec.name);
     }
     used.insert(name);
-    if (from_llama_keys && llama_layout) {
-      const std::vector<int64_t> want = llama_ne(spec, transform, mamba2, n_group);
+    const std::vector<int64_t> file_shape = llama_file_shape(t, spec.shape);
+    if (from_llama_keys && llama_layout_file) {
+      const std::vector<int64_t> want = strip_ones({file_shape.rbegin(), file_shape.rend()});
       if (strip_ones(info->ne) != want)
         fail("{}: tensor '{}' has ne {}, but the file's {}.* keys give {} (for {})", path, name,
              ne_str(info->ne), arch, ne_str(want), spec.name);
     }
     int64_t numel = 1;
     for (int64_t d : spec.shape) numel *= d;
-    if (info->numel() != numel)
-      fail("{}: tensor '{}' has {} elements but {} needs {}", path, name, info->numel(), spec.name,
-           numel);
+    const int64_t slices = t.stacked() ? t.n_expert : 1;
+    if (info->numel() != numel * slices)
+      fail("{}: tensor '{}' has {} elements but {} needs {}", path, name, info->numel(),
+           t.stacked() ? fmt::format("{} experts like {}", slices, spec.name) : spec.name,
+           numel * slices);
+    // One expert of a stack: its rows are a contiguous slice of the tensor's bytes.
+    if (info->nbytes % static_cast<uint64_t>(slices) != 0)
+      fail("{}: tensor '{}' ({} bytes) does not split into {} experts", path, name, info->nbytes,
+           slices);
+    const uint64_t nbytes = info->nbytes / static_cast<uint64_t>(slices);
+    const std::byte* data = info->data + (t.stacked() ? static_cast<uint64_t>(t.expert) * nbytes : 0);
+    const int64_t rows = spec.shape.empty() ? 1 : spec.shape[0], cols = numel / std::max<int64_t>(rows, 1);
+    const bool reshaped = t.transform != LlamaTransform::kNone &&
+                          t.transform != LlamaTransform::kRopePermute;
     if (const auto scheme = runtime_scheme(info->type);
-        scheme && transform == LlamaTransform::kNone && packable_role(spec.role) &&
-        spec.shape.size() >= 2) {
+        scheme && !reshaped && packable_role(spec.role) && spec.shape.size() >= 2) {
       QTensor q;
       q.scheme = *scheme;
-      q.rows = spec.shape[0];
-      q.cols = numel / spec.shape[0];
+      q.rows = rows;
+      q.cols = cols;
       if (!scheme->supports(q.cols) ||
-          static_cast<uint64_t>(scheme->storage_bytes(q.rows, q.cols)) != info->nbytes)
+          static_cast<uint64_t>(scheme->storage_bytes(q.rows, q.cols)) != nbytes)
         fail("{}: tensor '{}' ({} bytes of {}) does not hold a [{}, {}] matrix", path, name,
-             info->nbytes, gguf::type_name(info->type), q.rows, q.cols);
-      const auto* bytes = reinterpret_cast<const uint8_t*>(info->data);
-      q.data.assign(bytes, bytes + info->nbytes);
-      release_mapped_range(info->data, info->nbytes);  // the copy is what runs: one copy resident
+             nbytes, gguf::type_name(info->type), q.rows, q.cols);
+      const auto* bytes = reinterpret_cast<const uint8_t*>(data);
+      if (t.transform == LlamaTransform::kRopePermute) {
+        // Whole rows move: every format here stores a row's blocks contiguously.
+        const uint64_t row_bytes = nbytes / static_cast<uint64_t>(rows);
+        q.data.resize(nbytes);
+        for (int64_t r = 0; r < rows; ++r)
+          std::memcpy(q.data.data() + r * row_bytes, bytes + llama_row(t, r, rows) * row_bytes,
+                      row_bytes);
+      } else {
+        q.data.assign(bytes, bytes + nbytes);
+      }
+      release_mapped_range(data, nbytes);  // the copy is what runs: one copy resident
       // Q8_0/Q4_0 run in kllens' int8/int4:g32 layout: the same values, faster kernels. The scope
       // below hands the matrices to Weights::load.
       packed[spec.name] = std::make_shared<QTensor>(blocks_as_int_layout(std::move(q)));
       continue;
     }
     std::vector<float> values(static_cast<size_t>(numel));
-    if (const BlockFormatTraits* t = block_traits_by_ggml_type(static_cast<uint32_t>(info->type))) {
+    if (const BlockFormatTraits* bt = block_traits_by_ggml_type(static_cast<uint32_t>(info->type))) {
       // The container checked that ne0 is whole blocks and that the bytes match.
-      t->dequantize_row(info->data, values.data(), numel);
-      dequantized_at_load[spec.name] = std::string(t->name);
+      bt->dequantize_row(data, values.data(), numel);
+      dequantized_at_load[spec.name] = std::string(bt->name);
     } else {
       try {
-        gguf::to_f32(info->type, info->data, numel, values.data());
+        gguf::to_f32(info->type, data, numel, values.data());
       } catch (const Error& e) {
         fail("{}: tensor '{}': {}", path, name, e.what());
       }
     }
-    release_mapped_range(info->data, info->nbytes);
-    if (transform == LlamaTransform::kNegExp)
-      for (float& v : values) {
-        if (!(v < 0))
-          fail("{}: tensor '{}' holds {}, but ssm_a = -exp(A_log) is negative", path, name, v);
-        v = std::log(-v);  // ssm_a = -exp(A_log)
-      }
+    release_mapped_range(data, nbytes);
+    if (t.transform != LlamaTransform::kNone)
+      values = from_llama_values(t, values.data(), rows, cols,
+                                 fmt::format("{}: tensor '{}'", path, name));
     tensors[spec.name] = make_f32_tensor(spec.shape, values);
   }
 

@@ -21,6 +21,7 @@
 #include "kernels/ops.h"
 #include "models/attention_block.h"
 #include "models/families.h"
+#include "models/llama_layout.h"
 #include "models/mamba2_mixer.h"
 
 namespace kllens {
@@ -517,6 +518,108 @@ class FalconH1Model : public Model {
 };
 
 }  // namespace
+
+// llama.cpp's falcon-h1 (src/models/falcon-h1.cpp; converter conversion/falcon_h1.py): the muP
+// multipliers are folded into the weights as the converter folds them (a multiplier on a layer's
+// output scales its bias too), and the stored config has them at 1.
+std::string falcon_h1_llama_layout(const HfConfig& config, const std::vector<TensorSpec>&,
+                                   LlamaLayout* out) {
+  const FalconH1Config c = parse_config(config);
+  if (c.ssm_proj_bias) return "llama.cpp's falcon-h1 has no in_proj bias (mamba_proj_bias = true)";
+  if (c.projectors_bias) return "llama.cpp's falcon-h1 has no out_proj bias (projectors_bias = true)";
+  if (c.ssm_rms_norm && c.norm_before_gate)
+    return "llama.cpp's falcon-h1 applies the gate before the norm (here mamba_norm_before_gate = "
+           "true)";
+  if (c.tied && c.embedding_mult != c.lm_head_mult)
+    return fmt::format("the embedding is tied but embedding_multiplier {} != lm_head_multiplier {}: "
+                       "no single folded matrix serves both",
+                       c.embedding_mult, c.lm_head_mult);
+  out->arch = "falcon-h1";
+  const auto all = [](double f) { return std::vector<std::pair<int64_t, double>>{{INT64_MAX, f}}; };
+  const auto folded = [&](std::string name, double f) {
+    LlamaTensor t{std::move(name)};
+    if (f != 1.0) t.row_scales = all(f);
+    return t;
+  };
+  out->tensors["model.embed_tokens.weight"] = folded("token_embd.weight", c.embedding_mult);
+  out->tensors["model.final_layernorm.weight"] = {"output_norm.weight"};
+  out->tensors["lm_head.weight"] = folded("output.weight", c.lm_head_mult);
+  const int64_t I = c.ssm_inner, GN = c.ssm_groups * c.ssm_state;
+  for (int l = 0; l < c.layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".", blk = llama_blk(l);
+    const std::string a = p + "self_attn.", m = p + "mamba.", f = p + "feed_forward.";
+    out->tensors[p + "input_layernorm.weight"] = {blk + "attn_norm.weight"};
+    // q, k, v see attention_in_multiplier * n; the keys are then scaled by key_multiplier (bias
+    // included), the output by attention_out_multiplier.
+    out->tensors[a + "q_proj.weight"] = folded(blk + "attn_q.weight", c.attn_in_mult);
+    out->tensors[a + "k_proj.weight"] = folded(blk + "attn_k.weight", c.attn_in_mult * c.key_mult);
+    out->tensors[a + "v_proj.weight"] = folded(blk + "attn_v.weight", c.attn_in_mult);
+    out->tensors[a + "o_proj.weight"] = folded(blk + "attn_output.weight", c.attn_out_mult);
+    out->tensors[a + "q_proj.bias"] = {blk + "attn_q.bias"};
+    out->tensors[a + "k_proj.bias"] = folded(blk + "attn_k.bias", c.key_mult);
+    out->tensors[a + "v_proj.bias"] = {blk + "attn_v.bias"};
+    out->tensors[a + "o_proj.bias"] = folded(blk + "attn_output.bias", c.attn_out_mult);
+    // in_proj sees ssm_in_multiplier * n and its output rows [z, x, B, C, dt] are scaled by
+    // ssm_multipliers.
+    LlamaTensor in{blk + "ssm_in.weight"};
+    const double s = c.ssm_in_mult;
+    const auto& mu = c.ssm_mults;
+    in.row_scales = {{I, s * mu[0]}, {I, s * mu[1]}, {GN, s * mu[2]}, {GN, s * mu[3]},
+                     {c.ssm_heads, s * mu[4]}};
+    bool all_one = true;
+    for (const auto& [n, factor] : in.row_scales) all_one = all_one && factor == 1.0;
+    if (all_one) in.row_scales.clear();
+    out->tensors[m + "in_proj.weight"] = in;
+    out->tensors[m + "conv1d.weight"] = {blk + "ssm_conv1d.weight", LlamaTransform::kSqueezeConv};
+    out->tensors[m + "conv1d.bias"] = {blk + "ssm_conv1d.bias"};
+    out->tensors[m + "dt_bias"] = {blk + "ssm_dt.bias"};
+    LlamaTensor a_log{blk + "ssm_a", LlamaTransform::kNegExp};
+    a_log.mamba2_a = true;
+    out->tensors[m + "A_log"] = a_log;
+    out->tensors[m + "D"] = {blk + "ssm_d", LlamaTransform::kColumn};
+    LlamaTensor norm{blk + "ssm_norm.weight", LlamaTransform::kGroupNorm};
+    norm.n_group = c.ssm_groups;
+    out->tensors[m + "norm.weight"] = norm;
+    out->tensors[m + "out_proj.weight"] = folded(blk + "ssm_out.weight", c.ssm_out_mult);
+    // The converter matches pre_ff_layernorm.weight as a whole key: no ".weight" suffix.
+    out->tensors[p + "pre_ff_layernorm.weight"] = {blk + "ffn_norm"};
+    out->tensors[f + "gate_proj.weight"] = folded(blk + "ffn_gate.weight", c.mlp_mults[0]);
+    out->tensors[f + "gate_proj.bias"] = folded(blk + "ffn_gate.bias", c.mlp_mults[0]);
+    out->tensors[f + "up_proj.weight"] = {blk + "ffn_up.weight"};
+    out->tensors[f + "up_proj.bias"] = {blk + "ffn_up.bias"};
+    out->tensors[f + "down_proj.weight"] = folded(blk + "ffn_down.weight", c.mlp_mults[1]);
+    out->tensors[f + "down_proj.bias"] = folded(blk + "ffn_down.bias", c.mlp_mults[1]);
+  }
+  add_llama_key(out, "context_length",
+                config.has("max_position_embeddings") ? config.get_positive("max_position_embeddings")
+                                                      : 8192);
+  add_llama_key(out, "embedding_length", c.hidden);
+  add_llama_key(out, "block_count", c.layers);
+  add_llama_key(out, "feed_forward_length", c.ffn);
+  add_llama_key(out, "attention.head_count", c.attn_heads);
+  add_llama_key(out, "attention.head_count_kv", c.kv_heads);
+  add_llama_key(out, "attention.key_length", c.head_dim);
+  add_llama_key(out, "attention.value_length", c.head_dim);
+  add_llama_key(out, "rope.freq_base", gguf::Value(static_cast<float>(c.rope_theta)));
+  add_llama_key(out, "attention.layer_norm_rms_epsilon", gguf::Value(c.eps));
+  add_llama_key(out, "ssm.conv_kernel", c.ssm_conv);
+  add_llama_key(out, "ssm.inner_size", I);
+  add_llama_key(out, "ssm.state_size", c.ssm_state);
+  add_llama_key(out, "ssm.time_step_rank", c.ssm_heads);
+  add_llama_key(out, "ssm.group_count", c.ssm_groups);
+  add_llama_key(out, "vocab_size", c.vocab);
+  nlohmann::json stored = config.json();
+  for (const char* k : {"embedding_multiplier", "lm_head_multiplier", "key_multiplier",
+                        "attention_in_multiplier", "attention_out_multiplier", "ssm_in_multiplier",
+                        "ssm_out_multiplier"})
+    stored[k] = 1.0;
+  stored["mlp_multipliers"] = {1.0, 1.0};
+  stored["ssm_multipliers"] = {1.0, 1.0, 1.0, 1.0, 1.0};
+  out->stored_config = std::move(stored);
+  if (c.dt_limit.lo != 0.0f || !std::isinf(c.dt_limit.hi))
+    out->notes.push_back("time_step_limit is not (0, inf): llama.cpp does not clamp dt");
+  return "";
+}
 
 std::vector<TensorSpec> falcon_h1_tensor_specs(const HfConfig& config) {
   return tensor_table(parse_config(config));

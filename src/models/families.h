@@ -1,10 +1,13 @@
 // One factory per model family; each lives in its own file (mamba.cpp, mamba2.cpp, ...).
 // Adding a family = one file + one row in registry.cpp's table.
 //
-// Every family exposes two functions of its parsed config.json:
+// Every family exposes two functions of its parsed config.json, and a third where llama.cpp runs
+// the family:
 //   make_<family>          validates the config, loads the checkpoint, builds the model;
 //   <family>_tensor_specs  the tensor table the config implies (names, roles, exact shapes),
-//                          without touching any weights (used by synth, inspect, tests).
+//                          without touching any weights (used by synth, inspect, tests);
+//   <family>_llama_layout  llama.cpp's GGUF layout of a checkpoint with these tensors, or why
+//                          llama.cpp cannot hold it (models/llama_layout.h).
 // The constructor loads exactly the table <family>_tensor_specs returns (up to checkpoint-dependent
 // spellings such as Mamba's legacy "backbone.embedding.weight").
 #pragma once
@@ -19,6 +22,7 @@ namespace kllens {
 
 class HfConfig;
 class TensorStore;
+struct LlamaLayout;
 
 using ModelFactory = std::unique_ptr<Model> (*)(const HfConfig& config, const TensorStore& store,
                                                 const std::string& folder,
@@ -27,15 +31,22 @@ using ModelFactory = std::unique_ptr<Model> (*)(const HfConfig& config, const Te
 // The tensor table a config implies (used by synth to write a checkpoint of that shape).
 using SpecFactory = std::vector<TensorSpec> (*)(const HfConfig& config);
 
+// llama.cpp's layout: "" and *out filled, or why llama.cpp cannot hold the checkpoint.
+using LlamaLayoutFactory = std::string (*)(const HfConfig& config,
+                                           const std::vector<TensorSpec>& tensors,
+                                           LlamaLayout* out);
+
 // Mamba-1 (HF MambaForCausalLM, model_type "mamba").
 std::unique_ptr<Model> make_mamba(const HfConfig&, const TensorStore&, const std::string&,
                                   const LoadOptions&);
 std::vector<TensorSpec> mamba_tensor_specs(const HfConfig&);
+std::string mamba_llama_layout(const HfConfig&, const std::vector<TensorSpec>&, LlamaLayout*);
 
 // Mamba-2 (HF Mamba2ForCausalLM, model_type "mamba2").
 std::unique_ptr<Model> make_mamba2(const HfConfig&, const TensorStore&, const std::string&,
                                    const LoadOptions&);
 std::vector<TensorSpec> mamba2_tensor_specs(const HfConfig&);
+std::string mamba2_llama_layout(const HfConfig&, const std::vector<TensorSpec>&, LlamaLayout*);
 
 // Hymba (NVIDIA's HymbaForCausalLM remote code, model_type "hymba"): attention heads and Mamba-1
 // SSM heads in parallel in every layer, learned meta tokens, sliding-window layers, cross-layer
@@ -49,16 +60,19 @@ std::vector<TensorSpec> hymba_tensor_specs(const HfConfig&);
 std::unique_ptr<Model> make_falcon_h1(const HfConfig&, const TensorStore&, const std::string&,
                                       const LoadOptions&);
 std::vector<TensorSpec> falcon_h1_tensor_specs(const HfConfig&);
+std::string falcon_h1_llama_layout(const HfConfig&, const std::vector<TensorSpec>&, LlamaLayout*);
 
 // Llama (HF LlamaForCausalLM, model_type "llama"): pre-norm attention (GQA, RoPE) + SwiGLU MLP.
 std::unique_ptr<Model> make_llama(const HfConfig&, const TensorStore&, const std::string&,
                                   const LoadOptions&);
 std::vector<TensorSpec> llama_tensor_specs(const HfConfig&);
+std::string llama_llama_layout(const HfConfig&, const std::vector<TensorSpec>&, LlamaLayout*);
 
 // Jamba (HF JambaForCausalLM, model_type "jamba"): Mamba-1 layers (dt/B/C norms) interleaved
 // with attention layers, and top-k mixture-of-experts feed-forward layers.
 std::unique_ptr<Model> make_jamba(const HfConfig&, const TensorStore&, const std::string&,
                                   const LoadOptions&);
 std::vector<TensorSpec> jamba_tensor_specs(const HfConfig&);
+std::string jamba_llama_layout(const HfConfig&, const std::vector<TensorSpec>&, LlamaLayout*);
 
 }  // namespace kllens

@@ -7,6 +7,7 @@
 // Every layer: h += mixer(input_layernorm(h)); h += feed_forward(pre_ff_layernorm(h)), where the
 // mixer is Mamba-1 or attention and the feed-forward is an MLP or a top-k mixture of MLP experts.
 #include "models/families.h"
+#include "models/llama_layout.h"
 
 #include <algorithm>
 #include <cmath>
@@ -553,6 +554,85 @@ class JambaModel : public Model {
 };
 
 }  // namespace
+
+// llama.cpp's jamba (src/models/jamba.cpp; converter conversion/jamba.py): a layer is a Mamba
+// layer where head_count_kv is 0, and each MoE layer's experts are stacked into one tensor per
+// projection (ffn_{gate,up,down}_exps).
+std::string jamba_llama_layout(const HfConfig& config, const std::vector<TensorSpec>&,
+                               LlamaLayout* out) {
+  const JambaConfig c = parse_config(config);
+  if (c.inner != 2 * c.hidden)
+    return fmt::format("llama.cpp's jamba supports only mamba_expand = 2 (here d_inner {} for "
+                       "hidden_size {})",
+                       c.inner, c.hidden);
+  if (c.proj_bias) return "llama.cpp's jamba has no in_proj/out_proj biases (mamba_proj_bias = true)";
+  if (!c.conv_bias) return "llama.cpp's jamba requires a conv1d bias (mamba_conv_bias = false)";
+  if (c.heads * c.head_dim != c.hidden)
+    return fmt::format("llama.cpp's jamba needs head_dim = hidden_size / num_attention_heads "
+                       "(here {} * {} != {})",
+                       c.heads, c.head_dim, c.hidden);
+  out->arch = "jamba";
+  add_llama_embedding_and_head(out, "model.embed_tokens.weight", "model.final_layernorm.weight",
+                               "lm_head.weight");
+  std::vector<int32_t> kv_heads;
+  bool any_moe = false;
+  for (int l = 0; l < c.layers; ++l) {
+    const std::string p = layer_prefix(l), blk = llama_blk(l);
+    const JambaLayerConfig& lc = c.per_layer[static_cast<size_t>(l)];
+    out->tensors[p + "input_layernorm.weight"] = {blk + "attn_norm.weight"};
+    if (lc.mixer == MixerKind::kMamba) {
+      const std::string m = p + "mamba.";
+      out->tensors[m + "in_proj.weight"] = {blk + "ssm_in.weight"};
+      out->tensors[m + "conv1d.weight"] = {blk + "ssm_conv1d.weight", LlamaTransform::kSqueezeConv};
+      out->tensors[m + "conv1d.bias"] = {blk + "ssm_conv1d.bias"};
+      out->tensors[m + "x_proj.weight"] = {blk + "ssm_x.weight"};
+      out->tensors[m + "dt_layernorm.weight"] = {blk + "ssm_dt_norm.weight"};
+      out->tensors[m + "b_layernorm.weight"] = {blk + "ssm_b_norm.weight"};
+      out->tensors[m + "c_layernorm.weight"] = {blk + "ssm_c_norm.weight"};
+      out->tensors[m + "dt_proj.weight"] = {blk + "ssm_dt.weight"};
+      out->tensors[m + "dt_proj.bias"] = {blk + "ssm_dt.bias"};
+      out->tensors[m + "A_log"] = {blk + "ssm_a", LlamaTransform::kNegExp};
+      out->tensors[m + "D"] = {blk + "ssm_d"};
+      out->tensors[m + "out_proj.weight"] = {blk + "ssm_out.weight"};
+      kv_heads.push_back(0);
+    } else {
+      add_llama_attention(out, p + "self_attn.", l);  // no RoPE: nothing to permute
+      kv_heads.push_back(static_cast<int32_t>(c.kv_heads));
+    }
+    out->tensors[p + "pre_ff_layernorm.weight"] = {blk + "ffn_norm.weight"};
+    if (lc.moe) {
+      any_moe = true;
+      out->tensors[p + "feed_forward.router.weight"] = {blk + "ffn_gate_inp.weight"};
+      for (int64_t e = 0; e < c.n_experts; ++e)
+        for (const char* proj : {"gate", "up", "down"}) {
+          LlamaTensor t{blk + "ffn_" + proj + "_exps.weight"};
+          t.expert = static_cast<int>(e);
+          t.n_expert = static_cast<int>(c.n_experts);
+          out->tensors[expert_prefix(l, e) + proj + "_proj.weight"] = t;
+        }
+    } else {
+      add_llama_swiglu(out, p + "feed_forward.", l);
+    }
+  }
+  add_llama_key(out, "context_length",
+                config.has("max_position_embeddings") ? config.get_positive("max_position_embeddings")
+                                                      : 262144);
+  add_llama_key(out, "embedding_length", c.hidden);
+  add_llama_key(out, "block_count", c.layers);
+  add_llama_key(out, "feed_forward_length", c.ffn);
+  add_llama_key(out, "attention.head_count", c.heads);
+  add_llama_key(out, "attention.head_count_kv", gguf::Value(kv_heads));  // INT32, as the converter
+  add_llama_key(out, "ssm.conv_kernel", c.conv);
+  add_llama_key(out, "ssm.inner_size", c.inner);
+  add_llama_key(out, "ssm.state_size", c.state);
+  add_llama_key(out, "ssm.time_step_rank", c.dt_rank);
+  add_llama_key(out, "attention.layer_norm_rms_epsilon", gguf::Value(c.eps));
+  if (any_moe) {
+    add_llama_key(out, "expert_count", c.n_experts);
+    add_llama_key(out, "expert_used_count", c.top_k);
+  }
+  return "";
+}
 
 std::vector<TensorSpec> jamba_tensor_specs(const HfConfig& config) {
   return tensor_table(parse_config(config));

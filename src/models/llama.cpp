@@ -11,6 +11,7 @@
 #include "kernels/ops.h"
 #include "models/attention_block.h"
 #include "models/families.h"
+#include "models/llama_layout.h"
 
 namespace kllens {
 namespace {
@@ -267,6 +268,38 @@ class LlamaModel : public Model {
 
 std::vector<TensorSpec> llama_tensor_specs(const HfConfig& config) {
   return tensor_table(parse_config(config));
+}
+
+// llama.cpp's llama (src/models/llama.cpp; converter conversion/llama.py): q and k permuted for
+// its interleaved RoPE, everything else by name.
+std::string llama_llama_layout(const HfConfig& config, const std::vector<TensorSpec>&,
+                               LlamaLayout* out) {
+  const LlamaConfig c = parse_config(config);
+  out->arch = "llama";
+  add_llama_embedding_and_head(out, "model.embed_tokens.weight", "model.norm.weight",
+                               "lm_head.weight");
+  for (int l = 0; l < c.layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".", blk = llama_blk(l);
+    out->tensors[p + "input_layernorm.weight"] = {blk + "attn_norm.weight"};
+    add_llama_attention(out, p + "self_attn.", l, c.heads, c.kv_heads);
+    out->tensors[p + "post_attention_layernorm.weight"] = {blk + "ffn_norm.weight"};
+    add_llama_swiglu(out, p + "mlp.", l);
+  }
+  add_llama_key(out, "context_length",
+                config.has("max_position_embeddings") ? config.get_positive("max_position_embeddings")
+                                                      : 2048);
+  add_llama_key(out, "embedding_length", c.hidden);
+  add_llama_key(out, "block_count", c.layers);
+  add_llama_key(out, "feed_forward_length", c.ffn);
+  add_llama_key(out, "attention.head_count", c.heads);
+  add_llama_key(out, "attention.head_count_kv", c.kv_heads);
+  add_llama_key(out, "attention.key_length", c.head_dim);
+  add_llama_key(out, "attention.value_length", c.head_dim);
+  add_llama_key(out, "rope.dimension_count", c.head_dim);  // llama.cpp requires = key_length
+  add_llama_key(out, "rope.freq_base", gguf::Value(static_cast<float>(c.theta)));
+  add_llama_key(out, "attention.layer_norm_rms_epsilon", gguf::Value(c.eps));
+  add_llama_key(out, "vocab_size", c.vocab);
+  return "";
 }
 
 std::unique_ptr<Model> make_llama(const HfConfig& config, const TensorStore& store,

@@ -23,6 +23,7 @@ namespace kllens {
 
 class TensorStore;
 class HfConfig;
+struct LlamaLayout;
 
 // What a tensor is, independent of the family's naming. Quantization policy is decided by role.
 enum class Role : uint8_t {
@@ -156,9 +157,10 @@ struct ModelInfo {
   // A GGUF file's block-format tensors in roles read element by element (conv1d, ...):
   // dequantized to float32 at load (exactly ggml's dequantization). HF name -> ggml type name.
   std::map<std::string, std::string> dequantized_at_load;
-  // Whether kllens' GGUF files of this model use llama.cpp's layout (models/llama_names.h
-  // uses_llama_layout), decided from the checkpoint at load.
+  // Whether kllens' GGUF files of this model use llama.cpp's layout (models/llama_layout.h),
+  // decided from the checkpoint at load, and why not when they do not.
   bool llama_cpp_layout = false;
+  std::string llama_cpp_layout_why_not;
 };
 
 // Per-sequence prefill state between layers. clone() must copy everything later layers read
@@ -230,7 +232,14 @@ class Model {
  public:
   virtual ~Model() = default;
   const ModelInfo& info() const { return info_; }
-  void set_llama_cpp_layout(bool llama) { info_.llama_cpp_layout = llama; }
+  // llama.cpp's layout of this checkpoint (models/llama_layout.h), nullptr when llama.cpp cannot
+  // hold it (info().llama_cpp_layout_why_not says why).
+  const LlamaLayout* llama_layout() const { return llama_layout_.get(); }
+  void set_llama_layout(std::shared_ptr<const LlamaLayout> layout, std::string why_not) {
+    llama_layout_ = std::move(layout);
+    info_.llama_cpp_layout = llama_layout_ != nullptr;
+    info_.llama_cpp_layout_why_not = std::move(why_not);
+  }
   void set_dequantized_at_load(std::map<std::string, std::string> tensors) {
     info_.dequantized_at_load = std::move(tensors);
   }
@@ -256,6 +265,7 @@ class Model {
  protected:
   ModelInfo info_;
   Weights weights_;
+  std::shared_ptr<const LlamaLayout> llama_layout_;
   // Fails with a clear error when an id is outside the vocabulary.
   void check_ids(std::span<const int32_t> ids) const;
 };

@@ -381,14 +381,20 @@ std::string llama_shape_fallback(std::string_view type_name, int64_t ne0, std::s
 }
 
 const LlamaMixDecision* LlamaMixResult::find(const std::string& hf_name) const {
-  for (const auto& d : tensors)
+  for (const auto& d : tensors) {
     if (d.hf_name == hf_name) return &d;
+    for (const auto& m : d.members)
+      if (m == hf_name) return &d;
+  }
   return nullptr;
 }
 
 std::map<std::string, std::string> LlamaMixResult::types() const {
   std::map<std::string, std::string> out;
-  for (const auto& d : tensors) out[d.hf_name] = d.type;
+  for (const auto& d : tensors) {
+    out[d.hf_name] = d.type;
+    for (const auto& m : d.members) out[m] = d.type;
+  }
   return out;
 }
 
@@ -444,6 +450,7 @@ LlamaMixResult llama_mix(const std::vector<LlamaMixTensor>& tensors, const Llama
     LlamaMixDecision d;
     d.hf_name = t.hf_name;
     d.gguf_name = t.gguf_name;
+    d.members = t.members;
     d.role = t.role;
     d.layer = t.layer;
     d.rows = t.rows;
@@ -517,6 +524,9 @@ LlamaRecipe llama_recipe(const std::map<std::string, std::string>& plan,
   std::set<std::string> gguf_names;
   for (const auto& t : tensors) {
     if (!by_hf.emplace(t.hf_name, &t).second) fail("the tensor table lists {} twice", t.hf_name);
+    for (size_t i = 1; i < t.members.size(); ++i)
+      if (!by_hf.emplace(t.members[i], &t).second)
+        fail("the tensor table lists {} twice", t.members[i]);
     if (!gguf_names.insert(t.gguf_name).second) fail("two tensors are named {} in the GGUF file", t.gguf_name);
   }
   for (const auto& [name, type] : plan)
@@ -526,14 +536,39 @@ LlamaRecipe llama_recipe(const std::map<std::string, std::string>& plan,
   sort_walk(walk, [](const LlamaMixTensor& t) { return blk_layer(t.gguf_name).value_or(t.layer); });
 
   std::map<std::string, int64_t> params_by_type;
+  // A stack of experts holds one type: the largest its experts are planned (what export_gguf
+  // stores).
+  std::map<std::string, std::string> stacked_plan;
+  for (const auto& t : tensors) {
+    if (t.members.empty()) continue;
+    const TypeRow* best = nullptr;
+    for (const auto& m : t.members) {
+      const auto it = plan.find(m);
+      if (it == plan.end()) continue;
+      const TypeRow* row = find_type(it->second);
+      if (!row)
+        fail("the plan gives {} '{}', which is not a ggml type kllens can write a recipe for ({})",
+             m, it->second, known_types());
+      const auto bits = [](const TypeRow* r) {
+        const auto tt = gguf::type_traits(r->type);
+        return static_cast<double>(tt.type_size) / static_cast<double>(tt.block_size);
+      };
+      if (!best || bits(row) > bits(best)) best = row;
+    }
+    if (best) stacked_plan[t.hf_name] = std::string(best->name);
+  }
   for (const auto& t : walk) {
-    const auto it = plan.find(t.hf_name);
+    const std::string* planned = nullptr;
+    if (const auto st = stacked_plan.find(t.hf_name); st != stacked_plan.end())
+      planned = &st->second;
+    else if (const auto pl = plan.find(t.hf_name); pl != plan.end())
+      planned = &pl->second;
     const bool eligible = ineligible_reason(t.role).empty() && t.rows > 1;
     if (!eligible) {
       const std::string input = llama_type_name(t.input_type);
       r.kept.emplace_back(t.gguf_name, input);
-      if (it != plan.end()) {
-        const std::string asked = llama_type_name(it->second);
+      if (planned) {
+        const std::string asked = llama_type_name(*planned);
         const std::string_view no = ineligible_reason(t.role);
         const std::string why = !no.empty() ? std::string(no) : "1-D in ggml (one row)";
         if (type_row(asked).quantized)
@@ -546,14 +581,14 @@ LlamaRecipe llama_recipe(const std::map<std::string, std::string>& plan,
       }
       continue;
     }
-    if (it == plan.end())
+    if (!planned)
       fail("the plan does not name {} ({}), which llama-quantize quantizes: without an entry it "
            "would get the base mix's rule, not a planned type",
            t.hf_name, t.gguf_name);
-    const TypeRow* row = find_type(it->second);
+    const TypeRow* row = find_type(*planned);
     if (!row)
       fail("the plan gives {} '{}', which is not a ggml type kllens can write a recipe for ({})",
-           t.hf_name, it->second, known_types());
+           t.hf_name, *planned, known_types());
     const std::string type(row->name);
     const int64_t qk = gguf::type_traits(row->type).block_size;
     if (t.cols % qk != 0) {

@@ -49,6 +49,9 @@ struct LlamaMixTensor {
   int64_t rows = 1;        // product of every dimension but the row: ggml's ne1 * ne2 * ...
   int64_t cols = 0;        // the row length: ggml's ne0
   std::string input_type = "f32";  // ggml type name it holds in the input file (kept if not quantized)
+  // A stack of experts (llama.cpp's ffn_*_exps): the HF names of its experts in order (hf_name is
+  // the first); empty for an ordinary tensor.
+  std::vector<std::string> members;
 };
 
 // The model facts the rules read.
@@ -83,6 +86,7 @@ struct LlamaMixDecision {
   std::string type;         // the type the file holds (lower-case ggml name: "q4_K", "q5_0", "f16")
   bool fallback = false;    // type != rule_type because of the row length
   std::string reason;       // the rule (and fallback) that decided, in words
+  std::vector<std::string> members;  // LlamaMixTensor::members
 };
 
 struct LlamaMixResult {

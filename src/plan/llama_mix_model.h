@@ -1,6 +1,7 @@
 // The inputs of plan/llama_mix.h for a loaded model: every tensor as kllens' GGUF export names and
-// shapes it (llama.cpp's names and layout for the Mamba / Mamba-2 checkpoints llama.cpp can hold,
-// the Hugging Face names otherwise: models/llama_names.h), and the model facts the rules read,
+// shapes it (llama.cpp's names and layout for the checkpoints llama.cpp can hold, a stack of
+// experts as one tensor,
+// the Hugging Face names otherwise: models/llama_layout.h), and the model facts the rules read,
 // all taken from the tensor table and roles (no tensor-name policy).
 #pragma once
 

@@ -222,7 +222,7 @@ INSTANTIATE_TEST_SUITE_P(DemoModels, ImatrixAgainstLlamaCpp,
                            return n;
                          });
 
-// Collection on the other families (kllens' layout: Hugging Face names), the untied head, tied
+// Collection on every family (llama.cpp names where it has a layout), the untied head, tied
 // heads, Hymba's prefix rows, Jamba's experts; every file written reads back bit for bit.
 TEST(Imatrix, CollectsEveryMatrixAndRoundTrips) {
   struct Case {
@@ -232,9 +232,9 @@ TEST(Imatrix, CollectsEveryMatrixAndRoundTrips) {
   const std::vector<Case> cases = {{"data/fixtures/oracles/mamba", true},
                                    {"data/fixtures/oracles/mamba-tied-bias", false},
                                    {"data/fixtures/oracles/mamba2", true},
-                                   {"data/fixtures/oracles/jamba", false},
-                                   {"data/fixtures/oracles/llama", false},
-                                   {"data/fixtures/oracles/falcon_h1", false},
+                                   {"data/fixtures/oracles/jamba", true},
+                                   {"data/fixtures/oracles/llama", true},
+                                   {"data/fixtures/oracles/falcon_h1", false},  // mamba_norm_before_gate: no llama.cpp layout
                                    {"data/models/demo-hymba", false}};
   const fs::path dir = test::fresh_temp_dir("imatrix-roundtrip");
   for (const Case& c : cases) {
@@ -386,7 +386,7 @@ TEST(Imatrix, BadFilesGiveOneClearError) {
        "holds 2 values"},
       {"merged experts for a plain matrix",
        {{"blk.0.ssm_in.weight.in_sum2", {128, 2}, sums}, {"blk.0.ssm_in.weight.counts", {1, 2}, {1.0f, 1.0f}}},
-       "merged experts"},
+       "holds 2 matrices of 128 columns, but this model's backbone.layers.0.mixer.in_proj.weight is one"},
       {"negative sum",
        {{"blk.0.ssm_in.weight.in_sum2", {256}, std::vector<float>(256, -1.0f)},
         {"blk.0.ssm_in.weight.counts", {1}, {1.0f}}},
