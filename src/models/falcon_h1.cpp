@@ -590,16 +590,12 @@ std::string falcon_h1_llama_layout(const HfConfig& config, const std::vector<Ten
     out->tensors[f + "down_proj.weight"] = folded(blk + "ffn_down.weight", c.mlp_mults[1]);
     out->tensors[f + "down_proj.bias"] = folded(blk + "ffn_down.bias", c.mlp_mults[1]);
   }
-  add_llama_key(out, "context_length",
-                config.has("max_position_embeddings") ? config.get_positive("max_position_embeddings")
-                                                      : 8192);
-  add_llama_key(out, "embedding_length", c.hidden);
-  add_llama_key(out, "block_count", c.layers);
-  add_llama_key(out, "feed_forward_length", c.ffn);
-  add_llama_key(out, "attention.head_count", c.attn_heads);
-  add_llama_key(out, "attention.head_count_kv", c.kv_heads);
-  add_llama_key(out, "attention.key_length", c.head_dim);
-  add_llama_key(out, "attention.value_length", c.head_dim);
+  add_llama_size_keys(out,
+                      config.has("max_position_embeddings")
+                          ? config.get_positive("max_position_embeddings")
+                          : 8192,
+                      c.hidden, c.layers, c.ffn);
+  add_llama_head_keys(out, c.attn_heads, c.kv_heads, c.head_dim);
   add_llama_key(out, "rope.freq_base", gguf::Value(static_cast<float>(c.rope_theta)));
   add_llama_key(out, "attention.layer_norm_rms_epsilon", gguf::Value(c.eps));
   add_llama_key(out, "ssm.conv_kernel", c.ssm_conv);

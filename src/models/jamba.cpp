@@ -614,12 +614,11 @@ std::string jamba_llama_layout(const HfConfig& config, const std::vector<TensorS
       add_llama_swiglu(out, p + "feed_forward.", l);
     }
   }
-  add_llama_key(out, "context_length",
-                config.has("max_position_embeddings") ? config.get_positive("max_position_embeddings")
-                                                      : 262144);
-  add_llama_key(out, "embedding_length", c.hidden);
-  add_llama_key(out, "block_count", c.layers);
-  add_llama_key(out, "feed_forward_length", c.ffn);
+  add_llama_size_keys(out,
+                      config.has("max_position_embeddings")
+                          ? config.get_positive("max_position_embeddings")
+                          : 262144,
+                      c.hidden, c.layers, c.ffn);
   add_llama_key(out, "attention.head_count", c.heads);
   add_llama_key(out, "attention.head_count_kv", gguf::Value(kv_heads));  // INT32, as the converter
   add_llama_key(out, "ssm.conv_kernel", c.conv);

@@ -285,16 +285,12 @@ std::string llama_llama_layout(const HfConfig& config, const std::vector<TensorS
     out->tensors[p + "post_attention_layernorm.weight"] = {blk + "ffn_norm.weight"};
     add_llama_swiglu(out, p + "mlp.", l);
   }
-  add_llama_key(out, "context_length",
-                config.has("max_position_embeddings") ? config.get_positive("max_position_embeddings")
-                                                      : 2048);
-  add_llama_key(out, "embedding_length", c.hidden);
-  add_llama_key(out, "block_count", c.layers);
-  add_llama_key(out, "feed_forward_length", c.ffn);
-  add_llama_key(out, "attention.head_count", c.heads);
-  add_llama_key(out, "attention.head_count_kv", c.kv_heads);
-  add_llama_key(out, "attention.key_length", c.head_dim);
-  add_llama_key(out, "attention.value_length", c.head_dim);
+  add_llama_size_keys(out,
+                      config.has("max_position_embeddings")
+                          ? config.get_positive("max_position_embeddings")
+                          : 2048,
+                      c.hidden, c.layers, c.ffn);
+  add_llama_head_keys(out, c.heads, c.kv_heads, c.head_dim);
   add_llama_key(out, "rope.dimension_count", c.head_dim);  // llama.cpp requires = key_length
   add_llama_key(out, "rope.freq_base", gguf::Value(static_cast<float>(c.theta)));
   add_llama_key(out, "attention.layer_norm_rms_epsilon", gguf::Value(c.eps));

@@ -135,6 +135,21 @@ void add_llama_key(LlamaLayout* out, const std::string& suffix, int64_t value) {
   add_llama_key(out, suffix, gguf::Value(static_cast<uint32_t>(value)));
 }
 
+void add_llama_size_keys(LlamaLayout* out, int64_t context_length, int64_t embedding_length,
+                         int64_t block_count, int64_t feed_forward_length) {
+  add_llama_key(out, "context_length", context_length);
+  add_llama_key(out, "embedding_length", embedding_length);
+  add_llama_key(out, "block_count", block_count);
+  add_llama_key(out, "feed_forward_length", feed_forward_length);
+}
+
+void add_llama_head_keys(LlamaLayout* out, int64_t heads, int64_t kv_heads, int64_t head_dim) {
+  add_llama_key(out, "attention.head_count", heads);
+  add_llama_key(out, "attention.head_count_kv", kv_heads);
+  add_llama_key(out, "attention.key_length", head_dim);
+  add_llama_key(out, "attention.value_length", head_dim);
+}
+
 std::string llama_layout_covers(const LlamaLayout& layout, const std::vector<TensorSpec>& tensors) {
   for (const TensorSpec& t : tensors)
     if (!layout.tensors.count(t.name))
@@ -252,10 +267,7 @@ std::string mamba_layout(const HfConfig& config, const std::vector<TensorSpec>& 
     out->tensors[t.name] = *lt;
   }
   out->arch = family;
-  add_llama_key(out, "context_length", int64_t{1} << 20);  // no limit; what the converter writes
-  add_llama_key(out, "embedding_length", d_model);
-  add_llama_key(out, "block_count", n_layer);
-  add_llama_key(out, "feed_forward_length", 0);
+  add_llama_size_keys(out, int64_t{1} << 20, d_model, n_layer, 0);  // context: no limit, as the converter
   add_llama_key(out, "attention.head_count", 0);
   add_llama_key(out, "ssm.conv_kernel", d_conv);
   add_llama_key(out, "ssm.inner_size", d_inner);

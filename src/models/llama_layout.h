@@ -105,6 +105,12 @@ void add_llama_attention(LlamaLayout* out, const std::string& hf_prefix, int lay
 void add_llama_swiglu(LlamaLayout* out, const std::string& hf_prefix, int layer);
 // "blk.L." for layer L.
 std::string llama_blk(int layer);
+// The generic size keys every architecture has: context_length, embedding_length, block_count,
+// feed_forward_length.
+void add_llama_size_keys(LlamaLayout* out, int64_t context_length, int64_t embedding_length,
+                         int64_t block_count, int64_t feed_forward_length);
+// attention.head_count, head_count_kv, key_length and value_length (= head_dim).
+void add_llama_head_keys(LlamaLayout* out, int64_t heads, int64_t kv_heads, int64_t head_dim);
 // A u32 key "<arch>.<suffix>".
 void add_llama_key(LlamaLayout* out, const std::string& suffix, int64_t value);
 void add_llama_key(LlamaLayout* out, const std::string& suffix, gguf::Value value);
