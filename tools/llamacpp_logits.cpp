@@ -110,6 +110,10 @@ int main(int argc, char** argv) {
   cp.n_batch = cp.n_ubatch = static_cast<uint32_t>(T);
   cp.n_seq_max = 1;
   cp.n_threads = cp.n_threads_batch = 2;
+  // An oracle must not round: llama.cpp's default KV cache is F16 (an error of ~1e-4 relative on
+  // these logits), and its flash-attention path rounds Q to F16 on the CPU.
+  cp.type_k = cp.type_v = GGML_TYPE_F32;
+  cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
   llama_context* ctx = llama_init_from_model(model, cp);
   if (!ctx) die("cannot create a context");
 

@@ -131,23 +131,13 @@ TEST_F(LlamaLayoutRoundTrip, JambaExpertsPlannedApartAreStoredAtTheLargestScheme
 }
 
 TEST_F(LlamaLayoutRoundTrip, FalconH1FoldsItsMultipliers) {
-  // The oracle applies the norm before the gate, which llama.cpp cannot: a copy with the gate
-  // first (what llama.cpp computes) and multipliers that are not 1.
+  // The oracle applies the norm before the gate, which llama.cpp cannot: its weights under the
+  // config llama.cpp's fixture was made with (gate first, multipliers that are not 1).
   const fs::path src = test::repo_path("data/fixtures/oracles/falcon_h1"), folder = dir_ / "falcon";
   fs::create_directories(folder);
   fs::copy_file(src / "model.safetensors", folder / "model.safetensors");
-  auto config = nlohmann::json::parse(test::read_file(src / "config.json"));
-  config["mamba_norm_before_gate"] = false;
-  config["embedding_multiplier"] = 1.5;
-  config["lm_head_multiplier"] = 0.75;
-  config["key_multiplier"] = 0.5;
-  config["attention_in_multiplier"] = 1.25;
-  config["attention_out_multiplier"] = 0.8;
-  config["ssm_in_multiplier"] = 1.1;
-  config["ssm_out_multiplier"] = 0.9;
-  config["mlp_multipliers"] = {1.2, 0.7};
-  config["ssm_multipliers"] = {0.9, 1.1, 1.3, 0.6, 1.4};
-  test::write_file(folder / "config.json", config.dump(2));
+  fs::copy_file(test::repo_path("data/fixtures/llamacpp-oracles/falcon_h1-variant.config.json"),
+                folder / "config.json");
   {
     auto unfolded = load_model(test::repo_path("data/fixtures/oracles/falcon_h1"));
     EXPECT_FALSE(unfolded->info().llama_cpp_layout);

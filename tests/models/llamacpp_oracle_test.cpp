@@ -1,10 +1,12 @@
 // kllens' logits against llama.cpp's on the same weights (data/fixtures/llamacpp-oracles: llama.cpp
-// ran kllens' F32 GGUF of each oracle checkpoint). Tolerance 1e-4 absolute, as for the Hugging
-// Face oracles: both sides compute in float32, so only summation order differs (~1e-6 relative
-// on logits of magnitude ~1-10 through three layers).
+// ran kllens' F32 GGUF of each oracle checkpoint, in llama.cpp's own layout for llama, jamba and
+// falcon-h1). Tolerance 1e-4 absolute, as for the Hugging Face oracles: both sides compute in
+// float32 (llama.cpp with an F32 KV cache), so only summation order differs (~1e-6 relative on
+// logits of magnitude ~1-10 through three layers).
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <filesystem>
 
 #include "io/safetensors.h"
 #include "models/model.h"
@@ -22,10 +24,24 @@ double max_abs_diff(const std::vector<float>& a, const float* b) {
   return m;
 }
 
+// The checkpoint llama.cpp ran: an oracle folder, or for "falcon_h1-variant" the falcon_h1 oracle's
+// weights under falcon_h1-variant.config.json (the gate before the norm, the one order llama.cpp
+// computes, and multipliers that are not 1, which the export folds into the weights).
+std::string checkpoint_folder(const std::string& name) {
+  if (name != "falcon_h1-variant") return test::repo_path("data/fixtures/oracles/" + name);
+  const auto folder = test::fresh_temp_dir("falcon_h1-variant");
+  std::filesystem::copy_file(test::repo_path("data/fixtures/oracles/falcon_h1/model.safetensors"),
+                             folder / "model.safetensors");
+  std::filesystem::copy_file(
+      test::repo_path("data/fixtures/llamacpp-oracles/falcon_h1-variant.config.json"),
+      folder / "config.json");
+  return folder.string();
+}
+
 class LlamacppOracle : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(LlamacppOracle, PrefillAndDecodeMatchLlamaCpp) {
-  auto model = load_model(test::repo_path("data/fixtures/oracles/" + GetParam()));
+  auto model = load_model(checkpoint_folder(GetParam()));
   SafetensorsFile ref(test::repo_path("data/fixtures/llamacpp-oracles/" + GetParam() + ".safetensors"));
   const auto& ids_view = ref.get("input_ids");
   const int64_t B = ids_view.shape[0], T = ids_view.shape[1], V = model->info().vocab;
@@ -40,7 +56,9 @@ TEST_P(LlamacppOracle, PrefillAndDecodeMatchLlamaCpp) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Families, LlamacppOracle, ::testing::Values("mamba", "mamba2", "mamba2-g1"),
+INSTANTIATE_TEST_SUITE_P(Families, LlamacppOracle,
+                         ::testing::Values("mamba", "mamba2", "mamba2-g1", "llama", "jamba",
+                                           "falcon_h1-variant"),
                          test::ModelParamName());
 
 // With n_groups = 2 the full-width norm (transformers' CPU path) is not what llama.cpp computes:
