@@ -346,3 +346,12 @@ sens = {"format": "kllens-sensitivity", "version": 1, "model": model,
         "schemes": ["int4:g32", "q4_K"], "sweep": {"prefix_reuse": True, "cache_bytes": 123},
         "entries": entries}
 put("sensitivity_fuzz", "demo-mamba.sensitivity.json", json.dumps(sens, indent=1))
+
+
+# ---------------------------------------------------------------------------------------------
+# PyTorch checkpoints: the small archives of data/fixtures/mamba-ssm-native/bad (valid and
+# hostile), and the native configs for config_fuzz.
+for p in sorted(glob.glob(repo("data/fixtures/mamba-ssm-native/bad/*.bin"))):
+    copy("pytorch_fuzz", os.path.basename(p), os.path.relpath(p, REPO))
+for p in sorted(glob.glob(repo("data/fixtures/mamba-ssm-native/*/config.json"))):
+    copy("config_fuzz", "native-" + os.path.basename(os.path.dirname(p)) + ".config.json", os.path.relpath(p, REPO))

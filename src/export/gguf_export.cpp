@@ -13,6 +13,7 @@
 #include "export/gguf_vocab.h"
 #include "io/json_file.h"
 #include "io/hf_config.h"
+#include "models/checkpoint.h"
 #include "models/llama_layout.h"
 #include "models/model.h"
 #include "quant/formats.h"
@@ -196,14 +197,6 @@ namespace {
 
 std::vector<int64_t> reversed(std::vector<int64_t> v) { return {v.rbegin(), v.rend()}; }
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot open", path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 }  // namespace
 
 namespace {
@@ -250,9 +243,9 @@ GgufExportResult export_gguf(const Model& model, const SchemeAssignment& assignm
   }
 
   const std::string folder = model.info().folder;
-  const std::string config_path = (std::filesystem::path(folder) / "config.json").string();
-  const std::string config_text = read_text(config_path);
-  const HfConfig config = HfConfig::from_text(config_text, config_path);
+  const CheckpointConfig checkpoint = read_checkpoint_config(folder);
+  const std::string& config_text = checkpoint.text;
+  const HfConfig& config = checkpoint.config;
 
   GgufExportResult res;
   res.path = out_path;

@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "io/durable_file.h"
 #include "io/json_file.h"
+#include "io/pytorch_checkpoint.h"
 
 namespace kllens {
 
@@ -180,11 +181,22 @@ TensorStore TensorStore::open_folder(const std::string& folder) {
   TensorStore store;
   if (!fs::exists(folder)) fail("{}: no such file or directory", folder);
   if (!fs::is_directory(folder)) fail("{}: not a model folder", folder);
-  const fs::path index_path = fs::path(folder) / "model.safetensors.index.json";
-  const fs::path single_path = fs::path(folder) / "model.safetensors";
+  // safetensors first, as transformers prefers them; then PyTorch's pickled checkpoints.
+  std::string index_name, single_name;
+  for (const char* stem : {"model.safetensors", "pytorch_model.bin"}) {
+    if (fs::exists(fs::path(folder) / (std::string(stem) + ".index.json"))) {
+      index_name = std::string(stem) + ".index.json";
+      break;
+    }
+    if (fs::exists(fs::path(folder) / stem)) {
+      single_name = stem;
+      break;
+    }
+  }
   std::vector<std::string> shard_files;
   std::map<std::string, std::string> claimed;  // tensor -> shard, as the index states it
-  if (fs::exists(index_path)) {
+  if (!index_name.empty()) {
+    const fs::path index_path = fs::path(folder) / index_name;
     const json index = read_json_file(index_path.string());
     if (!index.contains("weight_map") || !index["weight_map"].is_object())
       fail("{}: no weight_map object", index_path.string());
@@ -198,14 +210,22 @@ TensorStore TensorStore::open_folder(const std::string& folder) {
       claimed.emplace(name, f);
     }
     shard_files.assign(unique.begin(), unique.end());
-  } else if (fs::exists(single_path)) {
-    shard_files.push_back("model.safetensors");
+  } else if (!single_name.empty()) {
+    shard_files.push_back(single_name);
   } else {
-    fail("{}: no model.safetensors or model.safetensors.index.json", folder);
+    fail("{}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin", folder);
   }
   for (const auto& f : shard_files) {
-    store.files_.push_back(std::make_unique<SafetensorsFile>((fs::path(folder) / f).string()));
-    for (const auto& [name, view] : store.files_.back()->tensors()) {
+    const std::string path = (fs::path(folder) / f).string();
+    const std::map<std::string, TensorView>* tensors = nullptr;
+    if (f.size() >= 12 && f.compare(f.size() - 12, 12, ".safetensors") == 0) {
+      store.files_.push_back(std::make_unique<SafetensorsFile>(path));
+      tensors = &store.files_.back()->tensors();
+    } else {
+      store.checkpoints_.push_back(std::make_shared<PytorchCheckpoint>(path));
+      tensors = &store.checkpoints_.back()->tensors();
+    }
+    for (const auto& [name, view] : *tensors) {
       if (store.index_.count(name))
         fail("{}: tensor '{}' appears in two shards", folder, name);
       store.index_[name] = &view;
@@ -218,6 +238,19 @@ TensorStore TensorStore::open_folder(const std::string& folder) {
       fail("{}: the index puts tensor '{}' in {}, which has no such tensor", folder, name, shard);
   return store;
 }
+
+void TensorStore::rename(const std::function<std::string(const std::string&)>& new_name,
+                         const std::string& what) {
+  std::map<std::string, const TensorView*> renamed;
+  for (const auto& [name, view] : index_) {
+    const std::string to = new_name(name);
+    if (!renamed.emplace(to, view).second)
+      fail("{}: two tensors are both named '{}' once renamed", what, to);
+  }
+  index_ = std::move(renamed);
+}
+
+void TensorStore::drop(const std::string& name) { index_.erase(name); }
 
 const TensorView* TensorStore::find(const std::string& name) const {
   auto it = index_.find(name);
@@ -238,6 +271,7 @@ std::vector<std::string> TensorStore::names() const {
 
 void TensorStore::release_pages() const {
   for (const auto& f : files_) f->release_pages();
+  for (const auto& f : checkpoints_) f->release_pages();
 }
 
 OwnedTensor make_f32_tensor(std::vector<int64_t> shape, std::span<const float> values) {

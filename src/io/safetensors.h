@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -55,7 +56,10 @@ class SafetensorsFile {
   std::map<std::string, std::string> metadata_;
 };
 
-// All tensors of a Hugging Face model folder (single file or shards).
+class PytorchCheckpoint;  // io/pytorch_checkpoint.h
+
+// All tensors of a Hugging Face model folder: model.safetensors, its shards
+// (model.safetensors.index.json), or else PyTorch's pytorch_model.bin or its shards.
 class TensorStore {
  public:
   static TensorStore open_folder(const std::string& folder);
@@ -63,9 +67,14 @@ class TensorStore {
   const TensorView& get(const std::string& name) const;
   std::vector<std::string> names() const;
   void release_pages() const;
+  // Gives every tensor the name new_name(old) (a checkpoint's names mapped to the family's);
+  // two tensors given one name are an Error naming `what`.
+  void rename(const std::function<std::string(const std::string&)>& new_name, const std::string& what);
+  void drop(const std::string& name);
 
  private:
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
+  std::vector<std::shared_ptr<const PytorchCheckpoint>> checkpoints_;
   std::map<std::string, const TensorView*> index_;
 };
 

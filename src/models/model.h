@@ -240,6 +240,9 @@ class Model {
     info_.llama_cpp_layout = llama_layout_ != nullptr;
     info_.llama_cpp_layout_why_not = std::move(why_not);
   }
+  void add_detail(std::string key, std::string value) {
+    info_.details.emplace_back(std::move(key), std::move(value));
+  }
   void set_dequantized_at_load(std::map<std::string, std::string> tensors) {
     info_.dequantized_at_load = std::move(tensors);
   }

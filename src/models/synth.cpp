@@ -10,6 +10,8 @@
 #include "io/hf_config.h"
 #include "io/read_file.h"
 #include "io/safetensors.h"
+#include "models/checkpoint.h"
+#include "models/mamba_ssm_native.h"
 #include "models/model.h"
 #include "tokenizer/tokenizer.h"
 
@@ -156,13 +158,17 @@ SynthResult synthesize_checkpoint(const SynthOptions& options) {
   }
   const std::string config_path = (fs::path(options.out_dir) / "config.json").string();
   // Parsed as loading will parse it (Python's Infinity/NaN literals, the nesting limit).
-  const HfConfig hf =
-      HfConfig::from_text(config_text, options.config_path.empty() ? config_path : options.config_path);
+  const CheckpointConfig checkpoint =
+      checkpoint_config_from_text(config_text, options.config_path.empty() ? config_path : options.config_path);
+  const HfConfig& hf = checkpoint.config;
   if (options.dtype != DType::kBF16 && options.dtype != DType::kF32 && options.dtype != DType::kF16)
     throw UsageError("synth writes F32, BF16 or F16 weights");
   fs::create_directories(options.out_dir);
   write_file_durably(config_path, config_text);
-  const auto specs = tensor_specs(hf);
+  auto specs = tensor_specs(hf);
+  // A native config gets a native folder: the tensors under the format's own names.
+  if (checkpoint.native_format == "mamba_ssm")
+    for (auto& s : specs) s.name = mamba_ssm_tensor_name(s.name);
   SynthResult result;
   result.tokenizer = write_synth_tokenizer(options, hf.get_int("vocab_size"));
 

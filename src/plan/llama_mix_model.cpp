@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "io/json_file.h"
+#include "models/checkpoint.h"
 #include "models/llama_layout.h"
 
 namespace kllens {
@@ -64,8 +65,7 @@ LlamaMixInput llama_mix_input(const Model& model, const nlohmann::json& config,
 }
 
 LlamaMixInput llama_mix_input(const Model& model, const std::string& input_type) {
-  const std::string path = (std::filesystem::path(model.info().folder) / "config.json").string();
-  return llama_mix_input(model, read_json_file(path), input_type);
+  return llama_mix_input(model, read_checkpoint_config(model.info().folder).config.json(), input_type);
 }
 
 SchemeAssignment llama_mix_assignment(const Model& model, const LlamaMixResult& mix) {

@@ -375,6 +375,28 @@ TEST_F(CliBadInput, UnknownModelType) {
   expect_model_rejected(m2, {"config.json", "model_type"});
 }
 
+// mamba_ssm-format folders (data/fixtures/mamba-ssm-native): a hostile pytorch_model.bin or a
+// config mamba_ssm would build but HF Mamba cannot is one error, through every model command.
+TEST_F(CliBadInput, HostilePytorchCheckpoints) {
+  const fs::path native = test::repo_path("data/fixtures/mamba-ssm-native");
+  for (const auto& [file, part] : std::vector<std::pair<std::string, std::string>>{
+           {"os_system.bin", "global 'os.system'"}, {"lying_size.bin", "contradicts"},
+           {"bad_crc.bin", "corrupt"}, {"legacy.bin", "not a ZIP archive"}}) {
+    const fs::path m = dir_ / ("torch_" + file);
+    fs::create_directories(m);
+    fs::copy_file(native / "mamba2/config.json", m / "config.json");
+    fs::copy_file(native / "bad" / file, m / "pytorch_model.bin");
+    expect_inspect_rejected(m, {"pytorch_model.bin", part});
+  }
+  const fs::path m = dir_ / "native_mlp";
+  fs::create_directories(m);
+  fs::copy_file(native / "mamba2/pytorch_model.bin", m / "pytorch_model.bin");
+  json c = json::parse(test::read_file(native / "mamba2/config.json"));
+  c["d_intermediate"] = 128;
+  test::write_file(m / "config.json", c.dump(4));
+  expect_model_rejected(m, {"config.json", "'d_intermediate'"});
+}
+
 TEST_F(CliBadInput, MalformedConfig) {
   const auto m = copy_fixture("mamba", "malformed");
   test::write_file(m / "config.json", "{\"model_type\": \"mamba\", \"hidden_size\": 64,,}");

@@ -16,6 +16,7 @@
 
 #include "core/error.h"
 #include "io/hf_config.h"
+#include "models/checkpoint.h"
 #include "models/model.h"
 #include "models/synth.h"
 #include "test_util.h"
@@ -40,7 +41,7 @@ std::string config_folder(const fs::path& dir, const std::string& name, const st
 
 std::map<std::string, std::vector<int64_t>> shapes(const std::string& folder) {
   std::map<std::string, std::vector<int64_t>> out;
-  for (const auto& s : tensor_specs(HfConfig::load_folder(folder))) out[s.name] = s.shape;
+  for (const auto& s : tensor_specs(read_checkpoint_config(folder).config)) out[s.name] = s.shape;
   return out;
 }
 
@@ -147,13 +148,25 @@ TEST_F(RealConfigs, HymbaPublishedConfigGivesItsTensorTable) {
   EXPECT_EQ(downs, layers);
 }
 
+// state-spaces/mamba2-130m, the study's checkpoint, is mamba_ssm's own format (d_model, n_layer,
+// ssm_cfg {"layer": "Mamba2"} and mamba_ssm's defaults for the rest); AntonV/mamba2-130m-hf is
+// its conversion to transformers. Both configs describe one model: the same tensor table.
+TEST_F(RealConfigs, NativeMamba2ConfigGivesItsHfConversionsTable) {
+  const auto native = shapes(config_folder(dir_, "native", test::read_file(fixture("state-spaces__mamba2-130m"))));
+  const auto hf = shapes(config_folder(dir_, "hf", test::read_file(fixture("AntonV__mamba2-130m-hf"))));
+  EXPECT_EQ(native, hf);
+  EXPECT_EQ(native.at("backbone.embeddings.weight"), (std::vector<int64_t>{50288, 768}));  // 50277 padded to 16
+  // in_proj = [z, x, B, C, dt] = 2 * 1536 + 2 * 1 * 128 + 24 heads.
+  EXPECT_EQ(native.at("backbone.layers.23.mixer.in_proj.weight"), (std::vector<int64_t>{3352, 768}));
+  EXPECT_FALSE(native.count("lm_head.weight"));  // tie_embeddings
+}
+
 TEST_F(RealConfigs, UnsupportedPublishedConfigsFailClearly) {
-  // A mamba_ssm-native folder has no model_type; Zamba2 is not a family kllens runs.
-  for (const auto& [name, what] : {std::pair{"state-spaces__mamba2-130m", "model_type"},
-                                   std::pair{"Zyphra__Zamba2-1.2B", "zamba2"}}) {
+  // Zamba2 is not a family kllens runs.
+  for (const auto& [name, what] : {std::pair{"Zyphra__Zamba2-1.2B", "zamba2"}}) {
     const std::string folder = config_folder(dir_, name, test::read_file(fixture(name)));
     try {
-      (void)tensor_specs(HfConfig::load_folder(folder));
+      (void)tensor_specs(read_checkpoint_config(folder).config);
       ADD_FAILURE() << name << " loaded";
     } catch (const Error& e) {
       EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
