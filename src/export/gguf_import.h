@@ -15,14 +15,15 @@
 // source_dtype F32.
 //
 // Files written by llama.cpp itself (convert_hf_to_gguf.py, llama-quantize) have no
-// kllens.hf_config. For general.architecture "mamba" and "mamba2" the equivalent config.json is
-// rebuilt from llama.cpp's keys and the tensor shapes (hf_config_from_llama_cpp below), and the
-// tensors are read under llama.cpp's names with the same transforms undone; every tensor's ne must
-// then be exactly what the keys imply and every tensor of the file must be used, so a missing key
-// or a value the shapes contradict is one Error naming the key. Other architectures without
-// kllens.hf_config are refused with an Error naming the ones kllens can load. Mamba-2 with
-// n_groups > 1: llama.cpp normalizes y * silu(z) per group, kllens (as transformers) over all
-// channels, so such a file's logits differ from llama.cpp's (n_groups = 1 is identical).
+// kllens.hf_config. For general.architecture mamba, mamba2, llama, jamba and falcon-h1 the
+// equivalent config.json is rebuilt from llama.cpp's keys and the tensor shapes (each family's
+// <family>_config_from_llama_keys, models/families.h), and the tensors are read under llama.cpp's
+// names with the same transforms undone (Llama's q/k rows un-permuted, Jamba's expert stacks
+// split; Falcon-H1's folded multipliers stay folded, the config has them at 1); every tensor's ne
+// must then be exactly what the keys imply and every tensor of the file must be used, so a missing
+// key or a value the shapes contradict is one Error naming the key. What a family does not compute
+// (RoPE scaling, experts in a llama file, ...) is refused by name; other architectures are refused
+// with an Error naming the ones kllens reads.
 #pragma once
 
 #include <memory>
@@ -39,14 +40,12 @@ class File;
 
 std::unique_ptr<Model> load_gguf_model(const std::string& path, const LoadOptions& options = {});
 
-// The Hugging Face config.json of a llama.cpp "mamba" / "mamba2" file, from its keys
-// ({arch}.embedding_length, .block_count, .ssm.conv_kernel, .ssm.inner_size, .ssm.state_size,
-// .ssm.time_step_rank, .ssm.group_count (mamba2), .attention.layer_norm_rms_epsilon) and tensor
-// shapes (vocab_size from token_embd, tie_word_embeddings when there is no output.weight,
-// use_conv_bias from blk.0.ssm_conv1d.bias), with the special token ids of tokenizer.ggml.*.
-// Throws Error naming the key that is missing, has the wrong type or disagrees with the tensor
-// shapes of layer 0; for another architecture, Error naming the ones kllens can load. (The other
-// layers' shapes are checked by load_gguf_model.)
+// The Hugging Face config.json of a file llama.cpp wrote, from its keys and tensor shapes (e.g.
+// for mamba: {arch}.embedding_length, .block_count, .ssm.*, .attention.layer_norm_rms_epsilon;
+// vocab_size from token_embd, tie_word_embeddings when there is no output.weight), with the
+// special token ids of tokenizer.ggml.*. Throws Error naming the key that is missing, has the
+// wrong type or disagrees with the tensor shapes; for another architecture, Error naming the ones
+// kllens can load. (load_gguf_model checks every tensor's shape against the result.)
 nlohmann::json hf_config_from_llama_cpp(const gguf::File& file);
 
 }  // namespace kllens

@@ -617,6 +617,58 @@ std::string falcon_h1_llama_layout(const HfConfig& config, const std::vector<Ten
   return "";
 }
 
+// The inverse of falcon_h1_llama_layout's keys, for a file llama.cpp wrote: its weights already
+// hold the muP multipliers (the converter folds them), so every multiplier is 1; the gate comes
+// before the norm (the only order llama.cpp computes); biases and the gated norm are there when
+// their tensors are.
+nlohmann::json falcon_h1_config_from_llama_keys(const LlamaKeys& k) {
+  const gguf::File& file = k.file();
+  const int64_t hidden = k.positive("embedding_length");
+  const int64_t heads = k.positive("attention.head_count");
+  const int64_t inner = k.positive("ssm.inner_size");
+  const int64_t ssm_heads = k.positive("ssm.time_step_rank");
+  if (inner % ssm_heads != 0)
+    k.invalid("ssm.time_step_rank", fmt::format("({} heads) does not divide ssm.inner_size ({})", ssm_heads, inner));
+  const int64_t vocab = k.vocab(hidden);
+  const auto has = [&](const std::string& t) { return file.find_tensor("blk.0." + t) != nullptr; };
+  nlohmann::json c;
+  c["architectures"] = nlohmann::json::array({"FalconH1ForCausalLM"});
+  c["model_type"] = "falcon_h1";
+  c["hidden_size"] = hidden;
+  c["num_hidden_layers"] = k.layers("attn_norm.weight");
+  c["vocab_size"] = vocab;
+  c["intermediate_size"] = k.positive("feed_forward_length");
+  c["num_attention_heads"] = heads;
+  c["num_key_value_heads"] = k.has("attention.head_count_kv") ? k.positive("attention.head_count_kv") : heads;
+  c["head_dim"] = k.has("attention.key_length") ? k.positive("attention.key_length") : hidden / heads;
+  c["rope_theta"] = k.has("rope.freq_base") ? k.real("rope.freq_base", 1, 1e12) : 10000.0;
+  c["rms_norm_eps"] = k.real("attention.layer_norm_rms_epsilon", 0, 1);
+  if (k.has("context_length")) c["max_position_embeddings"] = k.positive("context_length");
+  c["hidden_act"] = "silu";
+  c["mamba_d_ssm"] = inner;
+  c["mamba_n_heads"] = ssm_heads;
+  c["mamba_d_head"] = inner / ssm_heads;
+  c["mamba_n_groups"] = k.positive("ssm.group_count");
+  c["mamba_d_state"] = k.positive("ssm.state_size");
+  c["mamba_d_conv"] = k.positive("ssm.conv_kernel");
+  c["mamba_conv_bias"] = has("ssm_conv1d.bias");
+  c["mamba_proj_bias"] = false;
+  c["mamba_rms_norm"] = has("ssm_norm.weight");
+  c["mamba_norm_before_gate"] = false;
+  c["projectors_bias"] = false;
+  c["attention_bias"] = has("attn_q.bias");
+  c["mlp_bias"] = has("ffn_gate.bias");
+  for (const char* m : {"embedding_multiplier", "lm_head_multiplier", "key_multiplier",
+                        "attention_in_multiplier", "attention_out_multiplier", "ssm_in_multiplier",
+                        "ssm_out_multiplier"})
+    c[m] = 1.0;
+  c["mlp_multipliers"] = {1.0, 1.0};
+  c["ssm_multipliers"] = {1.0, 1.0, 1.0, 1.0, 1.0};
+  c["tie_word_embeddings"] = k.tied();
+  k.add_special_tokens(c, vocab);
+  return c;
+}
+
 std::vector<TensorSpec> falcon_h1_tensor_specs(const HfConfig& config) {
   return tensor_table(parse_config(config));
 }

@@ -7,12 +7,15 @@
 //   <family>_tensor_specs  the tensor table the config implies (names, roles, exact shapes),
 //                          without touching any weights (used by synth, inspect, tests);
 //   <family>_llama_layout  llama.cpp's GGUF layout of a checkpoint with these tensors, or why
-//                          llama.cpp cannot hold it (models/llama_layout.h).
+//                          llama.cpp cannot hold it (models/llama_layout.h);
+//   <family>_config_from_llama_keys  the inverse for a file llama.cpp wrote: the HF config its
+//                          "<arch>.*" keys and tensor shapes imply (no kllens.hf_config there).
 // The constructor loads exactly the table <family>_tensor_specs returns (up to checkpoint-dependent
 // spellings such as Mamba's legacy "backbone.embedding.weight").
 #pragma once
 
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -23,6 +26,7 @@ namespace kllens {
 class HfConfig;
 class TensorStore;
 struct LlamaLayout;
+class LlamaKeys;
 
 using ModelFactory = std::unique_ptr<Model> (*)(const HfConfig& config, const TensorStore& store,
                                                 const std::string& folder,
@@ -36,17 +40,22 @@ using LlamaLayoutFactory = std::string (*)(const HfConfig& config,
                                            const std::vector<TensorSpec>& tensors,
                                            LlamaLayout* out);
 
+// The HF config.json of a file llama.cpp wrote in this family's layout.
+using LlamaConfigReader = nlohmann::json (*)(const LlamaKeys& keys);
+
 // Mamba-1 (HF MambaForCausalLM, model_type "mamba").
 std::unique_ptr<Model> make_mamba(const HfConfig&, const TensorStore&, const std::string&,
                                   const LoadOptions&);
 std::vector<TensorSpec> mamba_tensor_specs(const HfConfig&);
 std::string mamba_llama_layout(const HfConfig&, const std::vector<TensorSpec>&, LlamaLayout*);
+nlohmann::json mamba_config_from_llama_keys(const LlamaKeys&);
 
 // Mamba-2 (HF Mamba2ForCausalLM, model_type "mamba2").
 std::unique_ptr<Model> make_mamba2(const HfConfig&, const TensorStore&, const std::string&,
                                    const LoadOptions&);
 std::vector<TensorSpec> mamba2_tensor_specs(const HfConfig&);
 std::string mamba2_llama_layout(const HfConfig&, const std::vector<TensorSpec>&, LlamaLayout*);
+nlohmann::json mamba2_config_from_llama_keys(const LlamaKeys&);
 
 // Hymba (NVIDIA's HymbaForCausalLM remote code, model_type "hymba"): attention heads and Mamba-1
 // SSM heads in parallel in every layer, learned meta tokens, sliding-window layers, cross-layer
@@ -61,12 +70,14 @@ std::unique_ptr<Model> make_falcon_h1(const HfConfig&, const TensorStore&, const
                                       const LoadOptions&);
 std::vector<TensorSpec> falcon_h1_tensor_specs(const HfConfig&);
 std::string falcon_h1_llama_layout(const HfConfig&, const std::vector<TensorSpec>&, LlamaLayout*);
+nlohmann::json falcon_h1_config_from_llama_keys(const LlamaKeys&);
 
 // Llama (HF LlamaForCausalLM, model_type "llama"): pre-norm attention (GQA, RoPE) + SwiGLU MLP.
 std::unique_ptr<Model> make_llama(const HfConfig&, const TensorStore&, const std::string&,
                                   const LoadOptions&);
 std::vector<TensorSpec> llama_tensor_specs(const HfConfig&);
 std::string llama_llama_layout(const HfConfig&, const std::vector<TensorSpec>&, LlamaLayout*);
+nlohmann::json llama_config_from_llama_keys(const LlamaKeys&);
 
 // Jamba (HF JambaForCausalLM, model_type "jamba"): Mamba-1 layers (dt/B/C norms) interleaved
 // with attention layers, and top-k mixture-of-experts feed-forward layers.
@@ -74,5 +85,6 @@ std::unique_ptr<Model> make_jamba(const HfConfig&, const TensorStore&, const std
                                   const LoadOptions&);
 std::vector<TensorSpec> jamba_tensor_specs(const HfConfig&);
 std::string jamba_llama_layout(const HfConfig&, const std::vector<TensorSpec>&, LlamaLayout*);
+nlohmann::json jamba_config_from_llama_keys(const LlamaKeys&);
 
 }  // namespace kllens

@@ -633,6 +633,85 @@ std::string jamba_llama_layout(const HfConfig& config, const std::vector<TensorS
   return "";
 }
 
+// The inverse of jamba_llama_layout's keys, for a file llama.cpp wrote: attention layers are those
+// with a non-zero attention.head_count_kv (given per layer), MoE layers those with a router
+// (ffn_gate_inp), which must follow one expert_layer_period / offset as HF's JambaConfig has.
+nlohmann::json jamba_config_from_llama_keys(const LlamaKeys& k) {
+  const gguf::File& file = k.file();
+  const int64_t hidden = k.positive("embedding_length");
+  const int64_t layers = k.layers("attn_norm.weight");
+  const int64_t heads = k.positive("attention.head_count");
+  const int64_t inner = k.positive("ssm.inner_size");
+  if (inner % hidden != 0)
+    k.invalid("ssm.inner_size", fmt::format("({}) is not a multiple of embedding_length ({})", inner, hidden));
+  const std::vector<int64_t> kv = k.per_layer("attention.head_count_kv", layers);
+  const std::vector<int64_t> ffn = k.per_layer("feed_forward_length", layers);
+  nlohmann::json types = nlohmann::json::array();
+  int64_t kv_heads = 0;
+  for (int64_t l = 0; l < layers; ++l) {
+    types.push_back(kv[static_cast<size_t>(l)] > 0 ? "attention" : "mamba");
+    if (kv[static_cast<size_t>(l)] > 0) {
+      if (kv_heads && kv[static_cast<size_t>(l)] != kv_heads)
+        k.invalid("attention.head_count_kv", "differs between attention layers; HF Jamba has one count");
+      kv_heads = kv[static_cast<size_t>(l)];
+    }
+    if (ffn[static_cast<size_t>(l)] != ffn[0])
+      k.invalid("feed_forward_length", "differs between layers; HF Jamba has one intermediate_size");
+  }
+  std::vector<int64_t> moe;
+  for (int64_t l = 0; l < layers; ++l)
+    if (file.find_tensor(llama_blk(static_cast<int>(l)) + "ffn_gate_inp.weight")) moe.push_back(l);
+  int64_t n_experts = 1, top_k = 1, period = 1, offset = 0;
+  if (!moe.empty()) {
+    n_experts = k.positive("expert_count");
+    top_k = k.positive("expert_used_count");
+    const auto matches = [&](int64_t p, int64_t o) {
+      for (int64_t l = 0; l < layers; ++l)
+        if ((l % p == o) != std::binary_search(moe.begin(), moe.end(), l)) return false;
+      return true;
+    };
+    bool found = false;
+    for (int64_t p = 1; p <= layers && !found; ++p)
+      for (int64_t o = 0; o < p && !found; ++o)
+        if (matches(p, o)) {
+          period = p;
+          offset = o;
+          found = true;
+        }
+    if (!found)
+      fail("{}: the layers with experts (ffn_gate_inp) follow no period and offset, which HF "
+           "Jamba's config cannot express",
+           k.path());
+  }
+  const int64_t vocab = k.vocab(hidden);
+  nlohmann::json c;
+  c["architectures"] = nlohmann::json::array({"JambaForCausalLM"});
+  c["model_type"] = "jamba";
+  c["hidden_size"] = hidden;
+  c["num_hidden_layers"] = layers;
+  c["vocab_size"] = vocab;
+  c["intermediate_size"] = ffn[0];
+  c["num_attention_heads"] = heads;
+  c["num_key_value_heads"] = kv_heads ? kv_heads : heads;
+  c["layers_block_type"] = types;
+  c["mamba_expand"] = inner / hidden;
+  c["mamba_d_state"] = k.positive("ssm.state_size");
+  c["mamba_d_conv"] = k.positive("ssm.conv_kernel");
+  c["mamba_dt_rank"] = k.positive("ssm.time_step_rank");
+  c["mamba_conv_bias"] = true;   // llama.cpp's jamba has the conv1d bias and no projection biases
+  c["mamba_proj_bias"] = false;
+  c["num_experts"] = n_experts;
+  c["num_experts_per_tok"] = top_k;
+  c["expert_layer_period"] = period;
+  c["expert_layer_offset"] = offset;
+  c["rms_norm_eps"] = k.real("attention.layer_norm_rms_epsilon", 0, 1);
+  if (k.has("context_length")) c["max_position_embeddings"] = k.positive("context_length");
+  c["hidden_act"] = "silu";
+  c["tie_word_embeddings"] = k.tied();
+  k.add_special_tokens(c, vocab);
+  return c;
+}
+
 std::vector<TensorSpec> jamba_tensor_specs(const HfConfig& config) {
   return tensor_table(parse_config(config));
 }

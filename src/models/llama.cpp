@@ -298,6 +298,53 @@ std::string llama_llama_layout(const HfConfig& config, const std::vector<TensorS
   return "";
 }
 
+// The inverse of llama_llama_layout's keys, for a file llama.cpp wrote. What kllens' Llama does
+// not compute is refused rather than approximated: RoPE scaling (rope.scaling.type, Llama 3's
+// rope_freqs.weight), partial rotary, experts (Mixtral's files are "llama" too).
+nlohmann::json llama_config_from_llama_keys(const LlamaKeys& k) {
+  const gguf::File& file = k.file();
+  const int64_t hidden = k.positive("embedding_length");
+  const int64_t heads = k.positive("attention.head_count");
+  const int64_t kv_heads = k.has("attention.head_count_kv") ? k.positive("attention.head_count_kv") : heads;
+  int64_t head_dim = hidden / heads;
+  if (k.has("attention.key_length")) head_dim = k.positive("attention.key_length");
+  else if (hidden % heads != 0) k.invalid("attention.head_count", "does not divide embedding_length and there is no attention.key_length");
+  if (k.has("attention.value_length") && k.positive("attention.value_length") != head_dim)
+    k.invalid("attention.value_length", "differs from attention.key_length; Llama has one head size");
+  if (k.has("rope.dimension_count") && k.positive("rope.dimension_count") != head_dim)
+    k.invalid("rope.dimension_count", fmt::format("is not the head size {}: partial rotary, which "
+                                                  "kllens' Llama does not compute", head_dim));
+  if (const gguf::Value* v = file.find(k.key("rope.scaling.type")))
+    if (!v->get_if<std::string>() || *v->get_if<std::string>() != "none")
+      k.invalid("rope.scaling.type", "is " + v->to_display() + "; kllens' Llama runs unscaled RoPE only");
+  if (file.find_tensor("rope_freqs.weight"))
+    fail("{}: tensor 'rope_freqs.weight' (Llama 3's RoPE frequency factors): kllens' Llama runs "
+         "unscaled RoPE only",
+         k.path());
+  if (k.has("expert_count") && k.positive("expert_count") > 0)
+    k.invalid("expert_count", "is set (Mixtral-style experts); kllens' Llama has none");
+  const int64_t vocab = k.vocab(hidden);
+  nlohmann::json c;
+  c["architectures"] = nlohmann::json::array({"LlamaForCausalLM"});
+  c["model_type"] = "llama";
+  c["hidden_size"] = hidden;
+  c["num_hidden_layers"] = k.layers("attn_norm.weight");
+  c["intermediate_size"] = k.positive("feed_forward_length");
+  c["num_attention_heads"] = heads;
+  c["num_key_value_heads"] = kv_heads;
+  c["head_dim"] = head_dim;
+  c["vocab_size"] = vocab;
+  c["rms_norm_eps"] = k.real("attention.layer_norm_rms_epsilon", 0, 1);
+  c["rope_theta"] = k.has("rope.freq_base") ? k.real("rope.freq_base", 1, 1e12) : 10000.0;
+  if (k.has("context_length")) c["max_position_embeddings"] = k.positive("context_length");
+  c["hidden_act"] = "silu";
+  c["attention_bias"] = file.find_tensor("blk.0.attn_q.bias") != nullptr;
+  c["mlp_bias"] = file.find_tensor("blk.0.ffn_gate.bias") != nullptr;
+  c["tie_word_embeddings"] = k.tied();
+  k.add_special_tokens(c, vocab);
+  return c;
+}
+
 std::unique_ptr<Model> make_llama(const HfConfig& config, const TensorStore& store,
                                   const std::string& folder, const LoadOptions&) {
   return std::make_unique<LlamaModel>(config, store, folder);

@@ -2,9 +2,13 @@
 
 #include <cctype>
 #include <cmath>
+#include <optional>
+#include <type_traits>
+#include <variant>
 
 #include "core/error.h"
 #include "io/hf_config.h"
+#include "io/safetensors.h"
 #include "models/families.h"
 
 namespace kllens {
@@ -287,6 +291,120 @@ std::string mamba_layout(const HfConfig& config, const std::vector<TensorSpec>& 
 
 }  // namespace
 
+namespace {
+
+// Mamba / Mamba-2 from llama.cpp's keys and the shapes of layer 0 (the loader checks every other
+// layer's against the config this gives).
+nlohmann::json mamba_config_from_llama_keys(const LlamaKeys& k, bool mamba2) {
+  const std::string& path = k.path();
+  const gguf::File& file = k.file();
+  const int64_t d_model = k.positive("embedding_length");
+  const int64_t d_conv = k.positive("ssm.conv_kernel");
+  const int64_t d_inner = k.positive("ssm.inner_size");
+  const int64_t d_state = k.positive("ssm.state_size");
+  const int64_t dt_rank = k.positive("ssm.time_step_rank");  // Mamba-2: the number of heads
+  const int64_t n_group = mamba2 ? k.positive("ssm.group_count") : 1;
+  const double eps = k.real("attention.layer_norm_rms_epsilon", 0, 1);
+  if (const gguf::Value* v = file.find(k.key("ssm.dt_b_c_rms"))) {
+    const bool* b = v->get_if<bool>();
+    if (!b) k.invalid("ssm.dt_b_c_rms", fmt::format("is {}, expected bool", gguf::value_type_name(v->type())));
+    if (*b)
+      k.invalid("ssm.dt_b_c_rms", "is true (Falcon-Mamba's RMS norms on dt, B and C), which "
+                                  "kllens' mamba does not have");
+  }
+  const auto kv = [&](const char* suffix, int64_t value) {
+    return fmt::format("{} = {}", k.key(suffix), value);
+  };
+  const int64_t vocab = k.vocab(d_model);
+  const auto expect = [&](const std::string& name, std::vector<int64_t> ne, const std::string& keys) {
+    const gguf::TensorInfo* t = file.find_tensor(name);
+    if (!t) fail("{}: tensor '{}' is missing (llama.cpp's {} files have it)", path, name, k.arch());
+    if (ggml_strip_ones(t->ne) != ggml_strip_ones(ne))
+      fail("{}: tensor '{}' has ne {}, but {} give {}", path, name, ggml_ne_str(t->ne), keys,
+           ggml_ne_str(ne));
+  };
+  const bool tied = k.tied();
+  if (!tied)
+    expect("output.weight", {d_model, vocab},
+           kv("embedding_length", d_model) + " and token_embd.weight's " + std::to_string(vocab) +
+               " rows");
+  const std::string emb = kv("embedding_length", d_model), inner = kv("ssm.inner_size", d_inner),
+                    state = kv("ssm.state_size", d_state), conv = kv("ssm.conv_kernel", d_conv),
+                    rank = kv("ssm.time_step_rank", dt_rank);
+  const std::string b0 = "blk.0.";
+  int64_t head_dim = 0;
+  if (!mamba2) {
+    expect(b0 + "ssm_in.weight", {d_model, 2 * d_inner}, emb + ", " + inner);
+    expect(b0 + "ssm_conv1d.weight", {d_conv, d_inner}, conv + ", " + inner);
+    expect(b0 + "ssm_x.weight", {d_inner, dt_rank + 2 * d_state}, inner + ", " + rank + ", " + state);
+    expect(b0 + "ssm_dt.weight", {dt_rank, d_inner}, rank + ", " + inner);
+    expect(b0 + "ssm_a", {d_state, d_inner}, state + ", " + inner);
+  } else {
+    const std::string group = kv("ssm.group_count", n_group);
+    if (d_inner % dt_rank != 0)
+      fail("{}: {} heads (key {}) do not divide {} channels (key {})", path, dt_rank,
+           k.key("ssm.time_step_rank"), d_inner, k.key("ssm.inner_size"));
+    head_dim = d_inner / dt_rank;
+    if (dt_rank % n_group != 0 || d_inner % n_group != 0)
+      fail("{}: {} groups (key {}) do not divide the {} heads (key {})", path, n_group,
+           k.key("ssm.group_count"), dt_rank, k.key("ssm.time_step_rank"));
+    const int64_t conv_dim = d_inner + 2 * n_group * d_state;
+    expect(b0 + "ssm_in.weight", {d_model, d_inner + conv_dim + dt_rank},
+           emb + ", " + inner + ", " + group + ", " + state + ", " + rank);
+    expect(b0 + "ssm_conv1d.weight", {d_conv, conv_dim},
+           conv + ", " + inner + ", " + group + ", " + state);
+    expect(b0 + "ssm_a", {1, dt_rank}, rank);
+    expect(b0 + "ssm_norm.weight", {d_inner / n_group, n_group}, inner + ", " + group);
+  }
+  expect(b0 + "ssm_out.weight", {d_inner, d_model}, inner + ", " + emb);
+  const int64_t n_layer = k.layers("attn_norm.weight");
+
+  nlohmann::json c;
+  c["architectures"] = nlohmann::json::array({mamba2 ? "Mamba2ForCausalLM" : "MambaForCausalLM"});
+  c["model_type"] = k.arch();
+  c["hidden_size"] = d_model;
+  c["num_hidden_layers"] = n_layer;
+  c["vocab_size"] = vocab;
+  c["state_size"] = d_state;
+  c["conv_kernel"] = d_conv;
+  if (d_inner % d_model == 0) {
+    c["expand"] = d_inner / d_model;
+  } else {
+    const double expand = static_cast<double>(d_inner) / static_cast<double>(d_model);
+    if (static_cast<int64_t>(expand * static_cast<double>(d_model)) != d_inner)
+      fail("{}: {} is not expand * {} for any float64 expand", path, inner, emb);
+    c["expand"] = expand;
+  }
+  if (!mamba2) {
+    c["intermediate_size"] = d_inner;
+    c["time_step_rank"] = dt_rank;
+  } else {
+    c["num_heads"] = dt_rank;
+    c["head_dim"] = head_dim;
+    c["n_groups"] = n_group;
+    c["rms_norm"] = true;
+    c["norm_before_gate"] = false;
+    // llama.cpp does not clamp dt: transformers' default time_step_limit (0, inf).
+  }
+  c["layer_norm_epsilon"] = eps;
+  c["hidden_act"] = "silu";
+  c["use_bias"] = false;  // llama.cpp's mamba / mamba2 have no projection biases
+  c["use_conv_bias"] = file.find_tensor(b0 + "ssm_conv1d.bias") != nullptr;
+  c["residual_in_fp32"] = true;  // llama.cpp keeps the residual stream in float32
+  c["tie_word_embeddings"] = tied;
+  k.add_special_tokens(c, vocab);
+  return c;
+}
+
+}  // namespace
+
+nlohmann::json mamba_config_from_llama_keys(const LlamaKeys& keys) {
+  return mamba_config_from_llama_keys(keys, false);
+}
+nlohmann::json mamba2_config_from_llama_keys(const LlamaKeys& keys) {
+  return mamba_config_from_llama_keys(keys, true);
+}
+
 std::string mamba_llama_layout(const HfConfig& config, const std::vector<TensorSpec>& tensors,
                                LlamaLayout* out) {
   return mamba_layout(config, tensors, false, out);
@@ -309,6 +427,160 @@ std::string gguf_tensor_name(const Model& model, const std::string& hf_name) {
   if (!layout) return hf_name;
   const auto it = layout->tensors.find(hf_name);
   return it != layout->tensors.end() ? it->second.name : hf_name;
+}
+
+}  // namespace kllens
+
+// ---------------------------------------------------------------------------------------------
+// Reading files llama.cpp wrote
+
+namespace kllens {
+
+std::string ggml_ne_str(const std::vector<int64_t>& ne) { return shape_str(ne); }
+
+std::vector<int64_t> ggml_strip_ones(std::vector<int64_t> ne) {
+  while (ne.size() > 1 && ne.back() == 1) ne.pop_back();
+  return ne;
+}
+
+namespace {
+
+std::optional<int64_t> gguf_int(const gguf::Value& v) {
+  return std::visit(
+      [](const auto& x) -> std::optional<int64_t> {
+        using T = std::decay_t<decltype(x)>;
+        if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+          if constexpr (std::is_unsigned_v<T>)
+            if (static_cast<uint64_t>(x) > static_cast<uint64_t>(INT64_MAX)) return std::nullopt;
+          return static_cast<int64_t>(x);
+        } else {
+          return std::nullopt;
+        }
+      },
+      v.data());
+}
+
+}  // namespace
+
+LlamaKeys::LlamaKeys(const gguf::File& file) : file_(file) {
+  const gguf::Value* arch = file.find("general.architecture");
+  if (!arch || !arch->get_if<std::string>())
+    fail("{}: no general.architecture string (not a llama.cpp model file)", file.path());
+  arch_ = *arch->get_if<std::string>();
+}
+
+const std::string& LlamaKeys::path() const { return file_.path(); }
+
+bool LlamaKeys::has(const std::string& suffix) const { return file_.find(key(suffix)) != nullptr; }
+
+void LlamaKeys::invalid(const std::string& suffix, const std::string& why) const {
+  fail("{}: key {} {}", path(), key(suffix), why);
+}
+
+int64_t LlamaKeys::positive(const std::string& suffix) const {
+  const std::string k = key(suffix);
+  const gguf::Value* v = file_.find(k);
+  if (!v) fail("{}: key {} is missing (llama.cpp's {} files need it)", path(), k, arch_);
+  const auto i = gguf_int(*v);
+  if (!i) fail("{}: key {} is {}, expected an unsigned integer", path(), k, gguf::value_type_name(v->type()));
+  if (*i <= 0) fail("{}: key {} = {} must be positive", path(), k, *i);
+  // The bound config.json values have (io/hf_config.h), before 2 * d_inner and the like could
+  // overflow.
+  if (*i > kMaxConfigInt) fail("{}: key {} = {} is larger than {}", path(), k, *i, kMaxConfigInt);
+  return *i;
+}
+
+double LlamaKeys::real(const std::string& suffix, double lo, double hi) const {
+  const std::string k = key(suffix);
+  const gguf::Value* v = file_.find(k);
+  if (!v) fail("{}: key {} is missing (llama.cpp's {} files need it)", path(), k, arch_);
+  double value = 0;
+  if (const float* f = v->get_if<float>()) {
+    value = std::stod(fmt::format("{}", *f));  // shortest decimal that reads back as this float
+  } else if (const double* d = v->get_if<double>()) {
+    value = *d;
+  } else {
+    fail("{}: key {} is {}, expected f32", path(), k, gguf::value_type_name(v->type()));
+  }
+  if (!std::isfinite(value) || value < lo || value > hi)
+    fail("{}: key {} = {} is outside [{}, {}]", path(), k, value, lo, hi);
+  return value;
+}
+
+std::vector<int64_t> LlamaKeys::per_layer(const std::string& suffix, int64_t layers) const {
+  const std::string k = key(suffix);
+  const gguf::Value* v = file_.find(k);
+  if (!v) fail("{}: key {} is missing (llama.cpp's {} files need it)", path(), k, arch_);
+  std::vector<int64_t> out;
+  const auto take = [&](const auto& values) {
+    if (static_cast<int64_t>(values.size()) != layers)
+      fail("{}: key {} has {} entries for {} layers", path(), k, values.size(), layers);
+    for (const auto x : values) {
+      const gguf::Value one(x);
+      const auto i = gguf_int(one);
+      if (!i || *i < 0 || *i > kMaxConfigInt)
+        fail("{}: key {} has the entry {}, not a count", path(), k, one.to_display());
+      out.push_back(*i);
+    }
+  };
+  if (const auto* a = v->get_if<std::vector<int32_t>>()) take(*a);
+  else if (const auto* b = v->get_if<std::vector<uint32_t>>()) take(*b);
+  else if (const auto* c = v->get_if<std::vector<int64_t>>()) take(*c);
+  else if (const auto* d = v->get_if<std::vector<uint64_t>>()) take(*d);
+  else if (v->array_size() > 0 || v->array_type())
+    fail("{}: key {} is an array of {}, expected integers", path(), k,
+         gguf::value_type_name(*v->array_type()));
+  else out.assign(static_cast<size_t>(layers), positive(suffix));
+  return out;
+}
+
+int64_t LlamaKeys::vocab(int64_t d_model) const {
+  const gguf::TensorInfo* embed = file_.find_tensor("token_embd.weight");
+  if (!embed) fail("{}: tensor 'token_embd.weight' is missing", path());
+  if (embed->ne.size() != 2 || embed->ne[0] != d_model)
+    fail("{}: tensor 'token_embd.weight' has ne {}, but {} = {} says rows of {}", path(),
+         ggml_ne_str(embed->ne), key("embedding_length"), d_model, d_model);
+  const int64_t vocab = embed->ne[1];
+  if (const gguf::Value* v = file_.find("tokenizer.ggml.tokens"); v && v->array_size() != static_cast<size_t>(vocab))
+    fail("{}: tokenizer.ggml.tokens has {} entries but token_embd.weight has {} rows (llama.cpp "
+         "needs one token per row)",
+         path(), v->array_size(), vocab);
+  if (const gguf::Value* v = file_.find(key("vocab_size")))
+    if (gguf_int(*v) != vocab)
+      fail("{}: key {} = {} but token_embd.weight has {} rows", path(), key("vocab_size"),
+           v->to_display(), vocab);
+  return vocab;
+}
+
+bool LlamaKeys::tied() const { return file_.find_tensor("output.weight") == nullptr; }
+
+void LlamaKeys::add_special_tokens(nlohmann::json& c, int64_t vocab) const {
+  for (const auto& [gguf_key, hf_key] :
+       {std::pair{"tokenizer.ggml.bos_token_id", "bos_token_id"},
+        std::pair{"tokenizer.ggml.eos_token_id", "eos_token_id"},
+        std::pair{"tokenizer.ggml.padding_token_id", "pad_token_id"}})
+    if (const gguf::Value* v = file_.find(gguf_key))
+      if (const auto id = gguf_int(*v); id && *id >= 0 && *id < vocab) c[hf_key] = *id;
+}
+
+int64_t LlamaKeys::layers(const std::string& last_tensor) const {
+  const int64_t n_layer = positive("block_count");
+  const std::string last = llama_blk(static_cast<int>(n_layer - 1)) + last_tensor;
+  if (!file_.find_tensor(last))
+    fail("{}: {} = {} but tensor '{}' is missing", path(), key("block_count"), n_layer, last);
+  for (const gguf::TensorInfo& t : file_.tensors()) {
+    if (t.name.rfind("blk.", 0) != 0) continue;
+    const size_t dot = t.name.find('.', 4);
+    int64_t layer = -1;
+    try {
+      layer = std::stoll(t.name.substr(4, dot == std::string::npos ? std::string::npos : dot - 4));
+    } catch (const std::exception&) {
+      continue;  // reported as an unused tensor by the loader
+    }
+    if (layer >= n_layer)
+      fail("{}: {} = {} but the file has tensor '{}'", path(), key("block_count"), n_layer, t.name);
+  }
+  return n_layer;
 }
 
 }  // namespace kllens

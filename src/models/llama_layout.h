@@ -118,4 +118,48 @@ void add_llama_key(LlamaLayout* out, const std::string& suffix, gguf::Value valu
 // "" or why not.
 std::string llama_layout_covers(const LlamaLayout& layout, const std::vector<TensorSpec>& tensors);
 
+// ---------------------------------------------------------------------------------------------
+// Reading a layout back from a file llama.cpp wrote (convert_hf_to_gguf.py, llama-quantize), which
+// has no kllens.hf_config: each family rebuilds its HF config from the "<arch>.*" keys and the
+// tensor shapes (families.h: <family>_config_from_llama_keys). Every failure names the file and
+// the key; integer keys are bounded as config.json integers are (io/hf_config.h).
+
+class LlamaKeys {
+ public:
+  explicit LlamaKeys(const gguf::File& file);  // the architecture from general.architecture
+  const gguf::File& file() const { return file_; }
+  const std::string& arch() const { return arch_; }
+  const std::string& path() const;
+  std::string key(const std::string& suffix) const { return arch_ + "." + suffix; }
+  bool has(const std::string& suffix) const;
+  int64_t positive(const std::string& suffix) const;  // required, 1..kMaxConfigInt
+  // Required f32/f64, finite, in [lo, hi]; returned as the shortest decimal that reads back as
+  // the stored float32 (1e-05, not 9.9999997e-06).
+  double real(const std::string& suffix, double lo, double hi) const;
+  // An integer key llama.cpp writes once or per layer (an array of `layers`), each 0..kMaxConfigInt.
+  std::vector<int64_t> per_layer(const std::string& suffix, int64_t layers) const;
+  // token_embd.weight's rows (the vocabulary), checked against embedding_length,
+  // tokenizer.ggml.tokens and <arch>.vocab_size.
+  int64_t vocab(int64_t d_model) const;
+  bool tied() const;  // no output.weight
+  // bos/eos/pad token ids of tokenizer.ggml.* into c, where they are inside the vocabulary.
+  void add_special_tokens(nlohmann::json& c, int64_t vocab) const;
+  // The number of layers: `<arch>.block_count`, checked against the blk.N tensors (layer
+  // block_count - 1 has `last_tensor`, none is past it).
+  int64_t layers(const std::string& last_tensor) const;
+  [[noreturn]] void invalid(const std::string& suffix, const std::string& why) const;
+
+ private:
+  const gguf::File& file_;
+  std::string arch_;
+};
+
+// The HF config.json of a file llama.cpp wrote, by its general.architecture (mamba, mamba2,
+// llama, jamba); Error naming the architectures kllens reads for any other.
+nlohmann::json hf_config_from_llama_keys(const gguf::File& file);
+
+// ggml's ne, printed; and ne without trailing 1s (ggml_n_dims drops them when it writes).
+std::string ggml_ne_str(const std::vector<int64_t>& ne);
+std::vector<int64_t> ggml_strip_ones(std::vector<int64_t> ne);
+
 }  // namespace kllens

@@ -1,6 +1,7 @@
 #include "core/error.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
+#include "models/checkpoint.h"
 #include "models/families.h"
 #include "models/llama_layout.h"
 
@@ -12,14 +13,18 @@ struct Family {
   ModelFactory make;
   SpecFactory specs;
   LlamaLayoutFactory llama_layout;  // nullptr: llama.cpp has no such architecture
+  const char* llama_arch;           // its general.architecture
+  LlamaConfigReader from_llama_keys;  // nullptr: files llama.cpp wrote are not read
 };
 const Family kFamilies[] = {
-    {"mamba", make_mamba, mamba_tensor_specs, mamba_llama_layout},
-    {"mamba2", make_mamba2, mamba2_tensor_specs, mamba2_llama_layout},
-    {"falcon_h1", make_falcon_h1, falcon_h1_tensor_specs, falcon_h1_llama_layout},
-    {"llama", make_llama, llama_tensor_specs, llama_llama_layout},
-    {"hymba", make_hymba, hymba_tensor_specs, nullptr},
-    {"jamba", make_jamba, jamba_tensor_specs, jamba_llama_layout},
+    {"mamba", make_mamba, mamba_tensor_specs, mamba_llama_layout, "mamba", mamba_config_from_llama_keys},
+    {"mamba2", make_mamba2, mamba2_tensor_specs, mamba2_llama_layout, "mamba2",
+     mamba2_config_from_llama_keys},
+    {"falcon_h1", make_falcon_h1, falcon_h1_tensor_specs, falcon_h1_llama_layout, "falcon-h1",
+     falcon_h1_config_from_llama_keys},
+    {"llama", make_llama, llama_tensor_specs, llama_llama_layout, "llama", llama_config_from_llama_keys},
+    {"hymba", make_hymba, hymba_tensor_specs, nullptr, nullptr, nullptr},
+    {"jamba", make_jamba, jamba_tensor_specs, jamba_llama_layout, "jamba", jamba_config_from_llama_keys},
 };
 }  // namespace
 
@@ -52,13 +57,30 @@ std::string llama_layout(const HfConfig& config, const std::vector<TensorSpec>& 
   fail("{}: unknown model_type '{}'", config.path(), type);
 }
 
+nlohmann::json hf_config_from_llama_keys(const gguf::File& file) {
+  const LlamaKeys keys(file);
+  std::string readable;
+  for (const auto& f : kFamilies) {
+    if (!f.from_llama_keys) continue;
+    if (keys.arch() == f.llama_arch) return f.from_llama_keys(keys);
+    readable += fmt::format("{}'{}'", readable.empty() ? "" : ", ", f.llama_arch);
+  }
+  fail("{}: general.architecture is '{}' and the file has no kllens.hf_config: kllens loads files "
+       "written by llama.cpp (convert_hf_to_gguf.py, llama-quantize) only for {}; files of the "
+       "other families load when `kllens quantize` wrote them",
+       file.path(), keys.arch(), readable);
+}
+
 std::unique_ptr<Model> load_model(const std::string& folder, const LoadOptions& options) {
-  const HfConfig config = HfConfig::load_folder(folder);
+  const CheckpointConfig checkpoint = read_checkpoint_config(folder);
+  const HfConfig& config = checkpoint.config;
   const std::string type = config.model_type();
   for (const auto& f : kFamilies) {
     if (type == f.model_type) {
-      const TensorStore store = TensorStore::open_folder(folder);
+      const TensorStore store = open_checkpoint_tensors(folder, checkpoint);
       auto model = f.make(config, store, folder, options);
+      if (!checkpoint.native_format.empty())
+        model->add_detail("checkpoint", checkpoint.native_format + " format, loaded as HF " + type);
       auto layout = std::make_shared<LlamaLayout>();
       std::string why = llama_layout(*model, config, layout.get());
       if (!why.empty()) layout.reset();

@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <functional>
 #include <iostream>
+#include <map>
 #include <optional>
 
 #include "core/error.h"
@@ -21,6 +22,7 @@
 #include "export/gguf_import.h"
 #include "export/gguf_vocab.h"
 #include "io/gguf.h"
+#include "io/hf_config.h"
 #include "io/safetensors.h"
 #include "models/model.h"
 #include "quant/qmatmul.h"
@@ -211,7 +213,7 @@ TEST_P(LlamaCppFiles, MissingOrLyingKeysAreOneClearError) {
       {a + ".block_count", gguf::Value(uint32_t{3}), a + ".block_count = 3"},
       {a + ".block_count", gguf::Value(uint32_t{5}), a + ".block_count = 5"},
       {a + ".ssm.time_step_rank", gguf::Value(std::string("16")), "expected an unsigned integer"},
-      {"general.architecture", gguf::Value(std::string("jamba")), "only for 'mamba' and 'mamba2'"},
+      {"general.architecture", gguf::Value(std::string("rwkv6")), "only for 'mamba', 'mamba2', 'falcon-h1', 'llama', 'jamba'"},
       // A hand-made input (code review, confirmed with fuzz/gguf_fuzz under UBSan): 2 * d_inner
       // overflowed int64 before the bound.
       {a + ".ssm.inner_size", gguf::Value(uint64_t{1} << 62), a + ".ssm.inner_size = 4611686018427387904 is larger than"},
@@ -347,6 +349,116 @@ TEST(LlamaCppTokenizer, UnreproduciblePreTokenizersAreRefused) {
         1, c.part);
   }
   fs::remove_all(dir);
+}
+
+// Llama, Jamba and Falcon-H1 files as llama.cpp writes them: kllens' F32 export of the oracles in llama.cpp's
+// layout (the files llama.cpp's logits in data/fixtures/llamacpp-oracles were computed on), with
+// every kllens.* key removed. The config rebuilt from llama.cpp's keys gives the oracle's tensor
+// table, and the file computes llama.cpp's logits within 1e-4 and exactly kllens' own file's.
+class LlamaCppAttentionFiles : public ::testing::TestWithParam<const char*> {
+ protected:
+  void SetUp() override { dir_ = test::fresh_temp_dir("llamacpp-attention-files"); }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string name() const { return GetParam(); }
+  std::string out(const std::string& n) const { return (dir_ / n).string(); }
+  // The checkpoint: an oracle, or the falcon_h1 oracle's weights under the variant config its
+  // llama.cpp fixture was made with (gate first, multipliers that are not 1, folded in the file).
+  std::string oracle() const {
+    if (name() != "falcon_h1-variant") return test::repo_path("data/fixtures/oracles/" + name());
+    const fs::path folder = dir_ / "falcon_h1-variant";
+    if (!fs::exists(folder)) {
+      fs::create_directories(folder);
+      fs::copy_file(test::repo_path("data/fixtures/oracles/falcon_h1/model.safetensors"),
+                    folder / "model.safetensors");
+      fs::copy_file(test::repo_path("data/fixtures/llamacpp-oracles/falcon_h1-variant.config.json"),
+                    folder / "config.json");
+    }
+    return folder.string();
+  }
+  // kllens' F32 file, and its copy without kllens.* keys.
+  std::pair<std::string, std::string> files() {
+    const std::string kllens_file = out("kllens.gguf"), llama_file = out("llama.gguf");
+    if (!fs::exists(llama_file)) {
+      const auto r = test::run_cli({"quantize", oracle(), "--uniform", "f32", "--out", kllens_file});
+      EXPECT_EQ(r.exit_code, 0) << r.err;
+      write_llama_copy(kllens_file, llama_file);
+    }
+    return {kllens_file, llama_file};
+  }
+  fs::path dir_;
+};
+
+TEST_P(LlamaCppAttentionFiles, ConfigFromLlamaKeysGivesTheOraclesTensorTable) {
+  const auto [kllens_file, llama_file] = files();
+  const gguf::File f(llama_file);
+  ASSERT_EQ(f.find("kllens.hf_config"), nullptr);
+  const nlohmann::json rebuilt = hf_config_from_llama_cpp(f);
+  const auto table = [](const std::vector<TensorSpec>& specs) {
+    std::map<std::string, std::pair<std::vector<int64_t>, Role>> t;
+    for (const auto& s : specs) t[s.name] = {s.shape, s.role};
+    return t;
+  };
+  EXPECT_EQ(table(tensor_specs(HfConfig::from_json(rebuilt, "rebuilt"))),
+            table(tensor_specs(HfConfig::load_folder(oracle()))));
+}
+
+TEST_P(LlamaCppAttentionFiles, LogitsEqualLlamaCppsAndKllensOwnFile) {
+  const auto [kllens_file, llama_file] = files();
+  const SafetensorsFile ref(test::repo_path("data/fixtures/llamacpp-oracles/" + name() + ".safetensors"));
+  const std::vector<int64_t> ids64 = read_int_tensor(ref.get("input_ids"));
+  const int64_t T = ref.get("input_ids").shape[1];
+  const std::vector<int32_t> ids(ids64.begin(), ids64.begin() + T);
+  const auto via_keys = load_gguf_model(llama_file);
+  const auto via_config = load_gguf_model(kllens_file);
+  EXPECT_EQ(via_keys->info().arch, name().substr(0, name().find('-')));
+  const std::vector<float> got = via_keys->forward(ids);
+  EXPECT_EQ(got, via_config->forward(ids));
+  EXPECT_EQ(via_keys->forward_decode(ids), via_config->forward_decode(ids));
+  const std::vector<float> want = ref.get("logits").to_f32();
+  double max_diff = 0;
+  for (size_t i = 0; i < got.size(); ++i)
+    max_diff = std::max(max_diff, static_cast<double>(std::fabs(got[i] - want[i])));
+  EXPECT_LE(max_diff, 1e-4);
+}
+
+INSTANTIATE_TEST_SUITE_P(Oracles, LlamaCppAttentionFiles,
+                         ::testing::Values("llama", "jamba", "falcon_h1-variant"));
+
+// What kllens' families do not compute is refused by name, not approximated.
+TEST(LlamaCppAttentionFilesBad, UnsupportedKeysAreOneClearError) {
+  const fs::path dir = test::fresh_temp_dir("llamacpp-attention-bad");
+  const auto export_f32 = [&](const std::string& oracle) {
+    const std::string path = (dir / (oracle + ".kllens.gguf")).string();
+    const auto r = test::run_cli({"quantize", test::repo_path("data/fixtures/oracles/" + oracle),
+                                  "--uniform", "f32", "--out", path});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return path;
+  };
+  const std::string llama = export_f32("llama"), jamba = export_f32("jamba");
+  struct Case {
+    std::string src, name;
+    std::function<void(Metadata&)> edit;
+    TensorEdit edit_tensor;
+    std::string part;
+  };
+  const std::vector<Case> cases = {
+      {llama, "rope-scaling", [](Metadata& kv) { kv.emplace_back("llama.rope.scaling.type", gguf::Value(std::string("linear"))); },
+       {}, "llama.rope.scaling.type"},
+      {llama, "partial-rotary", [](Metadata& kv) { set_key(kv, "llama.rope.dimension_count", gguf::Value(uint32_t{4})); },
+       {}, "partial rotary"},
+      {llama, "experts", [](Metadata& kv) { kv.emplace_back("llama.expert_count", gguf::Value(uint32_t{8})); },
+       {}, "llama.expert_count"},
+      {jamba, "kv-heads", [](Metadata& kv) {
+         set_key(kv, "jamba.attention.head_count_kv", gguf::Value(std::vector<int32_t>{0, 2, 0}));
+       }, {}, "3 entries for 4 layers"},
+      {jamba, "no-router", {}, drop("blk.1.ffn_gate_inp.weight"), "blk.1"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    const std::string path = (dir / (c.name + ".gguf")).string();
+    write_llama_copy(c.src, path, c.edit, c.edit_tensor);
+    test::expect_cli_error(test::run_cli({"inspect", path}), 1, c.part);
+  }
 }
 
 }  // namespace
