@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cmath>
 #include <mutex>
 #include <vector>
 #include <cstdio>
@@ -139,6 +140,15 @@ double time_limit(double seconds) {
 #else
   return seconds;
 #endif
+}
+
+double max_abs_diff(std::span<const float> a, const float* b) {
+  double m = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double d = std::fabs(static_cast<double>(a[i]) - b[i]);
+    if (!(d <= m)) m = std::isnan(d) ? INFINITY : d;
+  }
+  return m;
 }
 
 }  // namespace kllens::test

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -53,6 +54,9 @@ std::string error_of(const std::function<void()>& f);
 // (scripts/test-sanitized: -O1 and every memory access instrumented), where what is under test is
 // that nothing is reported, not the speed.
 double time_limit(double seconds);
+
+// max |a[i] - b[i]| over a's elements, in double; NaN anywhere counts as infinite.
+double max_abs_diff(std::span<const float> a, const float* b);
 
 // Writes a small file, creating directories.
 void write_file(const std::filesystem::path& path, std::string_view bytes);

@@ -636,15 +636,11 @@ nlohmann::json falcon_h1_config_from_llama_keys(const LlamaKeys& k) {
   c["model_type"] = "falcon_h1";
   c["hidden_size"] = hidden;
   c["num_hidden_layers"] = k.layers("attn_norm.weight");
-  c["vocab_size"] = vocab;
   c["intermediate_size"] = k.positive("feed_forward_length");
   c["num_attention_heads"] = heads;
   c["num_key_value_heads"] = k.has("attention.head_count_kv") ? k.positive("attention.head_count_kv") : heads;
   c["head_dim"] = k.has("attention.key_length") ? k.positive("attention.key_length") : hidden / heads;
   c["rope_theta"] = k.has("rope.freq_base") ? k.real("rope.freq_base", 1, 1e12) : 10000.0;
-  c["rms_norm_eps"] = k.real("attention.layer_norm_rms_epsilon", 0, 1);
-  if (k.has("context_length")) c["max_position_embeddings"] = k.positive("context_length");
-  c["hidden_act"] = "silu";
   c["mamba_d_ssm"] = inner;
   c["mamba_n_heads"] = ssm_heads;
   c["mamba_d_head"] = inner / ssm_heads;
@@ -664,8 +660,7 @@ nlohmann::json falcon_h1_config_from_llama_keys(const LlamaKeys& k) {
     c[m] = 1.0;
   c["mlp_multipliers"] = {1.0, 1.0};
   c["ssm_multipliers"] = {1.0, 1.0, 1.0, 1.0, 1.0};
-  c["tie_word_embeddings"] = k.tied();
-  k.add_special_tokens(c, vocab);
+  k.add_common_attention_keys(c, vocab);
   return c;
 }
 

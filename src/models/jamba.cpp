@@ -689,7 +689,6 @@ nlohmann::json jamba_config_from_llama_keys(const LlamaKeys& k) {
   c["model_type"] = "jamba";
   c["hidden_size"] = hidden;
   c["num_hidden_layers"] = layers;
-  c["vocab_size"] = vocab;
   c["intermediate_size"] = ffn[0];
   c["num_attention_heads"] = heads;
   c["num_key_value_heads"] = kv_heads ? kv_heads : heads;
@@ -704,11 +703,7 @@ nlohmann::json jamba_config_from_llama_keys(const LlamaKeys& k) {
   c["num_experts_per_tok"] = top_k;
   c["expert_layer_period"] = period;
   c["expert_layer_offset"] = offset;
-  c["rms_norm_eps"] = k.real("attention.layer_norm_rms_epsilon", 0, 1);
-  if (k.has("context_length")) c["max_position_embeddings"] = k.positive("context_length");
-  c["hidden_act"] = "silu";
-  c["tie_word_embeddings"] = k.tied();
-  k.add_special_tokens(c, vocab);
+  k.add_common_attention_keys(c, vocab);
   return c;
 }
 

@@ -333,15 +333,10 @@ nlohmann::json llama_config_from_llama_keys(const LlamaKeys& k) {
   c["num_attention_heads"] = heads;
   c["num_key_value_heads"] = kv_heads;
   c["head_dim"] = head_dim;
-  c["vocab_size"] = vocab;
-  c["rms_norm_eps"] = k.real("attention.layer_norm_rms_epsilon", 0, 1);
   c["rope_theta"] = k.has("rope.freq_base") ? k.real("rope.freq_base", 1, 1e12) : 10000.0;
-  if (k.has("context_length")) c["max_position_embeddings"] = k.positive("context_length");
-  c["hidden_act"] = "silu";
   c["attention_bias"] = file.find_tensor("blk.0.attn_q.bias") != nullptr;
   c["mlp_bias"] = file.find_tensor("blk.0.ffn_gate.bias") != nullptr;
-  c["tie_word_embeddings"] = k.tied();
-  k.add_special_tokens(c, vocab);
+  k.add_common_attention_keys(c, vocab);
   return c;
 }
 

@@ -563,6 +563,15 @@ void LlamaKeys::add_special_tokens(nlohmann::json& c, int64_t vocab) const {
       if (const auto id = gguf_int(*v); id && *id >= 0 && *id < vocab) c[hf_key] = *id;
 }
 
+void LlamaKeys::add_common_attention_keys(nlohmann::json& c, int64_t vocab) const {
+  c["vocab_size"] = vocab;
+  c["rms_norm_eps"] = real("attention.layer_norm_rms_epsilon", 0, 1);
+  if (has("context_length")) c["max_position_embeddings"] = positive("context_length");
+  c["hidden_act"] = "silu";
+  c["tie_word_embeddings"] = tied();
+  add_special_tokens(c, vocab);
+}
+
 int64_t LlamaKeys::layers(const std::string& last_tensor) const {
   const int64_t n_layer = positive("block_count");
   const std::string last = llama_blk(static_cast<int>(n_layer - 1)) + last_tensor;

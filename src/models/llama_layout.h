@@ -144,6 +144,10 @@ class LlamaKeys {
   bool tied() const;  // no output.weight
   // bos/eos/pad token ids of tokenizer.ggml.* into c, where they are inside the vocabulary.
   void add_special_tokens(nlohmann::json& c, int64_t vocab) const;
+  // What the attention families' HF configs share: vocab_size, rms_norm_eps (from
+  // attention.layer_norm_rms_epsilon), max_position_embeddings (context_length), hidden_act silu,
+  // tie_word_embeddings and the special tokens.
+  void add_common_attention_keys(nlohmann::json& c, int64_t vocab) const;
   // The number of layers: `<arch>.block_count`, checked against the blk.N tensors (layer
   // block_count - 1 has `last_tensor`, none is past it).
   int64_t layers(const std::string& last_tensor) const;

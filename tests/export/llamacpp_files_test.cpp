@@ -414,11 +414,7 @@ TEST_P(LlamaCppAttentionFiles, LogitsEqualLlamaCppsAndKllensOwnFile) {
   const std::vector<float> got = via_keys->forward(ids);
   EXPECT_EQ(got, via_config->forward(ids));
   EXPECT_EQ(via_keys->forward_decode(ids), via_config->forward_decode(ids));
-  const std::vector<float> want = ref.get("logits").to_f32();
-  double max_diff = 0;
-  for (size_t i = 0; i < got.size(); ++i)
-    max_diff = std::max(max_diff, static_cast<double>(std::fabs(got[i] - want[i])));
-  EXPECT_LE(max_diff, 1e-4);
+  EXPECT_LE(test::max_abs_diff(got, ref.get("logits").to_f32().data()), 1e-4);
 }
 
 INSTANTIATE_TEST_SUITE_P(Oracles, LlamaCppAttentionFiles,

@@ -15,14 +15,7 @@
 namespace kllens {
 namespace {
 
-double max_abs_diff(const std::vector<float>& a, const float* b) {
-  double m = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const double d = std::fabs(static_cast<double>(a[i]) - b[i]);
-    if (!(d <= m)) m = std::isnan(d) ? INFINITY : d;
-  }
-  return m;
-}
+using test::max_abs_diff;
 
 // The checkpoint llama.cpp ran: an oracle folder, or for "falcon_h1-variant" the falcon_h1 oracle's
 // weights under falcon_h1-variant.config.json (the gate before the norm, the one order llama.cpp

@@ -30,14 +30,7 @@ std::string native(const std::string& name) {
 }
 std::string oracle(const std::string& name) { return test::repo_path("data/fixtures/oracles/" + name); }
 
-double max_abs_diff(const std::vector<float>& a, const float* b) {
-  double m = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const double d = std::fabs(static_cast<double>(a[i]) - b[i]);
-    if (!(d <= m)) m = std::isnan(d) ? INFINITY : d;
-  }
-  return m;
-}
+using test::max_abs_diff;
 
 class MambaSsmNative : public ::testing::TestWithParam<std::string> {};
 
