@@ -69,7 +69,15 @@ std::string read_file(const std::filesystem::path& path) {
   return ss.str();
 }
 
+std::string cli_binary() { return KLLENS_CLI; }
+
 CliResult run_cli(const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {cli_binary()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run_program(argv);
+}
+
+CliResult run_program(const std::vector<std::string>& args) {
   auto dir = fresh_temp_dir("cli");
   const auto out_path = dir / "stdout";
   const auto err_path = dir / "stderr";
@@ -80,13 +88,11 @@ CliResult run_cli(const std::vector<std::string>& args) {
     std::FILE* err = std::freopen(err_path.c_str(), "w", stderr);
     std::FILE* in = std::freopen("/dev/null", "r", stdin);
     (void)out, (void)err, (void)in;
-    std::vector<char*> argv;
-    std::string binary = KLLENS_CLI;
-    argv.push_back(binary.data());
     std::vector<std::string> copy = args;
+    std::vector<char*> argv;
     for (auto& a : copy) argv.push_back(a.data());
     argv.push_back(nullptr);
-    execv(binary.c_str(), argv.data());
+    execvp(argv[0], argv.data());
     _exit(127);
   }
   int status = 0;

@@ -28,6 +28,10 @@ struct CliResult {
 
 // Runs the built `kllens` binary with these arguments (no shell), capturing its output.
 CliResult run_cli(const std::vector<std::string>& args);
+// Runs argv[0] (searched in PATH) with the rest as arguments, the same way.
+CliResult run_program(const std::vector<std::string>& argv);
+// The built `kllens` binary.
+std::string cli_binary();
 
 // A bad-input run: no signal, exit `code`, stderr starting "error: " and containing `part`.
 void expect_cli_error(const CliResult& r, int code, const std::string& part);

@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "cli/common.h"
+#include "core/cluster.h"
 #include "core/error.h"
 #include "core/sha256.h"
 #include "eval/perplexity.h"
@@ -110,6 +111,11 @@ windows, schemes, --components and kllens version; anything else is refused), dr
 recomputing any damaged line. OUT.journal.lock keeps a second process off the same journal. The
 journal is removed once OUT is written (to a temporary, synced, then renamed).
 
+Under `mpirun -np N` the entries are split across the N ranks (each journals to
+OUT.journal.rank<R>; rank 0 writes OUT, the same file one process writes but for timings); give
+each rank its cores (-x OMP_NUM_THREADS=1 --threads 1 for N ranks on N cores). A killed job
+continues with --resume and the same N.
+
 SENS.json:
   {"format": "kllens-sensitivity", "version": 1,
    "model": {"path", "arch", "layers", "params", "weights_sha256", ["gated_norm"]},
@@ -152,6 +158,11 @@ SENS.json:
     options.cache_budget_bytes = o->cache_mb << 20;
     options.journal_path = o->out + ".journal";
     options.resume = o->resume;
+    // Under mpirun the entries are split across the ranks; rank 0 writes the result.
+    const Cluster& cluster = Cluster::launched_by_mpi() ? Cluster::world() : Cluster::alone();
+    if (cluster.size() > 1) options.cluster = &cluster;
+    const bool lead = cluster.rank() == 0;
+    options.show_progress = lead;
     auto model = open_float_model(o->model, "sensitivity");
     o->imatrix.load(*model);
     options.importance = o->imatrix.fn();
@@ -171,13 +182,15 @@ SENS.json:
     };
     run_sweep(*model, calib.windows, options, header, &stats);
     report_journal_recovery(options.journal_path, stats);
+    if (!lead) return;
     std::cout << format_top_entries(report.entries, o->top) << "\n"
               << format_role_ranking(rank_roles(report.entries)) << "\n";
     std::cout << fmt::format(
-        "{} entries ({} resumed) in {:.1f} s; full-precision calibration perplexity {:.3f}; "
+        "{} entries ({} resumed{}) in {:.1f} s; full-precision calibration perplexity {:.3f}; "
         "prefix cache {:.1f} MB (stride {})\nwrote {}\n",
-        report.entries.size(), stats.entries_resumed, stats.total_seconds, stats.fp_ppl,
-        stats.cache_bytes / 1e6, stats.cache_stride, o->out);
+        report.entries.size(), stats.entries_resumed,
+        cluster.size() > 1 ? fmt::format(", {} ranks", cluster.size()) : "", stats.total_seconds,
+        stats.fp_ppl, stats.cache_bytes / 1e6, stats.cache_stride, o->out);
   });
 }
 

@@ -8,8 +8,30 @@
 #include <string>
 
 #include "cli/common.h"
+#include "core/cluster.h"
 #include "core/error.h"
 #include "core/version.h"
+
+namespace {
+
+// An error ends every rank of an MPI job, not only this one (the others may wait in a collective).
+int fail_run(int code) {
+  if (kllens::Cluster::launched_by_mpi()) {
+    try {
+      kllens::Cluster::world().abort(code);
+    } catch (const kllens::Error&) {  // built without MPI: this process is alone anyway
+    }
+  }
+  kllens::finalize_cluster();
+  return code;
+}
+
+int finish(int code) {
+  kllens::finalize_cluster();
+  return code;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   // Keep freed activation buffers (a few MB per layer in prefill) in the heap instead of
@@ -39,13 +61,21 @@ int main(int argc, char** argv) {
   kllens::cli::add_bench(app);
   kllens::cli::add_deploy_table(app);
   try {
+    // Under mpirun only the sweep is split across ranks; any other command would run N times
+    // over, writing the same files.
+    if (kllens::Cluster::launched_by_mpi()) {
+      if (argc < 2 || std::string(argv[1]) != "sensitivity")
+        throw kllens::UsageError("only `kllens sensitivity` runs under mpirun (it splits the "
+                                 "sweep's entries across the ranks)");
+      (void)kllens::Cluster::world();  // MPI_Init, before any thread starts
+    }
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
+    return finish(app.exit(e));
   } catch (const CLI::CallForAllHelp& e) {
-    return app.exit(e);
+    return finish(app.exit(e));
   } catch (const CLI::CallForVersion& e) {
-    return app.exit(e);
+    return finish(app.exit(e));
   } catch (const CLI::ParseError& e) {
     std::string message = e.what();
     // With no command recognised, CLI11 reports only "A subcommand is required" and drops what it
@@ -65,16 +95,17 @@ int main(int argc, char** argv) {
     }
     std::fprintf(stderr, "error: %s\n", message.c_str());
     std::fprintf(stderr, "run with --help for usage\n");
-    return 2;
+    return fail_run(2);
   } catch (const kllens::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
-    return e.exit_code();
+    return fail_run(e.exit_code());
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "error: out of memory\n");
-    return 1;
+    return fail_run(1);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
+    return fail_run(1);
   }
+  kllens::finalize_cluster();
   return 0;
 }

@@ -10,6 +10,7 @@
 #include <set>
 #include <sstream>
 
+#include "core/cluster.h"
 #include "core/error.h"
 #include "core/progress.h"
 #include "io/durable_file.h"
@@ -180,8 +181,14 @@ std::vector<SweepEntry> run_sweep(Model& model, const std::vector<std::vector<in
   const int L = static_cast<int>(model.info().n_layers);
   const int64_t V = model.info().vocab;
 
+  const Cluster& cluster = options.cluster ? *options.cluster : Cluster::alone();
+  const bool sharded = options.cluster && cluster.size() > 1;
   std::map<std::string, SweepEntry> done;
-  SweepJournal journal(options.journal_path, header, options.resume);
+  SweepJournal journal(
+      sharded && !options.journal_path.empty()
+          ? fmt::format("{}.rank{}", options.journal_path, cluster.rank())
+          : options.journal_path,
+      header, options.resume);
   for (const json& record : journal.records()) {
     SweepEntry e;
     try {
@@ -190,6 +197,21 @@ std::vector<SweepEntry> run_sweep(Model& model, const std::vector<std::vector<in
       fail("{}: a journal record is not a sweep entry: {}", options.journal_path, ex.what());
     }
     done[entry_key(e.component, e.scheme)] = e;
+  }
+  // Every rank learns what every journal holds.
+  const auto share = [&](const std::vector<SweepEntry>& mine) {
+    json list = json::array();
+    for (const SweepEntry& e : mine) list.push_back(entry_to_json(e));
+    for (const std::string& part : cluster.all_gather(list.dump()))
+      for (const json& j : json::parse(part)) {
+        SweepEntry e = entry_from_json(j);
+        done.emplace(entry_key(e.component, e.scheme), std::move(e));
+      }
+  };
+  if (sharded) {
+    std::vector<SweepEntry> mine;
+    for (const auto& [key, e] : done) mine.push_back(e);
+    share(mine);
   }
   stats.entries_resumed = static_cast<int64_t>(done.size());
   stats.journal_dropped_lines = journal.recovery().dropped_lines;
@@ -252,14 +274,41 @@ std::vector<SweepEntry> run_sweep(Model& model, const std::vector<std::vector<in
     if (restart < 0 || restart == L) return restart;
     return (restart / stride) * stride;
   };
-  int64_t to_compute = 0;
-  double expected_seconds = 0;
+  // The entries still to compute, in table order, and the rank that computes each.
+  std::vector<double> item_cost;
   for (const Param* cp : components)
     for (size_t si = 0; si < schemes.size(); ++si)
-      if (!done.count(entry_key(cp->name, options.schemes[si]))) {
-        ++to_compute;
-        expected_seconds += cost.entry_seconds(first_layer(*cp));
+      if (!done.count(entry_key(cp->name, options.schemes[si])))
+        item_cost.push_back(cost.entry_seconds(first_layer(*cp)));
+  std::vector<int> owner(item_cost.size(), 0);
+  if (sharded) {
+    // Rank 0's measured costs decide, so that every rank computes the same assignment.
+    json assignment = json::array();
+    if (cluster.rank() == 0) {
+      std::vector<size_t> order(item_cost.size());
+      for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+      std::stable_sort(order.begin(), order.end(),
+                       [&](size_t a, size_t b) { return item_cost[a] > item_cost[b]; });
+      std::vector<double> load(static_cast<size_t>(cluster.size()), 0.0);
+      for (size_t i : order) {
+        const auto r = static_cast<size_t>(std::min_element(load.begin(), load.end()) - load.begin());
+        owner[i] = static_cast<int>(r);
+        load[r] += item_cost[i];
       }
+      assignment = owner;
+    }
+    owner = json::parse(cluster.broadcast(assignment.dump())).get<std::vector<int>>();
+    if (owner.size() != item_cost.size()) fail("the ranks disagree on the entries left to compute");
+  }
+  int64_t to_compute = 0;
+  double expected_seconds = 0;
+  for (size_t i = 0; i < item_cost.size(); ++i)
+    if (owner[i] == cluster.rank() || !sharded) {
+      ++to_compute;
+      expected_seconds += item_cost[i];
+    }
+  size_t item = 0;
+  std::vector<SweepEntry> computed;
   std::vector<SweepEntry> entries;
   Progress progress("sensitivity", to_compute, expected_seconds);
   std::vector<float> logits;
@@ -272,6 +321,7 @@ std::vector<SweepEntry> run_sweep(Model& model, const std::vector<std::vector<in
         entries.push_back(it->second);
         continue;
       }
+      if (sharded && owner[item++] != cluster.rank()) continue;  // another rank's
       // A block format that cannot divide the rows is measured (and sized) as the file will hold
       // it: llama-quantize's fallback for the shape (quant/formats.h), recorded in the entry.
       const QuantScheme scheme = stored_scheme(schemes[si], p.cols());
@@ -324,19 +374,31 @@ std::vector<SweepEntry> run_sweep(Model& model, const std::vector<std::vector<in
       e.metrics = {r.kl_forward, r.kl_reverse, r.logit_mse, r.sqnr_db, r.top1, r.delta_nll};
       journal.append(entry_to_json(e));
       entries.push_back(e);
+      computed.push_back(e);
       ++stats.entries_computed;
       if (options.on_entry) options.on_entry(e);
       if (options.show_progress) progress.advance(1, cost.entry_seconds(from_layer));
     }
   }
   progress.finish();
+  if (sharded) {
+    // Every rank's entries, in table order, on every rank.
+    share(computed);
+    entries.clear();
+    for (const Param* cp : components)
+      for (size_t si = 0; si < schemes.size(); ++si)
+        if (auto it = done.find(entry_key(cp->name, options.schemes[si])); it != done.end())
+          entries.push_back(it->second);
+  }
   stats.expected_entry_seconds = expected_seconds;
   stats.total_seconds = seconds_since(t_total);
   if (stats_out) *stats_out = stats;
   if (options.on_complete) {
     // Still holding the journal's lock: no second process can resume it while the result is
-    // written, and the journal goes only once the result is on disk.
-    options.on_complete(entries, stats);
+    // written, and the journal goes only once the result is on disk (every rank's only once rank
+    // 0 has written it).
+    if (cluster.rank() == 0) options.on_complete(entries, stats);
+    cluster.barrier();
     journal.remove();
   }
   return entries;

@@ -24,6 +24,7 @@
 
 namespace kllens {
 
+class Cluster;
 class Model;
 struct Param;
 
@@ -84,8 +85,15 @@ struct SweepOptions {
   // Called after each finished entry (tests use it to simulate a crash).
   std::function<void(const SweepEntry&)> on_entry;
   // Called with every entry once the sweep is complete, while the journal is still locked: write
-  // the result here. When it returns, the journal is deleted. Unset: the journal is kept.
+  // the result here. When it returns, the journal is deleted. Unset: the journal is kept. In an
+  // MPI job only rank 0 calls it (with every rank's entries).
   std::function<void(const std::vector<SweepEntry>&, const SweepStats&)> on_complete;
+  // The ranks the entries are split across (core/cluster.h); nullptr: this process alone. Each
+  // rank journals its own entries to journal_path + ".rank<R>", all ranks learn the entries
+  // every journal holds, rank 0 assigns the rest by their expected cost (longest first, each to
+  // the least loaded rank: a layer-0 entry reruns every layer, a last-layer one almost none),
+  // and every rank ends with all entries in table order, as one process would compute them.
+  const Cluster* cluster = nullptr;
 };
 
 // Components the sweep covers (every 2+D *.weight tensor, filtered by the regex), in table order.
