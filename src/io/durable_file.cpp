@@ -1,6 +1,7 @@
 #include "io/durable_file.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -44,6 +45,23 @@ void write_all(int fd, std::string_view bytes, const std::string& what) {
 }
 
 std::string temporary_name_for(const std::string& path) {
+  // A writer killed mid-write (kill -9, power loss) leaves PATH.tmp.PID behind; the next writer
+  // of PATH removes those whose process is gone, so they do not pile up. A live process's
+  // temporary (another writer now) is left alone: kill(pid, 0) fails with ESRCH only for the gone.
+  namespace fs = std::filesystem;
+  const fs::path p(path);
+  const std::string prefix = p.filename().string() + ".tmp.";
+  std::error_code ec;
+  const fs::path dir = p.parent_path().empty() ? fs::path(".") : p.parent_path();
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string digits = name.substr(prefix.size());
+    if (digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+    const auto pid = static_cast<pid_t>(std::stol(digits));
+    if (pid > 0 && pid != ::getpid() && ::kill(pid, 0) != 0 && errno == ESRCH)
+      ::unlink(it->path().c_str());
+  }
   return path + ".tmp." + std::to_string(::getpid());
 }
 

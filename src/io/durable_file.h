@@ -21,6 +21,7 @@ void write_file_durably(const std::string& path, std::string_view bytes);
 void write_stream_durably(const std::string& path, const std::function<void(std::ostream&)>& write);
 
 // The temporary name write_file_durably uses (PATH.tmp.PID: two processes never share one).
+// Removes PATH's temporaries left by processes that no longer exist (a writer killed mid-write).
 std::string temporary_name_for(const std::string& path);
 
 // For writers that stream into a temporary themselves (the GGUF writer): fsyncs TMP, renames it

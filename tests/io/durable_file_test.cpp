@@ -3,6 +3,8 @@
 #include "io/durable_file.h"
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <string>
@@ -25,6 +27,28 @@ TEST(DurableFile, WritesAndReplacesWhole) {
   EXPECT_EQ(test::read_file(path), big);
   EXPECT_FALSE(fs::exists(temporary_name_for(path)));
   EXPECT_EQ(std::distance(fs::directory_iterator(dir), fs::directory_iterator()), 1);
+  fs::remove_all(dir);
+}
+
+// A writer killed mid-write leaves PATH.tmp.PID; the next write of PATH removes it when that
+// process is gone, and leaves a live process's temporary alone.
+TEST(DurableFile, TemporariesOfGoneWritersAreRemoved) {
+  const fs::path dir = test::fresh_temp_dir("durable");
+  const std::string path = (dir / "out.json").string();
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) _exit(0);
+  int status = 0;
+  waitpid(child, &status, 0);  // reaped: that pid is gone
+  const std::string gone = path + ".tmp." + std::to_string(child);
+  const std::string live = path + ".tmp." + std::to_string(getppid());  // our parent is alive
+  const std::string other = (dir / "other.json.tmp.").string() + std::to_string(child);
+  for (const auto& f : {gone, live, other}) test::write_file(f, "partial");
+  write_file_durably(path, "whole");
+  EXPECT_FALSE(fs::exists(gone));
+  EXPECT_TRUE(fs::exists(live));
+  EXPECT_TRUE(fs::exists(other));  // another file's temporary
+  EXPECT_EQ(test::read_file(path), "whole");
   fs::remove_all(dir);
 }
 
