@@ -11,6 +11,7 @@
 #include <vector>
 #include <cstdio>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 #include <stdexcept>
 
@@ -81,6 +82,9 @@ CliResult run_program(const std::vector<std::string>& args) {
   auto dir = fresh_temp_dir("cli");
   const auto out_path = dir / "stdout";
   const auto err_path = dir / "stderr";
+  // The child would otherwise write out what the test printed but had not flushed yet.
+  std::cout.flush();
+  std::fflush(nullptr);
   pid_t pid = fork();
   if (pid < 0) throw std::runtime_error("fork failed");
   if (pid == 0) {

@@ -206,13 +206,13 @@ void add_analyze(CLI::App& app) {
       sweep.journal_path = sens_path + ".journal";
       sweep.resume = o->resume;
       sweep.cache_budget_bytes = o->cache_mb << 20;
-      const json header = sweep_journal_header(sens, "");
+      const json header = sweep_journal_header(sens, "", sweep);
       std::cerr << fmt::format("sensitivity: {} windows of {} tokens, schemes {}\n", calib.windows.size(), o->ctx,
                                o->schemes);
       SweepStats stats;
       sweep.on_complete = [&](const std::vector<SweepEntry>& entries, const SweepStats& done) {
         sens.entries = entries;
-        sens.sweep = sweep_summary(sweep.prefix_reuse, done, "");
+        sens.sweep = sweep_summary(sweep, done, "");
         write_sensitivity_json(sens_path, sens);
       };
       run_sweep(*model, calib.windows, sweep, header, &stats);

@@ -47,23 +47,36 @@ CalibrationSet load_calibration(const std::string& model_path, const std::string
   return c;
 }
 
-nlohmann::json sweep_journal_header(const SensitivityReport& report, const std::string& components) {
-  return {{"journal", "kllens-sensitivity"},
-          {"model", report.model},
-          {"calibration", report.calibration},
-          {"schemes", report.schemes},
-          {"components", components}};
+nlohmann::json adaptive_settings(const SweepOptions& options) {
+  return {{"first_windows", options.adaptive_windows}, {"rse", options.adaptive_rse}};
 }
 
-nlohmann::json sweep_summary(bool prefix_reuse, const SweepStats& stats,
+nlohmann::json sweep_journal_header(const SensitivityReport& report, const std::string& components,
+                                    const SweepOptions& options) {
+  nlohmann::json h = {{"journal", "kllens-sensitivity"},
+                      {"model", report.model},
+                      {"calibration", report.calibration},
+                      {"schemes", report.schemes},
+                      {"components", components}};
+  if (options.adaptive_windows > 0) h["adaptive"] = adaptive_settings(options);
+  return h;
+}
+
+nlohmann::json sweep_summary(const SweepOptions& options, const SweepStats& stats,
                              const std::string& components) {
-  return {{"prefix_reuse", prefix_reuse},
-          {"cache_bytes", stats.cache_bytes},
-          {"cache_stride", stats.cache_stride},
-          {"fp_ppl", stats.fp_ppl},
-          {"seconds", stats.total_seconds},
-          {"entries_resumed", stats.entries_resumed},
-          {"components", components}};
+  nlohmann::json s = {{"prefix_reuse", options.prefix_reuse},
+                      {"cache_bytes", stats.cache_bytes},
+                      {"cache_stride", stats.cache_stride},
+                      {"fp_ppl", stats.fp_ppl},
+                      {"seconds", stats.total_seconds},
+                      {"entries_resumed", stats.entries_resumed},
+                      {"components", components}};
+  if (options.adaptive_windows > 0) {
+    s["adaptive"] = adaptive_settings(options);
+    s["adaptive"]["tokens_measured"] = stats.tokens_measured;
+    s["adaptive"]["tokens_full"] = stats.tokens_full;
+  }
+  return s;
 }
 
 void report_journal_recovery(const std::string& journal_path, const SweepStats& stats) {
@@ -90,7 +103,8 @@ nlohmann::json model_description(const std::string& path, const Model& model) {
 void add_sensitivity(CLI::App& app) {
   struct Opts {
     std::string model, calib, schemes = "int4:g32,int8:g32", components, out, csv;
-    int64_t ctx = 256, windows = 0, cache_mb = 4096;
+    int64_t ctx = 256, windows = 0, cache_mb = 4096, adaptive = 0;
+    double adaptive_rse = 0.05;
     bool resume = false, no_reuse = false;
     size_t top = 20;
     RunOptions run;
@@ -123,9 +137,10 @@ SENS.json:
                    "imatrix": {"file", "sha256"} or null},
    "schemes": [...],
    "sweep": {"prefix_reuse", "cache_bytes", "cache_stride", "fp_ppl", "seconds",
-             "entries_resumed", "components"},
+             "entries_resumed", "components",
+             ["adaptive": {"first_windows", "rse", "tokens_measured", "tokens_full"}]},
    "entries": [{"component", "layer", "role", "shape", "params", "scheme", ["stored"], "bytes",
-                "seconds",
+                "seconds", ["windows"],
                 "metrics": {"kl", "rkl", "mse", "sqnr_db", "top1", "dnll":
                             each {"mean", "stderr"}}}]}
   kl = KL(fp || q), rkl = KL(q || fp) in nats per position; mse = logit MSE; sqnr_db = logit
@@ -133,7 +148,12 @@ SENS.json:
   A ggml block format whose block does not divide a component's rows is measured and sized as
   llama-quantize would store it (q4_K -> q5_0 -> f16, ...): "stored" names that scheme, and
   "bytes" is always the exact size of the tensor in the GGUF file.
-  --csv writes the entries as one row each with the same metric names.)");
+  --csv writes the entries as one row each with the same metric names.
+
+--adaptive N measures every entry on the first N windows, then on all of them only the entries
+whose standard error between windows exceeds --adaptive-rse times their mean KL (unless that KL
+is below 1% of the largest of the component's schemes); "windows" says how many an entry was
+measured on, and a refined entry equals the full sweep's exactly.)");
   cmd->add_option("MODEL", o->model, "Hugging Face model folder (with tokenizer.json)")->required();
   cmd->add_option("--calib", o->calib, "calibration text")->required();
   cmd->add_option("--ctx", o->ctx, "window length in tokens")->capture_default_str()->check(CLI::Range(2, 1 << 20));
@@ -143,6 +163,14 @@ SENS.json:
   cmd->add_option("--out", o->out, "SENS.json to write (a journal SENS.json.journal is kept while running)")->required();
   cmd->add_option("--csv", o->csv, "also write the entries as CSV");
   cmd->add_flag("--resume", o->resume, "continue a killed sweep from its journal");
+  cmd->add_option("--adaptive", o->adaptive,
+                  "measure every entry on the first N windows, and on all of them only the "
+                  "entries still too uncertain (0 = every entry on every window)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  cmd->add_option("--adaptive-rse", o->adaptive_rse,
+                  "with --adaptive: refine an entry whose standard error between windows exceeds "
+                  "this fraction of its mean KL")
+      ->capture_default_str()->check(CLI::Range(1e-6, 10.0));
   cmd->add_flag("--no-prefix-reuse", o->no_reuse, "recompute every layer for every entry (for benchmarking the reuse)");
   cmd->add_option("--cache-mb", o->cache_mb, "memory for cached per-layer states")->capture_default_str()->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
   cmd->add_option("--top", o->top, "rows in the printed table")->capture_default_str();
@@ -158,6 +186,8 @@ SENS.json:
     options.cache_budget_bytes = o->cache_mb << 20;
     options.journal_path = o->out + ".journal";
     options.resume = o->resume;
+    options.adaptive_windows = o->adaptive;
+    options.adaptive_rse = o->adaptive_rse;
     // Under mpirun the entries are split across the ranks; rank 0 writes the result.
     const Cluster& cluster = Cluster::launched_by_mpi() ? Cluster::world() : Cluster::alone();
     if (cluster.size() > 1) options.cluster = &cluster;
@@ -172,11 +202,11 @@ SENS.json:
     report.calibration = calib.description;
     report.calibration["imatrix"] = o->imatrix.identity();
     report.schemes = options.schemes;
-    const nlohmann::json header = sweep_journal_header(report, o->components);
+    const nlohmann::json header = sweep_journal_header(report, o->components, options);
     SweepStats stats;
     options.on_complete = [&](const std::vector<SweepEntry>& entries, const SweepStats& done) {
       report.entries = entries;
-      report.sweep = sweep_summary(options.prefix_reuse, done, o->components);
+      report.sweep = sweep_summary(options, done, o->components);
       write_sensitivity_json(o->out, report);
       if (!o->csv.empty()) write_sensitivity_csv(o->csv, report.entries);
     };

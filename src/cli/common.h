@@ -61,9 +61,13 @@ CalibrationSet load_calibration(const std::string& model_path, const std::string
                                 int64_t ctx, int64_t windows);
 // The sweep journal's description of a sweep (model, calibration, schemes, --components), the
 // same for `sensitivity` and `analyze`, so that their journals and files are interchangeable.
-nlohmann::json sweep_journal_header(const SensitivityReport& report, const std::string& components);
-// SENS.json's "sweep" object.
-nlohmann::json sweep_summary(bool prefix_reuse, const SweepStats& stats, const std::string& components);
+// An adaptive sweep's settings are part of it ("adaptive": {"first_windows", "rse"}).
+nlohmann::json sweep_journal_header(const SensitivityReport& report, const std::string& components,
+                                    const SweepOptions& options);
+// SENS.json's "sweep" object; an adaptive sweep adds "adaptive": {"first_windows", "rse",
+// "tokens_measured", "tokens_full"}.
+nlohmann::json sweep_summary(const SweepOptions& options, const SweepStats& stats,
+                             const std::string& components);
 // After run_sweep: a note on stderr when the resumed journal had damaged lines.
 void report_journal_recovery(const std::string& journal_path, const SweepStats& stats);
 nlohmann::json model_description(const std::string& path, const Model& model);

@@ -22,6 +22,10 @@ Progress::~Progress() { finish(); }
 
 void Progress::advance(int64_t n) { set(done_ + n); }
 
+void Progress::add_work(double work) {
+  if (total_work_ >= 0) total_work_ += work;
+}
+
 void Progress::advance(int64_t n, double work) {
   work_done_ += work;
   set(done_ + n);

@@ -18,6 +18,8 @@ class Progress {
   ~Progress();
   void advance(int64_t n = 1);
   void advance(int64_t n, double work);
+  // More work discovered on the way (an adaptive sweep's refined entries): the ETA includes it.
+  void add_work(double work);
   void set(int64_t done);
   void finish();
   // Seconds left after `elapsed` seconds at the work done so far; negative when unknown (no

@@ -100,6 +100,7 @@ json entry_to_json(const SweepEntry& e) {
             {"top1", mean_std_json(e.metrics.top1)},
             {"dnll", mean_std_json(e.metrics.dnll)}}}};
   if (!e.stored.empty()) j["stored"] = e.stored;
+  if (e.windows > 0) j["windows"] = e.windows;
   return j;
 }
 
@@ -135,6 +136,7 @@ SweepEntry entry_from_json(const json& j) {
     e.scheme = j.at("scheme").get<std::string>();
     e.bytes = json_integer(j.at("bytes"), "entry \"bytes\"", 1, 8 * e.params);
     e.stored = j.value("stored", std::string());
+    if (j.contains("windows")) e.windows = json_integer(j["windows"], "entry \"windows\"", 1, int64_t{1} << 30);
     e.seconds = j.value("seconds", 0.0);
     const json& m = j.at("metrics");
     e.metrics.kl = mean_std_from(m, "kl");
@@ -167,6 +169,38 @@ std::vector<const Param*> sweep_components(const Model& model, const SweepOption
                                  options.component_regex.value_or("")));
   return out;
 }
+
+namespace {
+
+int64_t tokens_in(const std::vector<std::vector<int32_t>>& windows, size_t n) {
+  int64_t t = 0;
+  for (size_t w = 0; w < n && w < windows.size(); ++w) t += static_cast<int64_t>(windows[w].size());
+  return t;
+}
+
+// Whether an entry measured on the first `first` windows needs the rest. Its uncertainty is
+// taken between windows (the standard error of the per-window mean KLs): positions within a
+// window are correlated, so the per-position standard error would understate it. An entry
+// whose mean KL is below 1% of the largest of its component's schemes is never refined: the
+// component's choice between schemes does not hinge on its exact value.
+bool needs_more_windows(const LogitComparison& cmp, const std::vector<std::vector<int32_t>>& windows,
+                        size_t first, double kl_max, double rse) {
+  const double mean = cmp.results().kl_forward.mean;
+  if (!(mean > 0) || mean < 0.01 * kl_max) return false;
+  if (first < 2) return true;  // no spread to estimate from
+  const std::vector<float>& kl = cmp.kl_values();
+  RunningStat per_window;
+  size_t at = 0;
+  for (size_t w = 0; w < first; ++w) {
+    double sum = 0;
+    for (size_t t = 0; t < windows[w].size(); ++t) sum += kl[at + t];
+    at += windows[w].size();
+    per_window.add(sum / static_cast<double>(windows[w].size()));
+  }
+  return per_window.std_error() > rse * mean;
+}
+
+}  // namespace
 
 std::vector<SweepEntry> run_sweep(Model& model, const std::vector<std::vector<int32_t>>& windows,
                                   const SweepOptions& options, const json& header,
@@ -309,18 +343,61 @@ std::vector<SweepEntry> run_sweep(Model& model, const std::vector<std::vector<in
     }
   size_t item = 0;
   std::vector<SweepEntry> computed;
+  // Adaptive: every entry first on the first `first` windows; the rest only for those whose
+  // estimate is too uncertain to place (needs_more below).
+  const size_t W = windows.size();
+  const size_t first = options.adaptive_windows > 0
+                           ? std::min(W, static_cast<size_t>(options.adaptive_windows))
+                           : W;
+  const double stage_share = static_cast<double>(first) / static_cast<double>(W);
   std::vector<SweepEntry> entries;
-  Progress progress("sensitivity", to_compute, expected_seconds);
+  Progress progress("sensitivity", to_compute, expected_seconds * stage_share);
   std::vector<float> logits;
+  // Windows [w0, w1) of the model with p fake-quantized in `scheme`, added to cmp.
+  const auto measure = [&](Param& p, const QuantScheme& scheme, int from_layer, size_t w0,
+                           size_t w1, LogitComparison& cmp) {
+    const std::vector<float> original = p.value;
+    const float* importance = options.importance ? options.importance(p) : nullptr;
+    fake_quantize(scheme, p.data(), p.rows(), p.cols(), importance);
+    try {
+      for (size_t w = w0; w < w1; ++w) {
+        std::unique_ptr<ForwardState> state;
+        int from = from_layer;
+        if (from < 0) {
+          state = model.start(windows[w]);
+          from = 0;
+        } else {
+          state = states[w][static_cast<size_t>(from)]->clone();
+        }
+        for (int l = from; l < L; ++l) model.run_layer(l, *state);
+        logits.resize(windows[w].size() * static_cast<size_t>(V));
+        model.finish(*state, logits.data());
+        for (size_t t = 0; t < windows[w].size(); ++t) {
+          const int target = t + 1 < windows[w].size() ? windows[w][t + 1] : -1;
+          cmp.add(fp_logits[w].data() + t * static_cast<size_t>(V),
+                  logits.data() + t * static_cast<size_t>(V), static_cast<int>(V), target);
+        }
+      }
+    } catch (...) {
+      p.value = original;
+      throw;
+    }
+    p.value = original;
+  };
+  struct Pending {
+    size_t si;
+    QuantScheme scheme;
+    LogitComparison cmp;
+    double seconds = 0;
+    size_t measured_windows = 0;
+  };
   for (const Param* cp : components) {
     Param& p = model.weights().get(cp->name);
     const int from_layer = first_layer(p);
+    std::vector<Pending> pending;
     for (size_t si = 0; si < schemes.size(); ++si) {
       const std::string key = entry_key(p.name, options.schemes[si]);
-      if (auto it = done.find(key); it != done.end()) {
-        entries.push_back(it->second);
-        continue;
-      }
+      if (done.count(key)) continue;
       if (sharded && owner[item++] != cluster.rank()) continue;  // another rank's
       // A block format that cannot divide the rows is measured (and sized) as the file will hold
       // it: llama-quantize's fallback for the shape (quant/formats.h), recorded in the entry.
@@ -328,58 +405,59 @@ std::vector<SweepEntry> run_sweep(Model& model, const std::vector<std::vector<in
       if (!scheme.supports(p.cols())) {
         std::fprintf(stderr, "note: %s cannot be stored as %s (row length %lld); skipped\n",
                      p.name.c_str(), options.schemes[si].c_str(), static_cast<long long>(p.cols()));
-        if (options.show_progress) progress.advance(1, cost.entry_seconds(from_layer));
+        if (options.show_progress) progress.advance(1, cost.entry_seconds(from_layer) * stage_share);
         continue;
       }
+      Pending e{si, scheme, {}, 0, first};
       const auto t_entry = Clock::now();
-      const std::vector<float> original = p.value;
-      const float* importance = options.importance ? options.importance(p) : nullptr;
-      fake_quantize(scheme, p.data(), p.rows(), p.cols(), importance);
-      LogitComparison cmp;
-      try {
-        for (size_t w = 0; w < windows.size(); ++w) {
-          std::unique_ptr<ForwardState> state;
-          int from = from_layer;
-          if (from < 0) {
-            state = model.start(windows[w]);
-            from = 0;
-          } else {
-            state = states[w][static_cast<size_t>(from)]->clone();
-          }
-          for (int l = from; l < L; ++l) model.run_layer(l, *state);
-          logits.resize(windows[w].size() * static_cast<size_t>(V));
-          model.finish(*state, logits.data());
-          for (size_t t = 0; t < windows[w].size(); ++t) {
-            const int target = t + 1 < windows[w].size() ? windows[w][t + 1] : -1;
-            cmp.add(fp_logits[w].data() + t * static_cast<size_t>(V),
-                    logits.data() + t * static_cast<size_t>(V), static_cast<int>(V), target);
-          }
-        }
-      } catch (...) {
-        p.value = original;
-        throw;
+      measure(p, scheme, from_layer, 0, first, e.cmp);
+      e.seconds = seconds_since(t_entry);
+      pending.push_back(std::move(e));
+    }
+    if (first < W) {
+      // The component's estimates side by side: its schemes' mean KLs (resumed ones included).
+      std::vector<double> kl_of_component;
+      for (const Pending& e : pending) kl_of_component.push_back(e.cmp.results().kl_forward.mean);
+      for (size_t si = 0; si < schemes.size(); ++si)
+        if (auto it = done.find(entry_key(p.name, options.schemes[si])); it != done.end())
+          kl_of_component.push_back(it->second.metrics.kl.mean);
+      const double kl_max = *std::max_element(kl_of_component.begin(), kl_of_component.end());
+      for (Pending& e : pending) {
+        if (!needs_more_windows(e.cmp, windows, first, kl_max, options.adaptive_rse)) continue;
+        const auto t_more = Clock::now();
+        if (options.show_progress) progress.add_work(cost.entry_seconds(from_layer) * (1 - stage_share));
+        measure(p, e.scheme, from_layer, first, W, e.cmp);
+        e.seconds += seconds_since(t_more);
+        e.measured_windows = W;
       }
-      p.value = original;
-      const LogitResults r = cmp.results();
+    }
+    for (Pending& pe : pending) {
+      const LogitResults r = pe.cmp.results();
       SweepEntry e;
       e.component = p.name;
       e.layer = p.layer;
       e.role = std::string(role_name(p.role));
       e.shape = p.shape;
       e.params = p.numel();
-      e.scheme = options.schemes[si];
-      if (!(scheme == schemes[si])) e.stored = scheme.to_string();
-      e.bytes = scheme.storage_bytes(p.rows(), p.cols());
-      e.seconds = seconds_since(t_entry);
+      e.scheme = options.schemes[pe.si];
+      if (!(pe.scheme == schemes[pe.si])) e.stored = pe.scheme.to_string();
+      e.bytes = pe.scheme.storage_bytes(p.rows(), p.cols());
+      e.seconds = pe.seconds;
       e.metrics = {r.kl_forward, r.kl_reverse, r.logit_mse, r.sqnr_db, r.top1, r.delta_nll};
+      if (first < W) e.windows = static_cast<int64_t>(pe.measured_windows);
       journal.append(entry_to_json(e));
-      entries.push_back(e);
       computed.push_back(e);
+      done.emplace(entry_key(e.component, e.scheme), e);
       ++stats.entries_computed;
       if (options.on_entry) options.on_entry(e);
-      if (options.show_progress) progress.advance(1, cost.entry_seconds(from_layer));
+      if (options.show_progress) progress.advance(1, cost.entry_seconds(from_layer) * stage_share);
     }
   }
+  // Every entry in table order: resumed and computed (other ranks' come in below).
+  for (const Param* cp : components)
+    for (size_t si = 0; si < schemes.size(); ++si)
+      if (auto it = done.find(entry_key(cp->name, options.schemes[si])); it != done.end())
+        entries.push_back(it->second);
   progress.finish();
   if (sharded) {
     // Every rank's entries, in table order, on every rank.
@@ -389,6 +467,12 @@ std::vector<SweepEntry> run_sweep(Model& model, const std::vector<std::vector<in
       for (size_t si = 0; si < schemes.size(); ++si)
         if (auto it = done.find(entry_key(cp->name, options.schemes[si])); it != done.end())
           entries.push_back(it->second);
+  }
+  // Over every entry of the result (resumed and other ranks' ones included), so that the file
+  // says the same whoever computed what.
+  for (const SweepEntry& e : entries) {
+    stats.tokens_measured += tokens_in(windows, e.windows > 0 ? static_cast<size_t>(e.windows) : W);
+    stats.tokens_full += tokens_in(windows, W);
   }
   stats.expected_entry_seconds = expected_seconds;
   stats.total_seconds = seconds_since(t_total);

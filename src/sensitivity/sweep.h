@@ -43,6 +43,8 @@ struct SweepEntry {
   // shape (llama-quantize's fallback, quant/formats.h stored_scheme); "" when it is `scheme`.
   std::string stored;
   int64_t bytes = 0;   // exact packed size of the component as stored (the GGUF tensor's bytes)
+  // Windows the metrics are over, in an adaptive sweep (the first ones); 0: every window.
+  int64_t windows = 0;
   double seconds = 0;
   EntryMetrics metrics;
 };
@@ -69,12 +71,20 @@ struct SweepStats {
   double fp_seconds = 0;
   double total_seconds = 0;
   double fp_ppl = 0;  // full-precision perplexity on the calibration windows
+  // Calibration tokens the result's entries were measured on, and what a full sweep measures.
+  int64_t tokens_measured = 0, tokens_full = 0;
 };
 
 struct SweepOptions {
   std::vector<std::string> schemes;          // texts as given (parsed with QuantScheme::parse)
   std::optional<std::string> component_regex;  // std::regex_search on the HF tensor name
   bool prefix_reuse = true;
+  // Adaptive sweep: every entry on the first `adaptive_windows` windows, then the rest of them
+  // only for an entry whose standard error (between windows) exceeds adaptive_rse times its mean
+  // KL, unless that KL is below 1% of the largest of its component's schemes. 0: every entry on
+  // every window. A refined entry equals the full sweep's bit for bit (same windows, same order).
+  int64_t adaptive_windows = 0;
+  double adaptive_rse = 0.05;
   int64_t cache_budget_bytes = int64_t{4} << 30;
   std::string journal_path;  // empty: no journal
   bool resume = false;
