@@ -7,6 +7,7 @@
 
 #include "cli/common.h"
 #include "core/error.h"
+#include "io/read_file.h"
 #include "io/durable_file.h"
 #include "export/gguf_export.h"
 #include "io/json_file.h"
@@ -28,12 +29,8 @@ std::string ne_str(const std::vector<int64_t>& ne) {
 // the plan records (null when none).
 std::map<std::string, std::string> read_components(const std::string& path,
                                                    nlohmann::json* imatrix) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot open", path);
-  std::stringstream ss;
-  ss << in.rdbuf();
   nlohmann::json j;
-  const std::string text = ss.str();
+  const std::string text = read_file(path);
   check_json_depth(text, path);
   try {
     j = nlohmann::json::parse(text);

@@ -5,17 +5,13 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "io/read_file.h"
 
 namespace kllens {
 
 std::string read_text_file(const std::string& path) {
   if (std::filesystem::is_directory(path)) fail("{}: is a directory, not a text file", path);
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot open text file", path);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) fail("{}: read error", path);
-  return ss.str();
+  return read_file(path);
 }
 
 namespace {

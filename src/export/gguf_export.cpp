@@ -10,6 +10,7 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "io/read_file.h"
 #include "export/gguf_vocab.h"
 #include "io/json_file.h"
 #include "io/hf_config.h"
@@ -387,11 +388,7 @@ GgufExportResult export_gguf(const Model& model, const SchemeAssignment& assignm
     for (const auto& n : vocab.notes) res.notes.push_back("tokenizer: " + n);
     // The tokenizer.json itself too, so kllens can tokenize text for the file exactly as for
     // the folder (llama.cpp ignores keys it does not know).
-    std::ifstream in(tok_path, std::ios::binary);
-    std::stringstream text;
-    text << in.rdbuf();
-    if (!in) fail("{}: cannot read", tok_path);
-    w.set("kllens.tokenizer_json", text.str());
+    w.set("kllens.tokenizer_json", read_file(tok_path));
   } else if (llama) {
     // llama.cpp loads a file without a vocabulary when tokenizer.ggml.model is "none" (then its
     // token count comes from {arch}.vocab_size): token ids in, logits out.

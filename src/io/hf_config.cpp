@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "io/read_file.h"
 #include "io/json_file.h"
 
 namespace kllens {
@@ -72,11 +73,8 @@ HfConfig HfConfig::load_folder(const std::string& folder) {
   namespace fs = std::filesystem;
   if (!fs::exists(folder)) fail("{}: no such file or directory", folder);
   const std::string path = (fs::path(folder) / "config.json").string();
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot open (is {} a Hugging Face model folder?)", path, folder);
-  std::stringstream text;
-  text << in.rdbuf();
-  return from_text(text.str(), path);
+  if (!fs::is_regular_file(path)) fail("{}: cannot open (is {} a Hugging Face model folder?)", path, folder);
+  return from_text(read_file(path), path);
 }
 
 HfConfig HfConfig::from_text(std::string_view text, std::string path) {

@@ -10,6 +10,7 @@
 #include <unordered_set>
 
 #include "core/error.h"
+#include "io/read_file.h"
 #include "io/json_file.h"
 #include "tokenizer/added_vocab.h"
 #include "tokenizer/bpe.h"
@@ -243,12 +244,7 @@ Tokenizer::~Tokenizer() = default;
 Tokenizer Tokenizer::load(const std::string& path) {
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec)) fail("{}: is a directory, not a tokenizer.json", path);
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot open tokenizer file", path);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  if (in.bad()) fail("{}: cannot read tokenizer file", path);
-  return from_json_text(buffer.str(), path);
+  return from_json_text(read_file(path), path);
 }
 
 Tokenizer Tokenizer::from_json_text(const std::string& text, const std::string& path) {
