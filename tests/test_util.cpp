@@ -78,14 +78,12 @@ CliResult run_cli(const std::vector<std::string>& args) {
   return run_program(argv);
 }
 
-CliResult run_program(const std::vector<std::string>& args) {
-  auto dir = fresh_temp_dir("cli");
-  const auto out_path = dir / "stdout";
-  const auto err_path = dir / "stderr";
+pid_t spawn_program(const std::vector<std::string>& args, const std::string& out_path,
+                    const std::string& err_path) {
   // The child would otherwise write out what the test printed but had not flushed yet.
   std::cout.flush();
   std::fflush(nullptr);
-  pid_t pid = fork();
+  const pid_t pid = fork();
   if (pid < 0) throw std::runtime_error("fork failed");
   if (pid == 0) {
     std::FILE* out = std::freopen(out_path.c_str(), "w", stdout);
@@ -99,6 +97,14 @@ CliResult run_program(const std::vector<std::string>& args) {
     execvp(argv[0], argv.data());
     _exit(127);
   }
+  return pid;
+}
+
+CliResult run_program(const std::vector<std::string>& args) {
+  auto dir = fresh_temp_dir("cli");
+  const auto out_path = dir / "stdout";
+  const auto err_path = dir / "stderr";
+  const pid_t pid = spawn_program(args, out_path.string(), err_path.string());
   int status = 0;
   waitpid(pid, &status, 0);
   CliResult result;

@@ -1,6 +1,8 @@
 // Helpers shared by every test binary: where the repository's fixtures are, running the CLI.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -30,6 +32,9 @@ struct CliResult {
 CliResult run_cli(const std::vector<std::string>& args);
 // Runs argv[0] (searched in PATH) with the rest as arguments, the same way.
 CliResult run_program(const std::vector<std::string>& argv);
+// Starts it without waiting, stdout and stderr to these files; the caller waitpid()s.
+pid_t spawn_program(const std::vector<std::string>& argv, const std::string& out_path,
+                    const std::string& err_path);
 // The built `kllens` binary.
 std::string cli_binary();
 

@@ -102,19 +102,7 @@ TEST_F(MpiSweep, AKilledRankResumesToTheSameFile) {
   const std::string single = single_file(), sharded = (dir_ / "mpi.json").string();
   const std::string tag = std::to_string(getpid()) + "-kill";
   const std::vector<std::string> args = mpirun(2, sweep(sharded), tag);
-  const pid_t job = fork();
-  ASSERT_GE(job, 0);
-  if (job == 0) {
-    std::FILE* out = std::freopen("/dev/null", "w", stdout);
-    std::FILE* err = std::freopen("/dev/null", "w", stderr);
-    (void)out, (void)err;
-    std::vector<std::string> copy = args;
-    std::vector<char*> argv;
-    for (auto& a : copy) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    execvp(argv[0], argv.data());
-    _exit(127);
-  }
+  const pid_t job = test::spawn_program(args, "/dev/null", "/dev/null");
   // Rank 1 is killed once its journal holds two entries (rank 0 has some too by then).
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
   bool killed = false;
