@@ -414,7 +414,7 @@ std::vector<SweepEntry> run_sweep(Model& model, const std::vector<std::vector<in
       e.seconds = seconds_since(t_entry);
       pending.push_back(std::move(e));
     }
-    if (first < W) {
+    if (first < W && !pending.empty()) {
       // The component's estimates side by side: its schemes' mean KLs (resumed ones included).
       std::vector<double> kl_of_component;
       for (const Pending& e : pending) kl_of_component.push_back(e.cmp.results().kl_forward.mean);
