@@ -308,27 +308,36 @@ std::vector<SweepEntry> run_sweep(Model& model, const std::vector<std::vector<in
     if (restart < 0 || restart == L) return restart;
     return (restart / stride) * stride;
   };
-  // The entries still to compute, in table order, and the rank that computes each.
+  // The entries still to compute, in table order, and the rank that computes each. A
+  // component's entries go to one rank together: an adaptive sweep decides on them side by side.
   std::vector<double> item_cost;
-  for (const Param* cp : components)
+  std::vector<size_t> item_component;
+  for (size_t c = 0; c < components.size(); ++c)
     for (size_t si = 0; si < schemes.size(); ++si)
-      if (!done.count(entry_key(cp->name, options.schemes[si])))
-        item_cost.push_back(cost.entry_seconds(first_layer(*cp)));
+      if (!done.count(entry_key(components[c]->name, options.schemes[si]))) {
+        item_cost.push_back(cost.entry_seconds(first_layer(*components[c])));
+        item_component.push_back(c);
+      }
   std::vector<int> owner(item_cost.size(), 0);
   if (sharded) {
     // Rank 0's measured costs decide, so that every rank computes the same assignment.
     json assignment = json::array();
     if (cluster.rank() == 0) {
-      std::vector<size_t> order(item_cost.size());
-      for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+      std::vector<double> component_cost(components.size(), 0.0);
+      for (size_t i = 0; i < item_cost.size(); ++i) component_cost[item_component[i]] += item_cost[i];
+      std::vector<size_t> order(components.size());
+      for (size_t c = 0; c < order.size(); ++c) order[c] = c;
       std::stable_sort(order.begin(), order.end(),
-                       [&](size_t a, size_t b) { return item_cost[a] > item_cost[b]; });
+                       [&](size_t a, size_t b) { return component_cost[a] > component_cost[b]; });
       std::vector<double> load(static_cast<size_t>(cluster.size()), 0.0);
-      for (size_t i : order) {
+      std::vector<int> component_owner(components.size(), 0);
+      for (size_t c : order) {
+        if (component_cost[c] == 0) continue;  // nothing left of it
         const auto r = static_cast<size_t>(std::min_element(load.begin(), load.end()) - load.begin());
-        owner[i] = static_cast<int>(r);
-        load[r] += item_cost[i];
+        component_owner[c] = static_cast<int>(r);
+        load[r] += component_cost[c];
       }
+      for (size_t i = 0; i < item_cost.size(); ++i) owner[i] = component_owner[item_component[i]];
       assignment = owner;
     }
     owner = json::parse(cluster.broadcast(assignment.dump())).get<std::vector<int>>();

@@ -100,8 +100,9 @@ struct SweepOptions {
   std::function<void(const std::vector<SweepEntry>&, const SweepStats&)> on_complete;
   // The ranks the entries are split across (core/cluster.h); nullptr: this process alone. Each
   // rank journals its own entries to journal_path + ".rank<R>", all ranks learn the entries
-  // every journal holds, rank 0 assigns the rest by their expected cost (longest first, each to
-  // the least loaded rank: a layer-0 entry reruns every layer, a last-layer one almost none),
+  // every journal holds, rank 0 assigns the rest by their expected cost, a component's entries
+  // together (longest first, each to the least loaded rank: a layer-0 entry reruns every layer,
+  // a last-layer one almost none),
   // and every rank ends with all entries in table order, as one process would compute them.
   const Cluster* cluster = nullptr;
 };

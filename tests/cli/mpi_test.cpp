@@ -77,6 +77,20 @@ TEST_F(MpiSweep, TwoRanksWriteTheFileOneProcessWrites) {
   EXPECT_FALSE(fs::exists(sharded + ".journal.rank1"));
 }
 
+// An adaptive sweep decides on a component's schemes side by side: split across ranks, it
+// still makes the decisions one process makes.
+TEST_F(MpiSweep, AdaptiveTwoRanksWriteTheFileOneProcessWrites) {
+  std::vector<std::string> single = sweep((dir_ / "single.json").string()), sharded = sweep((dir_ / "mpi.json").string());
+  for (auto* args : {&single, &sharded}) args->insert(args->end(), {"--adaptive", "1"});
+  const auto s = test::run_cli(single);
+  ASSERT_EQ(s.exit_code, 0) << s.err;
+  const auto r = test::run_program(mpirun(2, sharded));
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  const json one = without_timings((dir_ / "single.json").string());
+  EXPECT_EQ(without_timings((dir_ / "mpi.json").string()), one);
+  EXPECT_LT(one["sweep"]["adaptive"]["tokens_measured"], one["sweep"]["adaptive"]["tokens_full"]);
+}
+
 // The pid of rank `rank` of the job tagged `tag` (its environment says both), or -1.
 pid_t find_rank(const std::string& tag, int rank) {
   for (const auto& p : fs::directory_iterator("/proc")) {
