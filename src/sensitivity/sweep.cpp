@@ -400,6 +400,28 @@ std::vector<SweepEntry> run_sweep(Model& model, const std::vector<std::vector<in
     double seconds = 0;
     size_t measured_windows = 0;
   };
+  // An entry is final: journaled (on disk when this returns) and counted.
+  const auto finish_entry = [&](const Param& p, int from_layer, const Pending& pe) {
+    const LogitResults r = pe.cmp.results();
+    SweepEntry e;
+    e.component = p.name;
+    e.layer = p.layer;
+    e.role = std::string(role_name(p.role));
+    e.shape = p.shape;
+    e.params = p.numel();
+    e.scheme = options.schemes[pe.si];
+    if (!(pe.scheme == schemes[pe.si])) e.stored = pe.scheme.to_string();
+    e.bytes = pe.scheme.storage_bytes(p.rows(), p.cols());
+    e.seconds = pe.seconds;
+    e.metrics = {r.kl_forward, r.kl_reverse, r.logit_mse, r.sqnr_db, r.top1, r.delta_nll};
+    if (first < W) e.windows = static_cast<int64_t>(pe.measured_windows);
+    journal.append(entry_to_json(e));
+    computed.push_back(e);
+    done.emplace(entry_key(e.component, e.scheme), e);
+    ++stats.entries_computed;
+    if (options.on_entry) options.on_entry(e);
+    if (options.show_progress) progress.advance(1, cost.entry_seconds(from_layer) * stage_share);
+  };
   for (const Param* cp : components) {
     Param& p = model.weights().get(cp->name);
     const int from_layer = first_layer(p);
@@ -421,7 +443,10 @@ std::vector<SweepEntry> run_sweep(Model& model, const std::vector<std::vector<in
       const auto t_entry = Clock::now();
       measure(p, scheme, from_layer, 0, first, e.cmp);
       e.seconds = seconds_since(t_entry);
-      pending.push_back(std::move(e));
+      // Without stages an entry is final at once: a sweep killed now loses only the entry it
+      // is computing.
+      if (first == W) finish_entry(p, from_layer, e);
+      else pending.push_back(std::move(e));
     }
     if (first < W && !pending.empty()) {
       // The component's estimates side by side: its schemes' mean KLs (resumed ones included).
@@ -440,27 +465,7 @@ std::vector<SweepEntry> run_sweep(Model& model, const std::vector<std::vector<in
         e.measured_windows = W;
       }
     }
-    for (Pending& pe : pending) {
-      const LogitResults r = pe.cmp.results();
-      SweepEntry e;
-      e.component = p.name;
-      e.layer = p.layer;
-      e.role = std::string(role_name(p.role));
-      e.shape = p.shape;
-      e.params = p.numel();
-      e.scheme = options.schemes[pe.si];
-      if (!(pe.scheme == schemes[pe.si])) e.stored = pe.scheme.to_string();
-      e.bytes = pe.scheme.storage_bytes(p.rows(), p.cols());
-      e.seconds = pe.seconds;
-      e.metrics = {r.kl_forward, r.kl_reverse, r.logit_mse, r.sqnr_db, r.top1, r.delta_nll};
-      if (first < W) e.windows = static_cast<int64_t>(pe.measured_windows);
-      journal.append(entry_to_json(e));
-      computed.push_back(e);
-      done.emplace(entry_key(e.component, e.scheme), e);
-      ++stats.entries_computed;
-      if (options.on_entry) options.on_entry(e);
-      if (options.show_progress) progress.advance(1, cost.entry_seconds(from_layer) * stage_share);
-    }
+    for (const Pending& pe : pending) finish_entry(p, from_layer, pe);
   }
   // Every entry in table order: resumed and computed (other ranks' come in below).
   for (const Param* cp : components)
