@@ -16,8 +16,9 @@ bool g_started = false;
 }
 
 bool Cluster::launched_by_mpi() {
-  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS"})
-    if (std::getenv(v)) return true;
+  // A job of one process (`srun -n 1 kllens ppl ...`, `mpirun -np 1`) is an ordinary run.
+  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"})
+    if (const char* size = std::getenv(v); size && std::atoi(size) > 1) return true;
   return false;
 }
 

@@ -1,7 +1,7 @@
 // The processes of one run: a single process, or the ranks of an MPI job (`mpirun -np N kllens
-// sensitivity ...`, Open MPI). MPI starts only when an MPI launcher started this process (its
-// environment says so), so kllens without mpirun never touches MPI and behaves as a plain
-// program; a build without MPI refuses to run under mpirun instead of running N copies of the
+// sensitivity ...`, Open MPI). MPI starts only when an MPI launcher started this process as one
+// of several (its environment says so), so kllens without mpirun never touches MPI and behaves as
+// a plain program; a build without MPI refuses to run under mpirun instead of running N copies of the
 // whole job. The collectives are the few a sharded sweep needs; every rank must call them in
 // the same order.
 #pragma once
@@ -17,7 +17,8 @@ class Cluster {
   static const Cluster& world();
   // This process alone, whatever launched it.
   static const Cluster& alone();
-  // Whether an MPI launcher (mpirun, srun with PMI/PMIx) started this process.
+  // Whether an MPI launcher (Open MPI's mpirun, or one that sets PMI_SIZE) started this process
+  // as one of several.
   static bool launched_by_mpi();
 
   int rank() const { return rank_; }

@@ -151,6 +151,10 @@ TEST_F(MpiSweep, OtherCommandsRefuseToRunUnderMpirun) {
   const auto r = test::run_program(mpirun(2, {"inspect", test::repo_path("data/models/demo-mamba")}));
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("only `kllens sensitivity` runs under mpirun"), std::string::npos) << r.err;
+  // A job of one process is an ordinary run.
+  const auto one = test::run_program(mpirun(1, {"inspect", test::repo_path("data/models/demo-mamba")}));
+  EXPECT_EQ(one.exit_code, 0) << one.err;
+  EXPECT_NE(one.out.find("architecture mamba"), std::string::npos) << one.out;
 }
 
 }  // namespace
