@@ -112,7 +112,7 @@ std::unique_ptr<Model> load_gguf_model(const std::string& path, const LoadOption
       const std::vector<int64_t> want = ggml_strip_ones({file_shape.rbegin(), file_shape.rend()});
       if (ggml_strip_ones(info->ne) != want)
         fail("{}: tensor '{}' has ne {}, but the file's {}.* keys give {} (for {})", path, name,
-             ggml_ne_str(info->ne), arch, ggml_ne_str(want), spec.name);
+             shape_str(info->ne), arch, shape_str(want), spec.name);
     }
     int64_t numel = 1;
     for (int64_t d : spec.shape) numel *= d;

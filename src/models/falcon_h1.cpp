@@ -624,7 +624,6 @@ std::string falcon_h1_llama_layout(const HfConfig& config, const std::vector<Ten
 nlohmann::json falcon_h1_config_from_llama_keys(const LlamaKeys& k) {
   const gguf::File& file = k.file();
   const int64_t hidden = k.positive("embedding_length");
-  const int64_t heads = k.positive("attention.head_count");
   const int64_t inner = k.positive("ssm.inner_size");
   const int64_t ssm_heads = k.positive("ssm.time_step_rank");
   if (inner % ssm_heads != 0)
@@ -632,15 +631,12 @@ nlohmann::json falcon_h1_config_from_llama_keys(const LlamaKeys& k) {
   const int64_t vocab = k.vocab(hidden);
   const auto has = [&](const std::string& t) { return file.find_tensor("blk.0." + t) != nullptr; };
   nlohmann::json c;
+  k.add_attention_head_keys(c, hidden);
   c["architectures"] = nlohmann::json::array({"FalconH1ForCausalLM"});
   c["model_type"] = "falcon_h1";
   c["hidden_size"] = hidden;
   c["num_hidden_layers"] = k.layers("attn_norm.weight");
   c["intermediate_size"] = k.positive("feed_forward_length");
-  c["num_attention_heads"] = heads;
-  c["num_key_value_heads"] = k.has("attention.head_count_kv") ? k.positive("attention.head_count_kv") : heads;
-  c["head_dim"] = k.has("attention.key_length") ? k.positive("attention.key_length") : hidden / heads;
-  c["rope_theta"] = k.has("rope.freq_base") ? k.real("rope.freq_base", 1, 1e12) : 10000.0;
   c["mamba_d_ssm"] = inner;
   c["mamba_n_heads"] = ssm_heads;
   c["mamba_d_head"] = inner / ssm_heads;

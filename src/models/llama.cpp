@@ -304,13 +304,9 @@ std::string llama_llama_layout(const HfConfig& config, const std::vector<TensorS
 nlohmann::json llama_config_from_llama_keys(const LlamaKeys& k) {
   const gguf::File& file = k.file();
   const int64_t hidden = k.positive("embedding_length");
-  const int64_t heads = k.positive("attention.head_count");
-  const int64_t kv_heads = k.has("attention.head_count_kv") ? k.positive("attention.head_count_kv") : heads;
-  int64_t head_dim = hidden / heads;
-  if (k.has("attention.key_length")) head_dim = k.positive("attention.key_length");
-  else if (hidden % heads != 0) k.invalid("attention.head_count", "does not divide embedding_length and there is no attention.key_length");
-  if (k.has("attention.value_length") && k.positive("attention.value_length") != head_dim)
-    k.invalid("attention.value_length", "differs from attention.key_length; Llama has one head size");
+  nlohmann::json c;
+  k.add_attention_head_keys(c, hidden);
+  const int64_t head_dim = c["head_dim"];
   if (k.has("rope.dimension_count") && k.positive("rope.dimension_count") != head_dim)
     k.invalid("rope.dimension_count", fmt::format("is not the head size {}: partial rotary, which "
                                                   "kllens' Llama does not compute", head_dim));
@@ -324,16 +320,11 @@ nlohmann::json llama_config_from_llama_keys(const LlamaKeys& k) {
   if (k.has("expert_count") && k.positive("expert_count") > 0)
     k.invalid("expert_count", "is set (Mixtral-style experts); kllens' Llama has none");
   const int64_t vocab = k.vocab(hidden);
-  nlohmann::json c;
   c["architectures"] = nlohmann::json::array({"LlamaForCausalLM"});
   c["model_type"] = "llama";
   c["hidden_size"] = hidden;
   c["num_hidden_layers"] = k.layers("attn_norm.weight");
   c["intermediate_size"] = k.positive("feed_forward_length");
-  c["num_attention_heads"] = heads;
-  c["num_key_value_heads"] = kv_heads;
-  c["head_dim"] = head_dim;
-  c["rope_theta"] = k.has("rope.freq_base") ? k.real("rope.freq_base", 1, 1e12) : 10000.0;
   c["attention_bias"] = file.find_tensor("blk.0.attn_q.bias") != nullptr;
   c["mlp_bias"] = file.find_tensor("blk.0.ffn_gate.bias") != nullptr;
   k.add_common_attention_keys(c, vocab);

@@ -320,8 +320,8 @@ nlohmann::json mamba_config_from_llama_keys(const LlamaKeys& k, bool mamba2) {
     const gguf::TensorInfo* t = file.find_tensor(name);
     if (!t) fail("{}: tensor '{}' is missing (llama.cpp's {} files have it)", path, name, k.arch());
     if (ggml_strip_ones(t->ne) != ggml_strip_ones(ne))
-      fail("{}: tensor '{}' has ne {}, but {} give {}", path, name, ggml_ne_str(t->ne), keys,
-           ggml_ne_str(ne));
+      fail("{}: tensor '{}' has ne {}, but {} give {}", path, name, shape_str(t->ne), keys,
+           shape_str(ne));
   };
   const bool tied = k.tied();
   if (!tied)
@@ -429,14 +429,8 @@ std::string gguf_tensor_name(const Model& model, const std::string& hf_name) {
   return it != layout->tensors.end() ? it->second.name : hf_name;
 }
 
-}  // namespace kllens
-
 // ---------------------------------------------------------------------------------------------
 // Reading files llama.cpp wrote
-
-namespace kllens {
-
-std::string ggml_ne_str(const std::vector<int64_t>& ne) { return shape_str(ne); }
 
 std::vector<int64_t> ggml_strip_ones(std::vector<int64_t> ne) {
   while (ne.size() > 1 && ne.back() == 1) ne.pop_back();
@@ -502,8 +496,8 @@ double LlamaKeys::real(const std::string& suffix, double lo, double hi) const {
   } else {
     fail("{}: key {} is {}, expected f32", path(), k, gguf::value_type_name(v->type()));
   }
-  if (!std::isfinite(value) || value < lo || value > hi)
-    fail("{}: key {} = {} is outside [{}, {}]", path(), k, value, lo, hi);
+  if (!std::isfinite(value) || value < lo || value >= hi)
+    fail("{}: key {} = {} is outside [{}, {})", path(), k, value, lo, hi);
   return value;
 }
 
@@ -539,7 +533,7 @@ int64_t LlamaKeys::vocab(int64_t d_model) const {
   if (!embed) fail("{}: tensor 'token_embd.weight' is missing", path());
   if (embed->ne.size() != 2 || embed->ne[0] != d_model)
     fail("{}: tensor 'token_embd.weight' has ne {}, but {} = {} says rows of {}", path(),
-         ggml_ne_str(embed->ne), key("embedding_length"), d_model, d_model);
+         shape_str(embed->ne), key("embedding_length"), d_model, d_model);
   const int64_t vocab = embed->ne[1];
   if (const gguf::Value* v = file_.find("tokenizer.ggml.tokens"); v && v->array_size() != static_cast<size_t>(vocab))
     fail("{}: tokenizer.ggml.tokens has {} entries but token_embd.weight has {} rows (llama.cpp "
@@ -561,6 +555,19 @@ void LlamaKeys::add_special_tokens(nlohmann::json& c, int64_t vocab) const {
         std::pair{"tokenizer.ggml.padding_token_id", "pad_token_id"}})
     if (const gguf::Value* v = file_.find(gguf_key))
       if (const auto id = gguf_int(*v); id && *id >= 0 && *id < vocab) c[hf_key] = *id;
+}
+
+void LlamaKeys::add_attention_head_keys(nlohmann::json& c, int64_t hidden) const {
+  const int64_t heads = positive("attention.head_count");
+  int64_t head_dim = hidden / heads;
+  if (has("attention.key_length")) head_dim = positive("attention.key_length");
+  else if (hidden % heads != 0) invalid("attention.head_count", "does not divide embedding_length and there is no attention.key_length");
+  if (has("attention.value_length") && positive("attention.value_length") != head_dim)
+    invalid("attention.value_length", "differs from attention.key_length; one head size is supported");
+  c["num_attention_heads"] = heads;
+  c["num_key_value_heads"] = has("attention.head_count_kv") ? positive("attention.head_count_kv") : heads;
+  c["head_dim"] = head_dim;
+  c["rope_theta"] = has("rope.freq_base") ? real("rope.freq_base", 1, 1e12) : 10000.0;
 }
 
 void LlamaKeys::add_common_attention_keys(nlohmann::json& c, int64_t vocab) const {

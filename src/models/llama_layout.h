@@ -133,7 +133,7 @@ class LlamaKeys {
   std::string key(const std::string& suffix) const { return arch_ + "." + suffix; }
   bool has(const std::string& suffix) const;
   int64_t positive(const std::string& suffix) const;  // required, 1..kMaxConfigInt
-  // Required f32/f64, finite, in [lo, hi]; returned as the shortest decimal that reads back as
+  // Required f32/f64, finite, in [lo, hi); returned as the shortest decimal that reads back as
   // the stored float32 (1e-05, not 9.9999997e-06).
   double real(const std::string& suffix, double lo, double hi) const;
   // An integer key llama.cpp writes once or per layer (an array of `layers`), each 0..kMaxConfigInt.
@@ -144,6 +144,10 @@ class LlamaKeys {
   bool tied() const;  // no output.weight
   // bos/eos/pad token ids of tokenizer.ggml.* into c, where they are inside the vocabulary.
   void add_special_tokens(nlohmann::json& c, int64_t vocab) const;
+  // num_attention_heads, num_key_value_heads (head_count_kv, default head_count), head_dim
+  // (key_length, which value_length must equal; default embedding_length / head_count, which must
+  // divide) and rope_theta (rope.freq_base, default 10000) of the llama and falcon-h1 layouts.
+  void add_attention_head_keys(nlohmann::json& c, int64_t hidden) const;
   // What the attention families' HF configs share: vocab_size, rms_norm_eps (from
   // attention.layer_norm_rms_epsilon), max_position_embeddings (context_length), hidden_act silu,
   // tie_word_embeddings and the special tokens.
@@ -162,8 +166,7 @@ class LlamaKeys {
 // llama, jamba); Error naming the architectures kllens reads for any other.
 nlohmann::json hf_config_from_llama_keys(const gguf::File& file);
 
-// ggml's ne, printed; and ne without trailing 1s (ggml_n_dims drops them when it writes).
-std::string ggml_ne_str(const std::vector<int64_t>& ne);
+// ggml's ne without trailing 1s (ggml_n_dims drops them when it writes).
 std::vector<int64_t> ggml_strip_ones(std::vector<int64_t> ne);
 
 }  // namespace kllens

@@ -208,6 +208,7 @@ TEST_P(LlamaCppFiles, MissingOrLyingKeysAreOneClearError) {
       {a + ".attention.layer_norm_rms_epsilon", std::nullopt,
        "key " + a + ".attention.layer_norm_rms_epsilon is missing"},
       {a + ".ssm.state_size", gguf::Value(uint32_t{17}), a + ".ssm.state_size = 17"},
+      {a + ".attention.layer_norm_rms_epsilon", gguf::Value(1.0f), "is outside [0, 1)"},
       {a + ".ssm.inner_size", gguf::Value(uint32_t{256}), a + ".ssm.inner_size = 256"},
       {a + ".ssm.conv_kernel", gguf::Value(uint32_t{3}), a + ".ssm.conv_kernel = 3"},
       {a + ".block_count", gguf::Value(uint32_t{3}), a + ".block_count = 3"},
