@@ -7,10 +7,10 @@
 
 #include "cli/common.h"
 #include "core/error.h"
-#include "io/read_file.h"
-#include "io/durable_file.h"
 #include "export/gguf_export.h"
+#include "io/durable_file.h"
 #include "io/json_file.h"
+#include "io/read_file.h"
 #include "plan/llama_mix_model.h"
 #include "plan/plan_io.h"
 

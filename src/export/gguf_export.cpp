@@ -10,10 +10,10 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
-#include "io/read_file.h"
 #include "export/gguf_vocab.h"
 #include "io/json_file.h"
 #include "io/hf_config.h"
+#include "io/read_file.h"
 #include "models/checkpoint.h"
 #include "models/llama_layout.h"
 #include "models/model.h"

@@ -5,8 +5,8 @@
 #include <sstream>
 
 #include "core/error.h"
-#include "io/read_file.h"
 #include "io/json_file.h"
+#include "io/read_file.h"
 #include "tokenizer/tokenizer.h"
 
 namespace kllens {

@@ -9,8 +9,8 @@
 #include <sstream>
 
 #include "core/error.h"
-#include "io/read_file.h"
 #include "io/json_file.h"
+#include "io/read_file.h"
 
 namespace kllens {
 
@@ -69,11 +69,16 @@ std::string python_json_literals(std::string_view text) {
   return out;
 }
 
-HfConfig HfConfig::load_folder(const std::string& folder) {
+std::string folder_config_path(const std::string& folder) {
   namespace fs = std::filesystem;
   if (!fs::exists(folder)) fail("{}: no such file or directory", folder);
   const std::string path = (fs::path(folder) / "config.json").string();
   if (!fs::is_regular_file(path)) fail("{}: cannot open (is {} a Hugging Face model folder?)", path, folder);
+  return path;
+}
+
+HfConfig HfConfig::load_folder(const std::string& folder) {
+  const std::string path = folder_config_path(folder);
   return from_text(read_file(path), path);
 }
 

@@ -26,6 +26,9 @@ inline constexpr int64_t kMaxConfigCount = 1024;
 // a double's range (1e400, which Python reads as inf). Strings are untouched.
 std::string python_json_literals(std::string_view text);
 
+// FOLDER/config.json; Error when the folder does not exist or the file is not there.
+std::string folder_config_path(const std::string& folder);
+
 class HfConfig {
  public:
   static HfConfig load_folder(const std::string& folder);  // reads folder/config.json

@@ -218,7 +218,7 @@ TensorStore TensorStore::open_folder(const std::string& folder) {
   for (const auto& f : shard_files) {
     const std::string path = (fs::path(folder) / f).string();
     const std::map<std::string, TensorView>* tensors = nullptr;
-    if (f.size() >= 12 && f.compare(f.size() - 12, 12, ".safetensors") == 0) {
+    if (f.ends_with(".safetensors")) {
       store.files_.push_back(std::make_unique<SafetensorsFile>(path));
       tensors = &store.files_.back()->tensors();
     } else {

@@ -1,8 +1,5 @@
 #include "models/checkpoint.h"
 
-#include <filesystem>
-
-#include "core/error.h"
 #include "io/read_file.h"
 #include "models/mamba_ssm_native.h"
 
@@ -18,10 +15,7 @@ CheckpointConfig checkpoint_config_from_text(const std::string& text, const std:
 }
 
 CheckpointConfig read_checkpoint_config(const std::string& folder) {
-  namespace fs = std::filesystem;
-  if (!fs::exists(folder)) fail("{}: no such file or directory", folder);
-  const std::string path = (fs::path(folder) / "config.json").string();
-  if (!fs::is_regular_file(path)) fail("{}: cannot open (is {} a Hugging Face model folder?)", path, folder);
+  const std::string path = folder_config_path(folder);
   return checkpoint_config_from_text(read_file(path), path);
 }
 

@@ -10,8 +10,8 @@
 #include <unordered_set>
 
 #include "core/error.h"
-#include "io/read_file.h"
 #include "io/json_file.h"
+#include "io/read_file.h"
 #include "tokenizer/added_vocab.h"
 #include "tokenizer/bpe.h"
 #include "tokenizer/byte_level.h"
