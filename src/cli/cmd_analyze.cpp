@@ -73,11 +73,12 @@ bool reusable_sensitivity(const std::string& path, const SensitivityReport& want
   if (!fs::exists(path)) return false;
   try {
     const SensitivityReport have = read_sensitivity_json(path);
-    const bool have_adaptive = have.sweep.contains("adaptive");
-    const bool precise_enough =
-        !have_adaptive || (sweep.adaptive_windows > 0 &&
-                           have.sweep["adaptive"].value("first_windows", int64_t{-1}) == sweep.adaptive_windows &&
-                           have.sweep["adaptive"].value("rse", -1.0) == sweep.adaptive_rse);
+    const json wanted = adaptive_settings(sweep);
+    const auto same = [&](const char* key) {
+      return have.sweep["adaptive"].value(key, json()) == wanted[key];
+    };
+    const bool precise_enough = !have.sweep.contains("adaptive") ||
+                                (sweep.adaptive_windows > 0 && same("first_windows") && same("rse"));
     return have.model == want.model && have.calibration == want.calibration && have.schemes == want.schemes &&
            precise_enough && !have.entries.empty();
   } catch (const Error&) {
@@ -98,8 +99,7 @@ void add_analyze(CLI::App& app) {
     int64_t ctx = 256, windows = 16, eval_ctx = 512, eval_windows = 0, cache_mb = 4096, greedy_windows = 4;
     // Off by default: on demo-hymba an adaptive sweep's plan at 6 bits measured 1.76x the full
     // sweep's KL (README, "Adaptive sweep").
-    int64_t adaptive = 0;
-    double adaptive_rse = 0.05;
+    AdaptiveOption adaptive;
     bool resume = false, greedy = false, no_imatrix = false;
     std::string mixes = "Q3_K_M,Q4_K_M,Q5_K_M";
     RunOptions run;
@@ -154,20 +154,13 @@ void add_analyze(CLI::App& app) {
   cmd->add_option("--cache-mb", o->cache_mb, "memory for cached states (sweep) and full-precision logits (frontier)")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
-  cmd->add_option("--adaptive", o->adaptive,
-                  "the sweep measures every entry on the first N windows and on all of them only "
-                  "the entries still too uncertain (kllens sensitivity --adaptive; 0 = every entry "
-                  "on every window)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
-  cmd->add_option("--adaptive-rse", o->adaptive_rse, "with --adaptive: the standard error, as a fraction of the mean KL, that earns an entry every window")
-      ->capture_default_str()->check(CLI::Range(1e-6, 10.0));
+  o->adaptive.add(cmd);
   o->run.add(cmd);
   cmd->callback([o] {
     o->run.apply();
     // Usage errors first, before any work.
     SweepOptions sweep;
-    sweep.adaptive_windows = o->adaptive;
-    sweep.adaptive_rse = o->adaptive_rse;
+    o->adaptive.apply(sweep);
     sweep.schemes = split_list(o->schemes);
     if (sweep.schemes.empty()) throw UsageError("--schemes: give at least one scheme");
     for (const auto& s : sweep.schemes) QuantScheme::parse(s);

@@ -103,8 +103,8 @@ nlohmann::json model_description(const std::string& path, const Model& model) {
 void add_sensitivity(CLI::App& app) {
   struct Opts {
     std::string model, calib, schemes = "int4:g32,int8:g32", components, out, csv;
-    int64_t ctx = 256, windows = 0, cache_mb = 4096, adaptive = 0;
-    double adaptive_rse = 0.05;
+    int64_t ctx = 256, windows = 0, cache_mb = 4096;
+    AdaptiveOption adaptive;
     bool resume = false, no_reuse = false;
     size_t top = 20;
     RunOptions run;
@@ -163,14 +163,7 @@ measured on, and a refined entry equals the full sweep's exactly.)");
   cmd->add_option("--out", o->out, "SENS.json to write (a journal SENS.json.journal is kept while running)")->required();
   cmd->add_option("--csv", o->csv, "also write the entries as CSV");
   cmd->add_flag("--resume", o->resume, "continue a killed sweep from its journal");
-  cmd->add_option("--adaptive", o->adaptive,
-                  "measure every entry on the first N windows, and on all of them only the "
-                  "entries still too uncertain (0 = every entry on every window)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
-  cmd->add_option("--adaptive-rse", o->adaptive_rse,
-                  "with --adaptive: refine an entry whose standard error between windows exceeds "
-                  "this fraction of its mean KL")
-      ->capture_default_str()->check(CLI::Range(1e-6, 10.0));
+  o->adaptive.add(cmd);
   cmd->add_flag("--no-prefix-reuse", o->no_reuse, "recompute every layer for every entry (for benchmarking the reuse)");
   cmd->add_option("--cache-mb", o->cache_mb, "memory for cached per-layer states")->capture_default_str()->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
   cmd->add_option("--top", o->top, "rows in the printed table")->capture_default_str();
@@ -186,10 +179,9 @@ measured on, and a refined entry equals the full sweep's exactly.)");
     options.cache_budget_bytes = o->cache_mb << 20;
     options.journal_path = o->out + ".journal";
     options.resume = o->resume;
-    options.adaptive_windows = o->adaptive;
-    options.adaptive_rse = o->adaptive_rse;
+    o->adaptive.apply(options);
     // Under mpirun the entries are split across the ranks; rank 0 writes the result.
-    const Cluster& cluster = Cluster::launched_by_mpi() ? Cluster::world() : Cluster::alone();
+    const Cluster& cluster = Cluster::world();
     if (cluster.size() > 1) options.cluster = &cluster;
     const bool lead = cluster.rank() == 0;
     options.show_progress = lead;

@@ -28,6 +28,24 @@ void RunOptions::add(CLI::App* app) {
       ->check(CLI::IsMember({"group", "full"}));
 }
 
+void AdaptiveOption::add(CLI::App* cmd) {
+  cmd->add_option("--adaptive", windows,
+                  "measure every entry on the first N windows, and on all of them only the "
+                  "entries still too uncertain (0 = every entry on every window)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--adaptive-rse", rse,
+                  "with --adaptive: refine an entry whose standard error between windows exceeds "
+                  "this fraction of its mean KL")
+      ->capture_default_str()
+      ->check(CLI::Range(1e-6, 10.0));
+}
+
+void AdaptiveOption::apply(SweepOptions& options) const {
+  options.adaptive_windows = windows;
+  options.adaptive_rse = rse;
+}
+
 void RunOptions::apply() const {
   set_num_threads(threads);
   g_load_options.mamba2_norm =

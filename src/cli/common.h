@@ -76,6 +76,16 @@ nlohmann::json model_description(const std::string& path, const Model& model);
 // `kllens imatrix` or llama-imatrix). load() validates it against the model (another model's
 // matrix is one clear error); fn() is what the quantizers take (empty without a file). The
 // matrix must outlive the function.
+// --adaptive N and --adaptive-rse X, the adaptive sweep of `sensitivity` and `analyze`.
+struct AdaptiveOption {
+  int64_t windows = 0;  // 0: every entry on every window
+  double rse = 0.05;
+  void add(CLI::App* cmd);
+  void apply(SweepOptions& options) const;
+};
+// {"first_windows", "rse"} of an adaptive sweep.
+nlohmann::json adaptive_settings(const SweepOptions& options);
+
 struct ImatrixOption {
   std::string path;
   std::optional<ImportanceMatrix> matrix;

@@ -32,6 +32,15 @@ std::string oracle(const std::string& name) { return test::repo_path("data/fixtu
 
 using test::max_abs_diff;
 
+// An HF oracle's tensors under mamba_ssm's names (backbone.embedding), as float32.
+std::map<std::string, OwnedTensor> native_tensors(const SafetensorsFile& hf) {
+  std::map<std::string, OwnedTensor> tensors;
+  for (const auto& [name, view] : hf.tensors())
+    tensors[name == "backbone.embeddings.weight" ? "backbone.embedding.weight" : name] =
+        make_f32_tensor(view.shape, view.to_f32());
+  return tensors;
+}
+
 class MambaSsmNative : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(MambaSsmNative, PytorchModelBinEqualsItsHfTwin) {
@@ -60,12 +69,8 @@ TEST_P(MambaSsmNative, PytorchModelBinEqualsItsHfTwin) {
 TEST_P(MambaSsmNative, SafetensorsUnderNativeNamesEqualItsHfTwin) {
   const fs::path dir = test::fresh_temp_dir("native-safetensors");
   fs::copy_file(native(GetParam()) + "/config.json", dir / "config.json");
-  SafetensorsFile hf(oracle(GetParam()) + "/model.safetensors");
-  std::map<std::string, OwnedTensor> tensors;
-  for (const auto& [name, view] : hf.tensors())
-    tensors[name == "backbone.embeddings.weight" ? "backbone.embedding.weight" : name] =
-        make_f32_tensor(view.shape, view.to_f32());
-  write_safetensors((dir / "model.safetensors").string(), tensors);
+  write_safetensors((dir / "model.safetensors").string(),
+                    native_tensors(SafetensorsFile(oracle(GetParam()) + "/model.safetensors")));
   const std::vector<int32_t> ids = {3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5};
   EXPECT_EQ(load_model(dir.string())->forward(ids), load_model(oracle(GetParam()))->forward(ids));
 }
@@ -85,10 +90,7 @@ std::string native_folder(const json& config, const std::map<std::string, OwnedT
 TEST(MambaSsmNativeTied, AHeadThatIsNotTheEmbeddingIsRefused) {
   const json config = json::parse(test::read_file(native("mamba-tied-bias") + "/config.json"));
   SafetensorsFile hf(oracle("mamba-tied-bias") + "/model.safetensors");
-  std::map<std::string, OwnedTensor> tensors;
-  for (const auto& [name, view] : hf.tensors())
-    tensors[name == "backbone.embeddings.weight" ? "backbone.embedding.weight" : name] =
-        make_f32_tensor(view.shape, view.to_f32());
+  std::map<std::string, OwnedTensor> tensors = native_tensors(hf);
   auto head = hf.get("backbone.embeddings.weight").to_f32();
   tensors["lm_head.weight"] = make_f32_tensor(hf.get("backbone.embeddings.weight").shape, head);
   EXPECT_NO_THROW(load_model(native_folder(config, tensors)));  // the embedding twice: fine
