@@ -74,7 +74,9 @@ std::unique_ptr<Model> load_gguf_model(const std::string& path, const LoadOption
   nlohmann::json config_json;
   check_json_depth(config_text, path + " (kllens.hf_config)");
   try {
-    config_json = nlohmann::json::parse(config_text);
+    // The checkpoint's config.json as it was, so Python's Infinity / NaN may be in it
+    // (transformers 4.x writes "time_step_limit": [0.0, Infinity]).
+    config_json = nlohmann::json::parse(python_json_literals(config_text));
   } catch (const nlohmann::json::exception& e) {
     fail("{}: kllens.hf_config is not valid JSON: {}", path, e.what());
   }

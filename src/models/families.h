@@ -87,4 +87,11 @@ std::vector<TensorSpec> jamba_tensor_specs(const HfConfig&);
 std::string jamba_llama_layout(const HfConfig&, const std::vector<TensorSpec>&, LlamaLayout*);
 nlohmann::json jamba_config_from_llama_keys(const LlamaKeys&);
 
+// Nemotron-H (NVIDIA's NemotronHForCausalLM, model_type "nemotron_h"): Mamba-2, attention (no
+// RoPE) and squared-ReLU MLP layers, one pre-norm residual block each, from the layer pattern.
+std::unique_ptr<Model> make_nemotron_h(const HfConfig&, const TensorStore&, const std::string&,
+                                       const LoadOptions&);
+std::vector<TensorSpec> nemotron_h_tensor_specs(const HfConfig&);
+std::string nemotron_h_llama_layout(const HfConfig&, const std::vector<TensorSpec>&, LlamaLayout*);
+
 }  // namespace kllens

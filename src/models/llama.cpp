@@ -4,13 +4,11 @@
 #include <cmath>
 
 #include "core/error.h"
-#include "core/scratch.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
-#include "kernels/attention.h"
 #include "kernels/ops.h"
-#include "models/attention_block.h"
 #include "models/families.h"
+#include "models/layer_stack.h"
 #include "models/llama_layout.h"
 
 namespace kllens {
@@ -59,22 +57,13 @@ LlamaConfig parse_config(const HfConfig& c) {
 
 // The tensor table: every tensor of the checkpoint, its role and exact shape.
 std::vector<TensorSpec> tensor_table(const LlamaConfig& c) {
-  const int64_t H = c.hidden, D = c.head_dim, Q = c.heads * D, KV = c.kv_heads * D;
+  const int64_t H = c.hidden, D = c.head_dim;
   std::vector<TensorSpec> specs;
   specs.push_back({"model.embed_tokens.weight", Role::kEmbed, -1, {c.vocab, H}});
   for (int l = 0; l < c.layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     specs.push_back({p + "input_layernorm.weight", Role::kNorm, l, {H}});
-    specs.push_back({p + "self_attn.q_proj.weight", Role::kQ, l, {Q, H}});
-    specs.push_back({p + "self_attn.k_proj.weight", Role::kK, l, {KV, H}});
-    specs.push_back({p + "self_attn.v_proj.weight", Role::kV, l, {KV, H}});
-    specs.push_back({p + "self_attn.o_proj.weight", Role::kO, l, {H, Q}});
-    if (c.attn_bias) {
-      specs.push_back({p + "self_attn.q_proj.bias", Role::kBias, l, {Q}});
-      specs.push_back({p + "self_attn.k_proj.bias", Role::kBias, l, {KV}});
-      specs.push_back({p + "self_attn.v_proj.bias", Role::kBias, l, {KV}});
-      specs.push_back({p + "self_attn.o_proj.bias", Role::kBias, l, {H}});
-    }
+    AttentionMixer::add_specs(specs, p + "self_attn.", l, H, c.heads, c.kv_heads, D, c.attn_bias);
     specs.push_back({p + "post_attention_layernorm.weight", Role::kNorm, l, {H}});
     SwiGluMlp::add_specs(specs, p + "mlp.", l, H, c.ffn, c.mlp_bias);
   }
@@ -83,70 +72,43 @@ std::vector<TensorSpec> tensor_table(const LlamaConfig& c) {
   return specs;
 }
 
-struct LlamaLayer {
-  const Param *attn_norm, *q, *k, *v, *o, *q_bias, *k_bias, *v_bias, *o_bias, *mlp_norm;
-  SwiGluMlp mlp;
-};
-
-class LlamaForwardState : public ForwardState {
- public:
-  std::unique_ptr<ForwardState> clone() const override {
-    return std::make_unique<LlamaForwardState>(*this);
-  }
-};
-
-class LlamaDecodeState : public DecodeState {
- public:
-  std::vector<KvCache> kv;  // per layer, unbounded
-  size_t bytes() const override {
-    size_t n = 0;
-    for (const auto& c : kv) n += c.bytes();
-    return n;
-  }
-};
-
-const float* data_or_null(const Param* p) { return p ? p->data() : nullptr; }
-
-class LlamaModel : public Model {
+class LlamaModel : public LayerStackModel {
  public:
   LlamaModel(const HfConfig& config, const TensorStore& store, const std::string& folder)
       : cfg_(parse_config(config)) {
     const int64_t H = cfg_.hidden, D = cfg_.head_dim;
     weights_ = Weights::load(store, tensor_table(cfg_), folder);
 
-    embed_ = &weights_.get("model.embed_tokens.weight");
+    ends_.embed = &weights_.get("model.embed_tokens.weight");
     weights_.get("model.embed_tokens.weight").tied_head = cfg_.tied;
-    head_ = cfg_.tied ? embed_ : &weights_.get("lm_head.weight");
-    norm_f_ = &weights_.get("model.norm.weight");
-    for (int l = 0; l < cfg_.layers; ++l) {
-      const std::string p = "model.layers." + std::to_string(l) + ".";
-      LlamaLayer L{};
-      L.attn_norm = &weights_.get(p + "input_layernorm.weight");
-      L.q = &weights_.get(p + "self_attn.q_proj.weight");
-      L.k = &weights_.get(p + "self_attn.k_proj.weight");
-      L.v = &weights_.get(p + "self_attn.v_proj.weight");
-      L.o = &weights_.get(p + "self_attn.o_proj.weight");
-      L.q_bias = weights_.find(p + "self_attn.q_proj.bias");
-      L.k_bias = weights_.find(p + "self_attn.k_proj.bias");
-      L.v_bias = weights_.find(p + "self_attn.v_proj.bias");
-      L.o_bias = weights_.find(p + "self_attn.o_proj.bias");
-      L.mlp_norm = &weights_.get(p + "post_attention_layernorm.weight");
-      L.mlp = SwiGluMlp::bind(weights_, p + "mlp.", H, cfg_.ffn);
-      layers_.push_back(L);
-    }
+    ends_.head = cfg_.tied ? ends_.embed : &weights_.get("lm_head.weight");
+    ends_.norm_f = &weights_.get("model.norm.weight");
+    ends_.norm_eps = cfg_.eps;
     // inv_freq stays float32 whatever the checkpoint dtype: HF keeps the buffer in float32 (also
     // under from_pretrained(dtype=...)), and the Llama reference was computed that way. Hymba and
     // Falcon-H1 instead round it to a BF16 / F16 checkpoint's dtype (round_like_half_precision_
     // buffer), because their demo references were made with model.to(<dtype>); a Llama demo
     // made that way would need the same rule here.
-    inv_freq_ = rope_inv_freq(cfg_.theta, D);
-
-    info_.arch = "llama";
-    info_.folder = folder;
-    info_.n_layers = cfg_.layers;
-    info_.d_model = H;
-    info_.vocab = cfg_.vocab;
-    info_.layer_kinds.assign(static_cast<size_t>(cfg_.layers), "attn(global)");
+    const std::vector<float> inv_freq = rope_inv_freq(cfg_.theta, D);
+    for (int l = 0; l < cfg_.layers; ++l) {
+      const std::string p = "model.layers." + std::to_string(l) + ".";
+      // LlamaDecoderLayer: h += o_proj(attn(norm(h))); h += mlp(norm(h))
+      auto attn = std::make_unique<AttentionMixer>();
+      attn->hidden = H;
+      attn->heads = cfg_.heads;
+      attn->kv_heads = cfg_.kv_heads;
+      attn->head_dim = D;
+      attn->inv_freq = inv_freq;
+      attn->bind(weights_, p + "self_attn.");
+      auto mlp = std::make_unique<SwiGluMixer>();
+      mlp->mlp = SwiGluMlp::bind(weights_, p + "mlp.", H, cfg_.ffn);
+      StackLayer& layer = layers_.emplace_back();
+      layer.kind = "attn(global)";
+      layer.blocks.push_back({&weights_.get(p + "input_layernorm.weight"), cfg_.eps, 1.0f, std::move(attn)});
+      layer.blocks.push_back(
+          {&weights_.get(p + "post_attention_layernorm.weight"), cfg_.eps, 1.0f, std::move(mlp)});
+    }
+    finish_stack("llama", folder);
     info_.details = {{"heads", std::to_string(cfg_.heads)},
                      {"kv_heads", std::to_string(cfg_.kv_heads)},
                      {"head_dim", std::to_string(D)},
@@ -158,110 +120,8 @@ class LlamaModel : public Model {
                      {"norm_eps", fmt::format("{:g}", cfg_.eps)}};
   }
 
-  std::unique_ptr<ForwardState> start(std::span<const int32_t> ids) const override {
-    check_ids(ids);
-    auto s = std::make_unique<LlamaForwardState>();
-    embed(ids, *s);
-    return s;
-  }
-
-  void run_layer(int l, ForwardState& s) const override {
-    thread_local Scratch<int64_t> pos_buf;
-    int64_t* pos = pos_buf.get(static_cast<size_t>(s.rows));
-    for (int64_t t = 0; t < s.rows; ++t) pos[t] = t;
-    layer(layers_[static_cast<size_t>(l)], s.hidden.data(), s.rows, pos, nullptr);
-    s.next_layer = l + 1;
-  }
-
-  void finish(const ForwardState& s, float* logits) const override {
-    head(s.hidden.data(), s.rows, logits);
-  }
-
-  std::unique_ptr<DecodeState> new_decode_state() const override {
-    auto s = std::make_unique<LlamaDecodeState>();
-    s->kv.resize(static_cast<size_t>(cfg_.layers));
-    for (auto& c : s->kv) c.init(cfg_.kv_heads * cfg_.head_dim, cfg_.kv_heads * cfg_.head_dim, 0, 0);
-    return s;
-  }
-
-  void decode_step(DecodeState& base, int32_t token, float* logits) const override {
-    auto* s = dynamic_cast<LlamaDecodeState*>(&base);
-    KLLENS_CHECK(s != nullptr, "decode_step was given a decode state of another model");
-    check_ids(std::span<const int32_t>(&token, 1));
-    // Kept across steps so that its row is allocated once; embed() overwrites it.
-    thread_local LlamaForwardState fs;
-    embed(std::span<const int32_t>(&token, 1), fs);
-    const int64_t pos = s->position;
-    for (int l = 0; l < cfg_.layers; ++l)
-      layer(layers_[static_cast<size_t>(l)], fs.hidden.data(), 1, &pos, &s->kv[static_cast<size_t>(l)]);
-    head(fs.hidden.data(), 1, logits);
-    ++s->position;
-  }
-
  private:
-  void embed(std::span<const int32_t> ids, ForwardState& s) const {
-    embed_tokens(*embed_, ids, s);
-  }
-
-  void head(const float* hidden, int64_t T, float* logits) const {
-    thread_local ScratchVec normed_buf;
-    float* normed = normed_buf.get(static_cast<size_t>(T * cfg_.hidden));
-    ops::rmsnorm(normed, hidden, norm_f_->data(), T, cfg_.hidden, cfg_.eps);
-    linear(logits, normed, *head_, nullptr, T, cfg_.vocab, cfg_.hidden);
-  }
-
-  // hidden {T, H} at positions pos {T}: h += o_proj(attn(norm(h))); h += mlp(norm(h)).
-  // cache == null: the T rows attend to each other (prefill). Otherwise the rows are appended to
-  // the cache first and attend to everything in it (decode).
-  void layer(const LlamaLayer& L, float* hidden, int64_t T, const int64_t* pos, KvCache* cache) const {
-    const int64_t H = cfg_.hidden, D = cfg_.head_dim, Hq = cfg_.heads, Hkv = cfg_.kv_heads;
-    const int64_t Q = Hq * D, KV = Hkv * D;
-    // Every buffer below is written whole before it is read.
-    thread_local ScratchVec normed_buf, q_buf, k_buf, v_buf, attn_buf, out_buf;
-    float* normed = normed_buf.get(static_cast<size_t>(T * H));
-    ops::rmsnorm(normed, hidden, L.attn_norm->data(), T, H, cfg_.eps);
-    // LlamaAttention.forward: q {T, Hq, D}, k, v {T, Hkv, D}
-    float* q = q_buf.get(static_cast<size_t>(T * Q));
-    float* k = k_buf.get(static_cast<size_t>(T * KV));
-    float* v = v_buf.get(static_cast<size_t>(T * KV));
-    linear(q, normed, *L.q, data_or_null(L.q_bias), T, Q, H);
-    linear(k, normed, *L.k, data_or_null(L.k_bias), T, KV, H);
-    linear(v, normed, *L.v, data_or_null(L.v_bias), T, KV, H);
-    // apply_rotary_pos_emb (rotate_half) on q and k
-    ops::apply_rope(q, Q, T, Hq, D, pos, inv_freq_.data(), D);
-    ops::apply_rope(k, KV, T, Hkv, D, pos, inv_freq_.data(), D);
-    // softmax(q k^T / sqrt(D)) v, causal, GQA   {T, Hq, D}
-    float* attn = attn_buf.get(static_cast<size_t>(T * Q));
-    ops::AttentionShape shape;
-    shape.T = T;
-    shape.Hq = Hq;
-    shape.Hkv = Hkv;
-    shape.Dk = D;
-    shape.Dv = D;
-    const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-    if (cache) {
-      cache->append(k, KV, v, KV, pos, T);
-      KLLENS_CHECK(cache->evicted() == 0, "an unbounded KV cache evicted rows");
-      shape.S = cache->rows();
-      ops::attention(attn, q, cache->k.data(), cache->v.data(), pos, cache->pos.data(), shape, 0,
-                     0, scale);
-    } else {
-      shape.S = T;
-      ops::attention(attn, q, k, v, pos, pos, shape, 0, 0, scale);
-    }
-    float* out = out_buf.get(static_cast<size_t>(T * H));
-    linear(out, attn, *L.o, data_or_null(L.o_bias), T, H, Q);
-    for (int64_t i = 0; i < T * H; ++i) hidden[i] += out[i];
-    // LlamaMLP on the post-attention norm
-    ops::rmsnorm(normed, hidden, L.mlp_norm->data(), T, H, cfg_.eps);
-    L.mlp.forward(out, normed, T);
-    for (int64_t i = 0; i < T * H; ++i) hidden[i] += out[i];
-  }
-
   LlamaConfig cfg_;
-  const Param *embed_ = nullptr, *head_ = nullptr, *norm_f_ = nullptr;
-  std::vector<LlamaLayer> layers_;
-  std::vector<float> inv_freq_;
 };
 
 }  // namespace

@@ -129,6 +129,23 @@ void add_llama_swiglu(LlamaLayout* out, const std::string& hf, int layer) {
   }
 }
 
+void add_llama_mamba2_mixer(LlamaLayout* out, const std::string& hf, int layer, int64_t n_group) {
+  using T = LlamaTransform;
+  const std::string blk = llama_blk(layer);
+  out->tensors[hf + "in_proj.weight"] = {blk + "ssm_in.weight"};
+  out->tensors[hf + "conv1d.weight"] = {blk + "ssm_conv1d.weight", T::kSqueezeConv};
+  out->tensors[hf + "conv1d.bias"] = {blk + "ssm_conv1d.bias"};
+  out->tensors[hf + "dt_bias"] = {blk + "ssm_dt.bias"};
+  LlamaTensor a{blk + "ssm_a", T::kNegExp};
+  a.mamba2_a = true;
+  out->tensors[hf + "A_log"] = a;
+  out->tensors[hf + "D"] = {blk + "ssm_d", T::kColumn};
+  LlamaTensor norm{blk + "ssm_norm.weight", T::kGroupNorm};
+  norm.n_group = n_group;
+  out->tensors[hf + "norm.weight"] = norm;
+  out->tensors[hf + "out_proj.weight"] = {blk + "ssm_out.weight"};
+}
+
 void add_llama_key(LlamaLayout* out, const std::string& suffix, gguf::Value value) {
   out->keys.emplace_back(out->arch + "." + suffix, std::move(value));
 }

@@ -103,6 +103,11 @@ void add_llama_attention(LlamaLayout* out, const std::string& hf_prefix, int lay
                          int64_t rope_q_heads = 0, int64_t rope_kv_heads = 0);
 // gate_proj, up_proj, down_proj (+ biases) under `hf_prefix` -> blk.L.ffn_{gate,up,down}.
 void add_llama_swiglu(LlamaLayout* out, const std::string& hf_prefix, int layer);
+// A Mamba-2 mixer's in_proj, conv1d (+ bias), dt_bias, A_log, D, norm and out_proj under
+// `hf_prefix` -> blk.L.ssm_* with the mamba2 transforms (llama.cpp's mamba2, nemotron_h,
+// granitehybrid and falcon-h1 SSM tensors).
+void add_llama_mamba2_mixer(LlamaLayout* out, const std::string& hf_prefix, int layer,
+                            int64_t n_group);
 // "blk.L." for layer L.
 std::string llama_blk(int layer);
 // The generic size keys every architecture has: context_length, embedding_length, block_count,

@@ -3,12 +3,11 @@
 #include <cmath>
 
 #include "core/error.h"
-#include "core/scratch.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
 #include "kernels/ops.h"
 #include "models/families.h"
-#include "models/mamba1_ssm.h"
+#include "models/layer_stack.h"
 
 namespace kllens {
 namespace {
@@ -70,29 +69,7 @@ std::vector<TensorSpec> tensor_table(const MambaConfig& c, const std::string& em
   return specs;
 }
 
-struct MambaLayer {
-  const Param *norm, *in_proj, *in_proj_bias, *out_proj, *out_proj_bias;
-  Mamba1Ssm ssm;
-};
-
-class MambaDecodeState : public DecodeState {
- public:
-  std::vector<std::vector<float>> conv, ssm;  // per layer {inner, K-1}, {inner, state}
-  size_t bytes() const override {
-    size_t n = 0;
-    for (size_t l = 0; l < conv.size(); ++l) n += (conv[l].size() + ssm[l].size()) * sizeof(float);
-    return n;
-  }
-};
-
-class MambaForwardState : public ForwardState {
- public:
-  std::unique_ptr<ForwardState> clone() const override {
-    return std::make_unique<MambaForwardState>(*this);
-  }
-};
-
-class MambaModel : public Model {
+class MambaModel : public LayerStackModel {
  public:
   MambaModel(const HfConfig& config, const TensorStore& store, const std::string& folder)
       : cfg_(parse_config(config)) {
@@ -103,38 +80,35 @@ class MambaModel : public Model {
     const int64_t H = cfg_.hidden, I = cfg_.inner, N = cfg_.state, K = cfg_.conv, R = cfg_.dt_rank;
     weights_ = Weights::load(store, tensor_table(cfg_, embed_name), folder);
 
-    embed_ = &weights_.get(embed_name);
+    ends_.embed = &weights_.get(embed_name);
     weights_.get(embed_name).tied_head = cfg_.tied;
-    head_ = cfg_.tied ? embed_ : &weights_.get("lm_head.weight");
-    norm_f_ = &weights_.get("backbone.norm_f.weight");
+    ends_.head = cfg_.tied ? ends_.embed : &weights_.get("lm_head.weight");
+    ends_.norm_f = &weights_.get("backbone.norm_f.weight");
+    ends_.norm_eps = cfg_.eps;
     for (int l = 0; l < cfg_.layers; ++l) {
       const std::string p = "backbone.layers." + std::to_string(l) + ".";
-      MambaLayer L{};
-      L.norm = &weights_.get(p + "norm.weight");
-      L.in_proj = &weights_.get(p + "mixer.in_proj.weight");
-      L.in_proj_bias = weights_.find(p + "mixer.in_proj.bias");
-      L.ssm.inner = I;
-      L.ssm.state = N;
-      L.ssm.dt_rank = R;
-      L.ssm.conv_kernel = K;
-      L.ssm.conv = &weights_.get(p + "mixer.conv1d.weight");
-      L.ssm.conv_bias = weights_.find(p + "mixer.conv1d.bias");
-      L.ssm.x_proj = &weights_.get(p + "mixer.x_proj.weight");
-      L.ssm.dt_proj = &weights_.get(p + "mixer.dt_proj.weight");
-      L.ssm.dt_bias = &weights_.get(p + "mixer.dt_proj.bias");
-      L.ssm.D = &weights_.get(p + "mixer.D");
-      L.ssm.set_A(weights_.get(p + "mixer.A_log"));
-      L.out_proj = &weights_.get(p + "mixer.out_proj.weight");
-      L.out_proj_bias = weights_.find(p + "mixer.out_proj.bias");
-      layers_.push_back(std::move(L));
+      // HF MambaBlock: hidden += mixer(rmsnorm(hidden))
+      auto m = std::make_unique<Mamba1MixerBlock>();
+      m->hidden = H;
+      m->in_proj = &weights_.get(p + "mixer.in_proj.weight");
+      m->in_proj_bias = weights_.find(p + "mixer.in_proj.bias");
+      m->ssm.inner = I;
+      m->ssm.state = N;
+      m->ssm.dt_rank = R;
+      m->ssm.conv_kernel = K;
+      m->ssm.conv = &weights_.get(p + "mixer.conv1d.weight");
+      m->ssm.conv_bias = weights_.find(p + "mixer.conv1d.bias");
+      m->ssm.x_proj = &weights_.get(p + "mixer.x_proj.weight");
+      m->ssm.dt_proj = &weights_.get(p + "mixer.dt_proj.weight");
+      m->ssm.dt_bias = &weights_.get(p + "mixer.dt_proj.bias");
+      m->ssm.D = &weights_.get(p + "mixer.D");
+      m->ssm.set_A(weights_.get(p + "mixer.A_log"));
+      m->out_proj = &weights_.get(p + "mixer.out_proj.weight");
+      m->out_proj_bias = weights_.find(p + "mixer.out_proj.bias");
+      StackLayer& layer = layers_.emplace_back();
+      layer.blocks.push_back({&weights_.get(p + "norm.weight"), cfg_.eps, 1.0f, std::move(m)});
     }
-
-    info_.arch = "mamba";
-    info_.folder = folder;
-    info_.n_layers = cfg_.layers;
-    info_.d_model = H;
-    info_.vocab = cfg_.vocab;
-    info_.layer_kinds.assign(static_cast<size_t>(cfg_.layers), "mamba");
+    finish_stack("mamba", folder);
     info_.details = {{"d_inner", std::to_string(I)},     {"d_state", std::to_string(N)},
                      {"d_conv", std::to_string(K)},      {"dt_rank", std::to_string(R)},
                      {"tied_embeddings", cfg_.tied ? "yes" : "no"},
@@ -142,84 +116,8 @@ class MambaModel : public Model {
                      {"norm_eps", fmt::format("{:g}", cfg_.eps)}};
   }
 
-  std::unique_ptr<ForwardState> start(std::span<const int32_t> ids) const override {
-    check_ids(ids);
-    auto s = std::make_unique<MambaForwardState>();
-    embed(ids, *s);
-    return s;
-  }
-
-  void run_layer(int l, ForwardState& s) const override {
-    // A fresh sequence starts from zero states.
-    thread_local ScratchVec conv_buf, ssm_buf;
-    const auto conv_n = static_cast<size_t>(cfg_.inner * (cfg_.conv - 1));
-    const auto ssm_n = static_cast<size_t>(cfg_.inner * cfg_.state);
-    float* conv_state = conv_buf.zeroed(conv_n);
-    float* ssm_state = ssm_buf.zeroed(ssm_n);
-    mixer_block(layers_[static_cast<size_t>(l)], s.hidden.data(), s.rows, conv_state, ssm_state);
-    s.next_layer = l + 1;
-  }
-
-  void finish(const ForwardState& s, float* logits) const override {
-    head(s.hidden.data(), s.rows, logits);
-  }
-
-  std::unique_ptr<DecodeState> new_decode_state() const override {
-    auto s = std::make_unique<MambaDecodeState>();
-    for (int l = 0; l < cfg_.layers; ++l) {
-      s->conv.emplace_back(static_cast<size_t>(cfg_.inner * (cfg_.conv - 1)), 0.0f);
-      s->ssm.emplace_back(static_cast<size_t>(cfg_.inner * cfg_.state), 0.0f);
-    }
-    return s;
-  }
-
-  void decode_step(DecodeState& base, int32_t token, float* logits) const override {
-    auto& s = static_cast<MambaDecodeState&>(base);
-    check_ids(std::span<const int32_t>(&token, 1));
-    // Kept across steps so that its row is allocated once; embed() overwrites it.
-    thread_local MambaForwardState fs;
-    embed(std::span<const int32_t>(&token, 1), fs);
-    for (int l = 0; l < cfg_.layers; ++l)
-      mixer_block(layers_[static_cast<size_t>(l)], fs.hidden.data(), 1, s.conv[l].data(),
-                  s.ssm[l].data());
-    head(fs.hidden.data(), 1, logits);
-    ++s.position;
-  }
-
  private:
-  void embed(std::span<const int32_t> ids, ForwardState& s) const {
-    embed_tokens(*embed_, ids, s);
-  }
-
-  void head(const float* hidden, int64_t T, float* logits) const {
-    thread_local ScratchVec normed_buf;
-    float* normed = normed_buf.get(static_cast<size_t>(T * cfg_.hidden));
-    ops::rmsnorm(normed, hidden, norm_f_->data(), T, cfg_.hidden, cfg_.eps);
-    linear(logits, normed, *head_, nullptr, T, cfg_.vocab, cfg_.hidden);
-  }
-
-  // hidden {T, H} += mixer(rmsnorm(hidden)); conv/ssm states are carried in and out.
-  void mixer_block(const MambaLayer& L, float* hidden, int64_t T, float* conv_state,
-                   float* ssm_state) const {
-    const int64_t H = cfg_.hidden, I = cfg_.inner;
-    // Each written whole before it is read.
-    thread_local ScratchVec normed_buf, xz_buf, y_buf, out_buf;
-    float* normed = normed_buf.get(static_cast<size_t>(T * H));
-    ops::rmsnorm(normed, hidden, L.norm->data(), T, H, cfg_.eps);
-    // xz {T, 2I} = in_proj(u): x = columns [0, I), gate z = columns [I, 2I)
-    float* xz = xz_buf.get(static_cast<size_t>(T * 2 * I));
-    linear(xz, normed, *L.in_proj, L.in_proj_bias ? L.in_proj_bias->data() : nullptr, T, 2 * I, H);
-    float* y = y_buf.get(static_cast<size_t>(T * I));
-    L.ssm.forward(y, xz, 2 * I, xz + I, 2 * I, T, conv_state, ssm_state);
-    // hidden += out_proj(y)
-    float* out = out_buf.get(static_cast<size_t>(T * H));
-    linear(out, y, *L.out_proj, L.out_proj_bias ? L.out_proj_bias->data() : nullptr, T, H, I);
-    for (int64_t k = 0; k < T * H; ++k) hidden[k] += out[k];
-  }
-
   MambaConfig cfg_;
-  const Param *embed_ = nullptr, *head_ = nullptr, *norm_f_ = nullptr;
-  std::vector<MambaLayer> layers_;
 };
 
 }  // namespace

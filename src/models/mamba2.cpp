@@ -7,12 +7,11 @@
 #include <cmath>
 
 #include "core/error.h"
-#include "core/scratch.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
 #include "kernels/ops.h"
 #include "models/families.h"
-#include "models/mamba2_mixer.h"
+#include "models/layer_stack.h"
 
 namespace kllens {
 namespace {
@@ -67,54 +66,39 @@ std::string gated_norm_description(Mamba2GatedNorm norm, int64_t groups, int64_t
                      inner / groups);
 }
 
+// One layer's mixer with the config's dimensions (the tensors are bound later).
+Mamba2Mixer mixer_shape(const Mamba2Config& c, Mamba2GatedNorm norm) {
+  Mamba2Mixer m;
+  m.hidden = c.hidden;
+  m.inner = c.inner;
+  m.heads = c.heads;
+  m.head_dim = c.head_dim;
+  m.groups = c.groups;
+  m.state = c.state;
+  m.conv_kernel = c.conv;
+  m.norm_kind = norm == Mamba2GatedNorm::kFullWidth ? GatedNorm::kGateThenNormFull
+                                                    : GatedNorm::kGateThenNormGroup;
+  m.norm_eps = c.eps;
+  m.dt_limit = c.dt_limit;
+  return m;
+}
+
 // The tensor table: every tensor of the checkpoint, its role and exact shape.
 std::vector<TensorSpec> tensor_table(const Mamba2Config& c, const std::string& embed_name) {
-  const int64_t H = c.hidden, I = c.inner, GN = c.groups * c.state;
-  const int64_t CD = I + 2 * GN, W = I + CD + c.heads, K = c.conv, NH = c.heads;
+  const Mamba2Mixer shape = mixer_shape(c, Mamba2GatedNorm::kPerGroup);
   std::vector<TensorSpec> specs;
-  specs.push_back({embed_name, Role::kEmbed, -1, {c.vocab, H}});
+  specs.push_back({embed_name, Role::kEmbed, -1, {c.vocab, c.hidden}});
   for (int l = 0; l < c.layers; ++l) {
     const std::string p = "backbone.layers." + std::to_string(l) + ".";
-    specs.push_back({p + "norm.weight", Role::kNorm, l, {H}});
-    specs.push_back({p + "mixer.in_proj.weight", Role::kInProj, l, {W, H}});
-    if (c.bias) specs.push_back({p + "mixer.in_proj.bias", Role::kBias, l, {W}});
-    specs.push_back({p + "mixer.conv1d.weight", Role::kConv1d, l, {CD, 1, K}});
-    if (c.conv_bias) specs.push_back({p + "mixer.conv1d.bias", Role::kBias, l, {CD}});
-    specs.push_back({p + "mixer.dt_bias", Role::kDtBias, l, {NH}});
-    specs.push_back({p + "mixer.A_log", Role::kSsmA, l, {NH}});
-    specs.push_back({p + "mixer.D", Role::kSsmD, l, {NH}});
-    specs.push_back({p + "mixer.norm.weight", Role::kNorm, l, {I}});
-    specs.push_back({p + "mixer.out_proj.weight", Role::kOutProj, l, {H, I}});
-    if (c.bias) specs.push_back({p + "mixer.out_proj.bias", Role::kBias, l, {H}});
+    specs.push_back({p + "norm.weight", Role::kNorm, l, {c.hidden}});
+    shape.add_specs(specs, p + "mixer.", l, c.bias, c.conv_bias);
   }
-  specs.push_back({"backbone.norm_f.weight", Role::kNorm, -1, {H}});
-  if (!c.tied) specs.push_back({"lm_head.weight", Role::kHead, -1, {c.vocab, H}});
+  specs.push_back({"backbone.norm_f.weight", Role::kNorm, -1, {c.hidden}});
+  if (!c.tied) specs.push_back({"lm_head.weight", Role::kHead, -1, {c.vocab, c.hidden}});
   return specs;
 }
 
-struct Mamba2Layer {
-  const Param* norm = nullptr;
-  Mamba2Mixer mixer;
-};
-
-class Mamba2DecodeState : public DecodeState {
- public:
-  std::vector<std::vector<float>> conv, ssm;  // per layer {conv_dim, K-1}, {H, P, N}
-  size_t bytes() const override {
-    size_t n = 0;
-    for (size_t l = 0; l < conv.size(); ++l) n += (conv[l].size() + ssm[l].size()) * sizeof(float);
-    return n;
-  }
-};
-
-class Mamba2ForwardState : public ForwardState {
- public:
-  std::unique_ptr<ForwardState> clone() const override {
-    return std::make_unique<Mamba2ForwardState>(*this);
-  }
-};
-
-class Mamba2Model : public Model {
+class Mamba2Model : public LayerStackModel {
  public:
   Mamba2Model(const HfConfig& config, const TensorStore& store, const std::string& folder,
               Mamba2GatedNorm norm)
@@ -124,48 +108,24 @@ class Mamba2Model : public Model {
                                            store.find("backbone.embedding.weight") != nullptr
                                        ? "backbone.embedding.weight"
                                        : "backbone.embeddings.weight";
-    const int64_t H = cfg_.hidden, I = cfg_.inner, K = cfg_.conv, NH = cfg_.heads;
+    const int64_t I = cfg_.inner, K = cfg_.conv, NH = cfg_.heads;
     weights_ = Weights::load(store, tensor_table(cfg_, embed_name), folder);
 
-    embed_ = &weights_.get(embed_name);
+    ends_.embed = &weights_.get(embed_name);
     weights_.get(embed_name).tied_head = cfg_.tied;
-    head_ = cfg_.tied ? embed_ : &weights_.get("lm_head.weight");
-    norm_f_ = &weights_.get("backbone.norm_f.weight");
+    ends_.head = cfg_.tied ? ends_.embed : &weights_.get("lm_head.weight");
+    ends_.norm_f = &weights_.get("backbone.norm_f.weight");
+    ends_.norm_eps = cfg_.eps;
     for (int l = 0; l < cfg_.layers; ++l) {
       const std::string p = "backbone.layers." + std::to_string(l) + ".";
-      Mamba2Layer L;
-      L.norm = &weights_.get(p + "norm.weight");
-      Mamba2Mixer& m = L.mixer;
-      m.hidden = H;
-      m.inner = I;
-      m.heads = NH;
-      m.head_dim = cfg_.head_dim;
-      m.groups = cfg_.groups;
-      m.state = cfg_.state;
-      m.conv_kernel = K;
-      m.norm_kind = norm == Mamba2GatedNorm::kFullWidth ? GatedNorm::kGateThenNormFull
-                                                        : GatedNorm::kGateThenNormGroup;
-      m.norm_eps = cfg_.eps;
-      m.dt_limit = cfg_.dt_limit;
-      m.in_proj = &weights_.get(p + "mixer.in_proj.weight");
-      m.in_proj_bias = weights_.find(p + "mixer.in_proj.bias");
-      m.conv = &weights_.get(p + "mixer.conv1d.weight");
-      m.conv_bias = weights_.find(p + "mixer.conv1d.bias");
-      m.dt_bias = &weights_.get(p + "mixer.dt_bias");
-      m.D = &weights_.get(p + "mixer.D");
-      m.norm = &weights_.get(p + "mixer.norm.weight");
-      m.out_proj = &weights_.get(p + "mixer.out_proj.weight");
-      m.out_proj_bias = weights_.find(p + "mixer.out_proj.bias");
-      m.set_A(weights_.get(p + "mixer.A_log"));
-      layers_.push_back(std::move(L));
+      // HF Mamba2Block: hidden += mixer(rmsnorm(hidden))
+      auto block = std::make_unique<Mamba2MixerBlock>();
+      block->mixer = mixer_shape(cfg_, norm);
+      block->mixer.bind(weights_, p + "mixer.");
+      StackLayer& layer = layers_.emplace_back();
+      layer.blocks.push_back({&weights_.get(p + "norm.weight"), cfg_.eps, 1.0f, std::move(block)});
     }
-
-    info_.arch = "mamba2";
-    info_.folder = folder;
-    info_.n_layers = cfg_.layers;
-    info_.d_model = H;
-    info_.vocab = cfg_.vocab;
-    info_.layer_kinds.assign(static_cast<size_t>(cfg_.layers), "mamba2");
+    finish_stack("mamba2", folder);
     info_.details = {{"d_inner", std::to_string(I)},
                      {"ssm_heads", std::to_string(NH)},
                      {"head_dim", std::to_string(cfg_.head_dim)},
@@ -180,75 +140,8 @@ class Mamba2Model : public Model {
                      {"gated_norm", gated_norm_description(norm, cfg_.groups, I)}};
   }
 
-  std::unique_ptr<ForwardState> start(std::span<const int32_t> ids) const override {
-    check_ids(ids);
-    auto s = std::make_unique<Mamba2ForwardState>();
-    embed(ids, *s);
-    return s;
-  }
-
-  void run_layer(int l, ForwardState& s) const override {
-    const Mamba2Mixer& m = layers_[static_cast<size_t>(l)].mixer;
-    // A fresh sequence starts from zero states.
-    thread_local ScratchVec conv_buf, ssm_buf;
-    block(layers_[static_cast<size_t>(l)], s.hidden.data(), s.rows,
-          conv_buf.zeroed(m.conv_state_size()), ssm_buf.zeroed(m.ssm_state_size()));
-    s.next_layer = l + 1;
-  }
-
-  void finish(const ForwardState& s, float* logits) const override {
-    head(s.hidden.data(), s.rows, logits);
-  }
-
-  std::unique_ptr<DecodeState> new_decode_state() const override {
-    auto s = std::make_unique<Mamba2DecodeState>();
-    for (const auto& L : layers_) {
-      s->conv.emplace_back(L.mixer.conv_state_size(), 0.0f);
-      s->ssm.emplace_back(L.mixer.ssm_state_size(), 0.0f);
-    }
-    return s;
-  }
-
-  void decode_step(DecodeState& base, int32_t token, float* logits) const override {
-    auto& s = static_cast<Mamba2DecodeState&>(base);
-    check_ids(std::span<const int32_t>(&token, 1));
-    // Kept across steps so that its row is allocated once; embed() overwrites it.
-    thread_local Mamba2ForwardState fs;
-    embed(std::span<const int32_t>(&token, 1), fs);
-    for (size_t l = 0; l < layers_.size(); ++l)
-      block(layers_[l], fs.hidden.data(), 1, s.conv[l].data(), s.ssm[l].data());
-    head(fs.hidden.data(), 1, logits);
-    ++s.position;
-  }
-
  private:
-  void embed(std::span<const int32_t> ids, ForwardState& s) const {
-    embed_tokens(*embed_, ids, s);
-  }
-
-  // logits {T, V} = lm_head(rmsnorm(hidden, norm_f))
-  void head(const float* hidden, int64_t T, float* logits) const {
-    thread_local ScratchVec normed_buf;
-    float* normed = normed_buf.get(static_cast<size_t>(T * cfg_.hidden));
-    ops::rmsnorm(normed, hidden, norm_f_->data(), T, cfg_.hidden, cfg_.eps);
-    linear(logits, normed, *head_, nullptr, T, cfg_.vocab, cfg_.hidden);
-  }
-
-  // HF Mamba2Block: hidden {T, H} += mixer(rmsnorm(hidden)); states carried in and out.
-  void block(const Mamba2Layer& L, float* hidden, int64_t T, float* conv_state,
-             float* ssm_state) const {
-    const int64_t H = cfg_.hidden;
-    thread_local ScratchVec normed_buf, out_buf;  // each written whole before it is read
-    float* normed = normed_buf.get(static_cast<size_t>(T * H));
-    float* out = out_buf.get(static_cast<size_t>(T * H));
-    ops::rmsnorm(normed, hidden, L.norm->data(), T, H, cfg_.eps);
-    L.mixer.forward(out, normed, T, conv_state, ssm_state);
-    for (int64_t k = 0; k < T * H; ++k) hidden[k] += out[k];
-  }
-
   Mamba2Config cfg_;
-  const Param *embed_ = nullptr, *head_ = nullptr, *norm_f_ = nullptr;
-  std::vector<Mamba2Layer> layers_;
 };
 
 }  // namespace

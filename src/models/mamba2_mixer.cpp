@@ -71,6 +71,34 @@ TimeStepLimit parse_time_step_limit(const HfConfig& config, const char* key) {
   return lim;
 }
 
+void Mamba2Mixer::add_specs(std::vector<TensorSpec>& specs, const std::string& p, int l,
+                           bool proj_bias, bool conv_bias_on) const {
+  const int64_t W = proj_dim(), CD = conv_dim(), NH = heads;
+  specs.push_back({p + "in_proj.weight", Role::kInProj, l, {W, hidden}});
+  if (proj_bias) specs.push_back({p + "in_proj.bias", Role::kBias, l, {W}});
+  specs.push_back({p + "conv1d.weight", Role::kConv1d, l, {CD, 1, conv_kernel}});
+  if (conv_bias_on) specs.push_back({p + "conv1d.bias", Role::kBias, l, {CD}});
+  specs.push_back({p + "dt_bias", Role::kDtBias, l, {NH}});
+  specs.push_back({p + "A_log", Role::kSsmA, l, {NH}});
+  specs.push_back({p + "D", Role::kSsmD, l, {NH}});
+  if (norm_kind != GatedNorm::kNone) specs.push_back({p + "norm.weight", Role::kNorm, l, {inner}});
+  specs.push_back({p + "out_proj.weight", Role::kOutProj, l, {hidden, inner}});
+  if (proj_bias) specs.push_back({p + "out_proj.bias", Role::kBias, l, {hidden}});
+}
+
+void Mamba2Mixer::bind(const Weights& weights, const std::string& p) {
+  in_proj = &weights.get(p + "in_proj.weight");
+  in_proj_bias = weights.find(p + "in_proj.bias");
+  conv = &weights.get(p + "conv1d.weight");
+  conv_bias = weights.find(p + "conv1d.bias");
+  dt_bias = &weights.get(p + "dt_bias");
+  D = &weights.get(p + "D");
+  norm = norm_kind == GatedNorm::kNone ? nullptr : &weights.get(p + "norm.weight");
+  out_proj = &weights.get(p + "out_proj.weight");
+  out_proj_bias = weights.find(p + "out_proj.bias");
+  set_A(weights.get(p + "A_log"));
+}
+
 void Mamba2Mixer::set_A(const Param& a_log) {
   A.resize(a_log.value.size());
   for (size_t i = 0; i < A.size(); ++i) A[i] = -std::exp(a_log.value[i]);

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "models/model.h"
@@ -65,6 +66,13 @@ struct Mamba2Mixer {
   size_t ssm_state_size() const { return static_cast<size_t>(heads * head_dim * state); }
 
   void set_A(const Param& a_log);
+  // The mixer's tensors under `prefix` (e.g. "backbone.layers.3.mixer."): in_proj, conv1d,
+  // dt_bias, A_log, D, norm (unless norm_kind is kNone), out_proj, with ".bias" rows for in/out
+  // when proj_bias and for conv1d when conv_bias. The dimensions must be set.
+  void add_specs(std::vector<TensorSpec>& specs, const std::string& prefix, int layer,
+                 bool proj_bias, bool conv_bias) const;
+  // Binds the tensors add_specs names (biases where present) and derives A.
+  void bind(const Weights& weights, const std::string& prefix);
   // Falcon-H1's mup_vector from ssm_multipliers [z, x, B, C, dt].
   void set_proj_multipliers(const std::vector<double>& zxbcdt);
 

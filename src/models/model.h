@@ -140,7 +140,7 @@ class Weights {
 };
 
 struct ModelInfo {
-  std::string arch;          // model_type: "mamba", "mamba2", "hymba", "llama", "falcon_h1", "jamba"
+  std::string arch;          // model_type: "mamba", "mamba2", "hymba", "llama", "falcon_h1", "jamba", "nemotron_h"
   std::string folder;
   int64_t n_layers = 0;
   int64_t d_model = 0;

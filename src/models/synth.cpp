@@ -43,6 +43,24 @@ json preset_config(const std::string& name) {
             {"time_step_limit", {0.0, 1e30}}, {"bos_token_id", 0}, {"eos_token_id", 0},
             {"pad_token_id", 0}};
   }
+  if (name == "nemotron-h-4b" || name == "nemotron-h-8b") {
+    // nvidia/Nemotron-H-8B-Base-8K: transformers' NemotronHConfig defaults ("similar to
+    // NemotronH-v0.1"); the 4B: NVIDIA's Megatron-Bridge notes for Nemotron-H-4B (hidden 3072,
+    // FFN 12288, 112 Mamba heads, the same 52-layer pattern). Not copied from a config.json.
+    const bool big = name == "nemotron-h-8b";
+    return {{"model_type", "nemotron_h"}, {"architectures", {"NemotronHForCausalLM"}},
+            {"vocab_size", 131072}, {"hidden_size", big ? 4096 : 3072},
+            {"intermediate_size", big ? 21504 : 12288}, {"num_hidden_layers", 52},
+            {"hybrid_override_pattern", "M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M-"},
+            {"num_attention_heads", 32}, {"num_key_value_heads", 8}, {"head_dim", 128},
+            {"mamba_num_heads", big ? 128 : 112}, {"mamba_head_dim", 64},
+            {"ssm_state_size", 128}, {"n_groups", 8}, {"conv_kernel", 4}, {"expand", 2},
+            {"use_conv_bias", true}, {"use_bias", false}, {"mamba_hidden_act", "silu"},
+            {"mlp_hidden_act", "relu2"}, {"attention_bias", false}, {"mlp_bias", false},
+            {"layer_norm_epsilon", 1e-5}, {"chunk_size", 128}, {"tie_word_embeddings", false},
+            {"residual_in_fp32", false}, {"max_position_embeddings", 8192},
+            {"bos_token_id", 1}, {"eos_token_id", 2}, {"pad_token_id", 0}};
+  }
   if (name == "hymba-1.5b") {
     json groups = json::array();
     for (auto g : std::vector<std::vector<int>>{{1, 2}, {3, 4}, {5, 6}, {7, 8}, {9, 10},
@@ -142,8 +160,13 @@ std::string write_synth_tokenizer(const SynthOptions& options, int64_t vocab_siz
 
 }  // namespace
 
+std::string synth_preset_config(const std::string& preset) {
+  return preset_config(preset).dump(2) + "\n";
+}
+
 std::vector<std::string> synth_presets() {
-  return {"mamba-130m", "mamba-1.4b", "mamba2-130m", "hymba-1.5b"};
+  return {"mamba-130m", "mamba-1.4b", "mamba2-130m", "hymba-1.5b", "nemotron-h-4b",
+          "nemotron-h-8b"};
 }
 
 SynthResult synthesize_checkpoint(const SynthOptions& options) {
@@ -154,7 +177,7 @@ SynthResult synthesize_checkpoint(const SynthOptions& options) {
   if (!options.config_path.empty()) {
     config_text = read_file(options.config_path);
   } else {
-    config_text = preset_config(options.preset).dump(2) + "\n";
+    config_text = synth_preset_config(options.preset);
   }
   const std::string config_path = (fs::path(options.out_dir) / "config.json").string();
   // Parsed as loading will parse it (Python's Infinity/NaN literals, the nesting limit).

@@ -11,6 +11,8 @@
 namespace kllens {
 
 std::vector<std::string> synth_presets();
+// The config.json a preset writes (UsageError naming the known presets for any other name).
+std::string synth_preset_config(const std::string& preset);
 
 struct SynthOptions {
   std::string preset;       // a preset of synth_presets(), or empty with config_path

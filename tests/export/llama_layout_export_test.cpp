@@ -91,6 +91,22 @@ TEST_F(LlamaLayoutRoundTrip, Llama) {
             f.get_as<uint32_t>("llama.attention.key_length"));
 }
 
+// Nemotron-H: the layer kinds travel as per-layer head_count_kv and feed_forward_length. Its
+// config.json holds Python's Infinity (time_step_limit), which kllens.hf_config keeps as written
+// and the importer must read as the loader does.
+TEST_F(LlamaLayoutRoundTrip, NemotronHWritesItsLayerKindsPerLayer) {
+  const gguf::File f = round_trip(test::repo_path("data/fixtures/nemotron_h-tiny"), "nemotron_h");
+  // pattern "M*-M-M*-": attention layers have 2 kv heads, MLP layers 96 channels, Mamba both 0
+  EXPECT_EQ(f.get_as<std::vector<int32_t>>("nemotron_h.attention.head_count_kv"),
+            (std::vector<int32_t>{0, 2, 0, 0, 0, 0, 2, 0}));
+  EXPECT_EQ(f.get_as<std::vector<int32_t>>("nemotron_h.feed_forward_length"),
+            (std::vector<int32_t>{0, 0, 96, 0, 96, 0, 0, 96}));
+  EXPECT_NE(f.find_tensor("blk.0.ssm_norm.weight"), nullptr);
+  EXPECT_NE(f.find_tensor("blk.1.attn_k.weight"), nullptr);
+  EXPECT_NE(f.find_tensor("blk.2.ffn_up.weight"), nullptr);
+  EXPECT_EQ(f.find_tensor("blk.2.ffn_gate.weight"), nullptr);
+}
+
 TEST_F(LlamaLayoutRoundTrip, JambaStacksItsExperts) {
   const std::string folder = test::repo_path("data/fixtures/oracles/jamba");
   const auto config = nlohmann::json::parse(test::read_file(folder + "/config.json"));

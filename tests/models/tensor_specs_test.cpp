@@ -41,6 +41,9 @@ std::vector<std::string> fixture_folders() {
       if (e.is_directory() && e.path().filename().string().rfind("demo-", 0) == 0 &&
           fs::exists(e.path() / "config.json"))
         out.push_back("data/models/" + e.path().filename().string());
+  // Families with no Hugging Face oracle here (llama.cpp is theirs): their random fixtures.
+  for (const char* f : {"data/fixtures/nemotron_h-tiny"})
+    if (fs::exists(test::repo_path(std::string(f) + "/config.json"))) out.push_back(f);
   std::sort(out.begin(), out.end());
   return out;
 }

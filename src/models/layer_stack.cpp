@@ -1,0 +1,284 @@
+#include "models/layer_stack.h"
+
+#include <cmath>
+
+#include "core/error.h"
+#include "core/scratch.h"
+#include "kernels/attention.h"
+#include "kernels/ops.h"
+
+namespace kllens {
+namespace {
+
+const float* data_or_null(const Param* p) { return p ? p->data() : nullptr; }
+
+// Conv and SSM states of one Mamba mixer.
+class SsmState : public MixerState {
+ public:
+  SsmState(size_t conv_size, size_t ssm_size) : conv(conv_size, 0.0f), ssm(ssm_size, 0.0f) {}
+  size_t bytes() const override { return (conv.size() + ssm.size()) * sizeof(float); }
+  std::vector<float> conv, ssm;
+};
+
+class KvState : public MixerState {
+ public:
+  size_t bytes() const override { return cache.bytes(); }
+  KvCache cache;
+};
+
+template <class State>
+State& state_as(MixerState* state) {
+  auto* s = dynamic_cast<State*>(state);
+  KLLENS_CHECK(s != nullptr, "a mixer was given the decode state of another kind of mixer");
+  return *s;
+}
+
+class StackForwardState : public ForwardState {
+ public:
+  std::unique_ptr<ForwardState> clone() const override {
+    return std::make_unique<StackForwardState>(*this);
+  }
+};
+
+class StackDecodeState : public DecodeState {
+ public:
+  std::vector<std::vector<std::unique_ptr<MixerState>>> layers;  // per layer, per block (or null)
+  size_t bytes() const override {
+    size_t n = 0;
+    for (const auto& blocks : layers)
+      for (const auto& s : blocks)
+        if (s) n += s->bytes();
+    return n;
+  }
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Mixers
+
+std::unique_ptr<MixerState> Mamba1MixerBlock::new_state() const {
+  return std::make_unique<SsmState>(ssm.conv_state_size(), ssm.ssm_state_size());
+}
+
+void Mamba1MixerBlock::forward(float* out, const float* x, int64_t T, const int64_t*,
+                               MixerState* state) const {
+  const int64_t I = ssm.inner;
+  thread_local ScratchVec xz_buf, y_buf, conv_buf, ssm_buf;  // xz and y written whole before read
+  float *conv_state = nullptr, *ssm_state = nullptr;
+  if (state) {
+    auto& s = state_as<SsmState>(state);
+    conv_state = s.conv.data();
+    ssm_state = s.ssm.data();
+  } else {  // a fresh sequence starts from zero states
+    conv_state = conv_buf.zeroed(ssm.conv_state_size());
+    ssm_state = ssm_buf.zeroed(ssm.ssm_state_size());
+  }
+  // xz {T, 2I} = in_proj(u): x = columns [0, I), gate z = columns [I, 2I)
+  float* xz = xz_buf.get(static_cast<size_t>(T * 2 * I));
+  linear(xz, x, *in_proj, data_or_null(in_proj_bias), T, 2 * I, hidden);
+  float* y = y_buf.get(static_cast<size_t>(T * I));
+  ssm.forward(y, xz, 2 * I, xz + I, 2 * I, T, conv_state, ssm_state);
+  linear(out, y, *out_proj, data_or_null(out_proj_bias), T, hidden, I);
+}
+
+std::unique_ptr<MixerState> Mamba2MixerBlock::new_state() const {
+  return std::make_unique<SsmState>(mixer.conv_state_size(), mixer.ssm_state_size());
+}
+
+void Mamba2MixerBlock::forward(float* out, const float* x, int64_t T, const int64_t*,
+                               MixerState* state) const {
+  if (state) {
+    auto& s = state_as<SsmState>(state);
+    mixer.forward(out, x, T, s.conv.data(), s.ssm.data());
+    return;
+  }
+  thread_local ScratchVec conv_buf, ssm_buf;  // a fresh sequence starts from zero states
+  mixer.forward(out, x, T, conv_buf.zeroed(mixer.conv_state_size()),
+                ssm_buf.zeroed(mixer.ssm_state_size()));
+}
+
+void AttentionMixer::add_specs(std::vector<TensorSpec>& specs, const std::string& p, int l,
+                               int64_t H, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                               bool bias) {
+  const int64_t Q = heads * head_dim, KV = kv_heads * head_dim;
+  specs.push_back({p + "q_proj.weight", Role::kQ, l, {Q, H}});
+  specs.push_back({p + "k_proj.weight", Role::kK, l, {KV, H}});
+  specs.push_back({p + "v_proj.weight", Role::kV, l, {KV, H}});
+  specs.push_back({p + "o_proj.weight", Role::kO, l, {H, Q}});
+  if (bias) {
+    specs.push_back({p + "q_proj.bias", Role::kBias, l, {Q}});
+    specs.push_back({p + "k_proj.bias", Role::kBias, l, {KV}});
+    specs.push_back({p + "v_proj.bias", Role::kBias, l, {KV}});
+    specs.push_back({p + "o_proj.bias", Role::kBias, l, {H}});
+  }
+}
+
+void AttentionMixer::bind(const Weights& weights, const std::string& p) {
+  q = &weights.get(p + "q_proj.weight");
+  k = &weights.get(p + "k_proj.weight");
+  v = &weights.get(p + "v_proj.weight");
+  o = &weights.get(p + "o_proj.weight");
+  q_bias = weights.find(p + "q_proj.bias");
+  k_bias = weights.find(p + "k_proj.bias");
+  v_bias = weights.find(p + "v_proj.bias");
+  o_bias = weights.find(p + "o_proj.bias");
+}
+
+std::unique_ptr<MixerState> AttentionMixer::new_state() const {
+  auto s = std::make_unique<KvState>();
+  s->cache.init(kv_heads * head_dim, kv_heads * head_dim, 0, 0);
+  return s;
+}
+
+void AttentionMixer::forward(float* out, const float* x, int64_t T, const int64_t* pos,
+                             MixerState* state) const {
+  const int64_t D = head_dim, Q = heads * D, KV = kv_heads * D;
+  thread_local ScratchVec q_buf, k_buf, v_buf, attn_buf;  // each written whole before it is read
+  // q {T, heads, D}, k, v {T, kv_heads, D}
+  float* qr = q_buf.get(static_cast<size_t>(T * Q));
+  float* kr = k_buf.get(static_cast<size_t>(T * KV));
+  float* vr = v_buf.get(static_cast<size_t>(T * KV));
+  linear(qr, x, *q, data_or_null(q_bias), T, Q, hidden);
+  linear(kr, x, *k, data_or_null(k_bias), T, KV, hidden);
+  linear(vr, x, *v, data_or_null(v_bias), T, KV, hidden);
+  if (!inv_freq.empty()) {  // apply_rotary_pos_emb (rotate_half) on q and k
+    ops::apply_rope(qr, Q, T, heads, D, pos, inv_freq.data(), D);
+    ops::apply_rope(kr, KV, T, kv_heads, D, pos, inv_freq.data(), D);
+  }
+  float* attn = attn_buf.get(static_cast<size_t>(T * Q));
+  ops::AttentionShape shape;
+  shape.T = T;
+  shape.Hq = heads;
+  shape.Hkv = kv_heads;
+  shape.Dk = D;
+  shape.Dv = D;
+  const float softmax_scale = scale != 0.0f ? scale : 1.0f / std::sqrt(static_cast<float>(D));
+  if (state) {
+    KvCache& cache = state_as<KvState>(state).cache;
+    cache.append(kr, KV, vr, KV, pos, T);
+    KLLENS_CHECK(cache.evicted() == 0, "an unbounded KV cache evicted rows");
+    shape.S = cache.rows();
+    ops::attention(attn, qr, cache.k.data(), cache.v.data(), pos, cache.pos.data(), shape, 0, 0,
+                   softmax_scale);
+  } else {
+    shape.S = T;
+    ops::attention(attn, qr, kr, vr, pos, pos, shape, 0, 0, softmax_scale);
+  }
+  linear(out, attn, *o, data_or_null(o_bias), T, hidden, Q);
+}
+
+void SwiGluMixer::forward(float* out, const float* x, int64_t T, const int64_t*,
+                          MixerState*) const {
+  mlp.forward(out, x, T);
+}
+
+void Relu2MlpMixer::forward(float* out, const float* x, int64_t T, const int64_t*,
+                            MixerState*) const {
+  thread_local ScratchVec u_buf;  // written whole before it is read
+  const int64_t n = T * ffn;
+  float* u = u_buf.get(static_cast<size_t>(n));
+  linear(u, x, *up, data_or_null(up_bias), T, ffn, hidden);
+  for (int64_t i = 0; i < n; ++i) {
+    const float r = u[i] > 0.0f ? u[i] : 0.0f;  // torch.square(relu(x))
+    u[i] = r * r;
+  }
+  linear(out, u, *down, data_or_null(down_bias), T, hidden, ffn);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The stack
+
+void LayerStackModel::finish_stack(std::string arch, const std::string& folder) {
+  info_.arch = std::move(arch);
+  info_.folder = folder;
+  info_.n_layers = static_cast<int64_t>(layers_.size());
+  info_.d_model = ends_.embed->cols();
+  info_.vocab = ends_.head->rows();
+  info_.layer_kinds.clear();
+  for (const StackLayer& layer : layers_) {
+    std::string kind = layer.kind;
+    if (kind.empty())
+      for (const ResidualBlock& b : layer.blocks) kind += (kind.empty() ? "" : "+") + b.mixer->kind();
+    info_.layer_kinds.push_back(kind);
+  }
+}
+
+void LayerStackModel::run_blocks(const StackLayer& layer, float* hidden, int64_t T,
+                                 const int64_t* pos,
+                                 std::vector<std::unique_ptr<MixerState>>* states) const {
+  const int64_t H = info_.d_model;
+  thread_local ScratchVec normed_buf, out_buf;  // each written whole before it is read
+  float* normed = normed_buf.get(static_cast<size_t>(T * H));
+  float* out = out_buf.get(static_cast<size_t>(T * H));
+  for (size_t b = 0; b < layer.blocks.size(); ++b) {
+    const ResidualBlock& block = layer.blocks[b];
+    ops::rmsnorm(normed, hidden, block.norm->data(), T, H, block.eps);
+    block.mixer->forward(out, normed, T, pos, states ? (*states)[b].get() : nullptr);
+    if (block.residual_scale == 1.0f) {
+      for (int64_t i = 0; i < T * H; ++i) hidden[i] += out[i];
+    } else {
+      const float s = block.residual_scale;
+      for (int64_t i = 0; i < T * H; ++i) hidden[i] += out[i] * s;
+    }
+  }
+}
+
+std::unique_ptr<ForwardState> LayerStackModel::start(std::span<const int32_t> ids) const {
+  check_ids(ids);
+  auto s = std::make_unique<StackForwardState>();
+  embed_tokens(*ends_.embed, ids, *s);
+  if (ends_.embedding_scale != 1.0f)
+    for (float& x : s->hidden) x *= ends_.embedding_scale;
+  return s;
+}
+
+void LayerStackModel::run_layer(int l, ForwardState& s) const {
+  thread_local Scratch<int64_t> pos_buf;
+  int64_t* pos = pos_buf.get(static_cast<size_t>(s.rows));
+  for (int64_t t = 0; t < s.rows; ++t) pos[t] = t;
+  run_blocks(layers_[static_cast<size_t>(l)], s.hidden.data(), s.rows, pos, nullptr);
+  s.next_layer = l + 1;
+}
+
+void LayerStackModel::finish(const ForwardState& s, float* logits) const {
+  head(s.hidden.data(), s.rows, logits);
+}
+
+std::unique_ptr<DecodeState> LayerStackModel::new_decode_state() const {
+  auto s = std::make_unique<StackDecodeState>();
+  for (const StackLayer& layer : layers_) {
+    auto& blocks = s->layers.emplace_back();
+    for (const ResidualBlock& b : layer.blocks) blocks.push_back(b.mixer->new_state());
+  }
+  return s;
+}
+
+void LayerStackModel::decode_step(DecodeState& base, int32_t token, float* logits) const {
+  auto* s = dynamic_cast<StackDecodeState*>(&base);
+  KLLENS_CHECK(s != nullptr && s->layers.size() == layers_.size(),
+               "decode_step was given a decode state of another model");
+  check_ids(std::span<const int32_t>(&token, 1));
+  // Kept across steps so that its row is allocated once; embed_tokens overwrites it.
+  thread_local StackForwardState fs;
+  embed_tokens(*ends_.embed, std::span<const int32_t>(&token, 1), fs);
+  if (ends_.embedding_scale != 1.0f)
+    for (float& x : fs.hidden) x *= ends_.embedding_scale;
+  const int64_t pos = s->position;
+  for (size_t l = 0; l < layers_.size(); ++l)
+    run_blocks(layers_[l], fs.hidden.data(), 1, &pos, &s->layers[l]);
+  head(fs.hidden.data(), 1, logits);
+  ++s->position;
+}
+
+void LayerStackModel::head(const float* hidden, int64_t T, float* logits) const {
+  const int64_t H = info_.d_model, V = info_.vocab;
+  thread_local ScratchVec normed_buf;  // written whole before it is read
+  float* normed = normed_buf.get(static_cast<size_t>(T * H));
+  ops::rmsnorm(normed, hidden, ends_.norm_f->data(), T, H, ends_.norm_eps);
+  linear(logits, normed, *ends_.head, nullptr, T, V, H);
+  if (ends_.logits_divisor != 1.0f)
+    for (int64_t i = 0; i < T * V; ++i) logits[i] /= ends_.logits_divisor;
+}
+
+}  // namespace kllens
