@@ -94,4 +94,12 @@ std::unique_ptr<Model> make_nemotron_h(const HfConfig&, const TensorStore&, cons
 std::vector<TensorSpec> nemotron_h_tensor_specs(const HfConfig&);
 std::string nemotron_h_llama_layout(const HfConfig&, const std::vector<TensorSpec>&, LlamaLayout*);
 
+// Granite-4.0-H (HF GraniteMoeHybridForCausalLM, model_type "granitemoehybrid"): Mamba-2 and
+// attention layers (layer_types), each followed by the shared SwiGLU MLP, with Granite's
+// embedding, residual, attention and logits multipliers. Dense models only (no routed experts).
+std::unique_ptr<Model> make_granite_hybrid(const HfConfig&, const TensorStore&, const std::string&,
+                                           const LoadOptions&);
+std::vector<TensorSpec> granite_hybrid_tensor_specs(const HfConfig&);
+std::string granite_hybrid_llama_layout(const HfConfig&, const std::vector<TensorSpec>&, LlamaLayout*);
+
 }  // namespace kllens

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <optional>
 #include <set>
 
 #include "core/error.h"
@@ -64,6 +65,32 @@ PackedTensorScope::~PackedTensorScope() { g_packed_scope = previous_; }
 
 const PackedTensorScope::Map* PackedTensorScope::current() { return g_packed_scope; }
 
+namespace {
+
+// Where the store holds a spec's values: the tensor of its name, or its rows of `source`
+// (nullopt: neither is there). Fails naming the source when its shape is not the one declared.
+std::optional<TensorView> find_spec_view(const TensorStore& store, const TensorSpec& spec) {
+  if (const TensorView* view = store.find(spec.name)) return *view;
+  if (spec.source.empty()) return std::nullopt;
+  const TensorView* whole = store.find(spec.source);
+  if (!whole) return std::nullopt;
+  if (whole->shape != spec.source_shape)
+    fail("{}: tensor '{}' has shape {} but the config implies {}", *whole->file, spec.source,
+         shape_str(whole->shape), shape_str(spec.source_shape));
+  KLLENS_CHECK(spec.shape.size() == whole->shape.size() && spec.source_row >= 0 &&
+                   spec.source_row + spec.shape[0] <= whole->shape[0],
+               "{} is not a row range of {} {}", spec.name, spec.source, shape_str(whole->shape));
+  TensorView slice = *whole;
+  slice.name = spec.name;
+  slice.shape = spec.shape;
+  const size_t row_bytes = whole->nbytes / static_cast<size_t>(whole->shape[0]);
+  slice.data = whole->data + static_cast<size_t>(spec.source_row) * row_bytes;
+  slice.nbytes = static_cast<size_t>(spec.shape[0]) * row_bytes;
+  return slice;
+}
+
+}  // namespace
+
 Weights Weights::load(const TensorStore& store, const std::vector<TensorSpec>& specs,
                       const std::string& folder) {
   Weights w;
@@ -77,6 +104,7 @@ Weights Weights::load(const TensorStore& store, const std::vector<TensorSpec>& s
   // Validate everything first, so a bad file fails before any conversion work.
   for (const auto& spec : specs) {
     named.insert(spec.name);
+    if (!spec.source.empty()) named.insert(spec.source);
     if (const auto q = packed_for(spec)) {
       int64_t numel = 1;
       for (int64_t d : spec.shape) numel *= d;
@@ -86,10 +114,10 @@ Weights Weights::load(const TensorStore& store, const std::vector<TensorSpec>& s
              q->scheme.to_string(), q->rows, q->cols, role_name(spec.role), shape_str(spec.shape));
       continue;
     }
-    const TensorView* view = store.find(spec.name);
+    const std::optional<TensorView> view = find_spec_view(store, spec);
     if (!view) {
       if (spec.optional) continue;
-      fail("{}: required tensor '{}' is missing", folder, spec.name);
+      fail("{}: required tensor '{}' is missing", folder, spec.source.empty() ? spec.name : spec.source);
     }
     if (view->shape != spec.shape)
       fail("{}: tensor '{}' has shape {} but the config implies {}", *view->file, spec.name,
@@ -110,7 +138,7 @@ Weights Weights::load(const TensorStore& store, const std::vector<TensorSpec>& s
       w.params_.push_back(std::move(p));
       continue;
     }
-    const TensorView* view = store.find(spec.name);
+    const std::optional<TensorView> view = find_spec_view(store, spec);
     if (!view) continue;
     auto p = std::make_unique<Param>();
     p->name = spec.name;
@@ -119,7 +147,8 @@ Weights Weights::load(const TensorStore& store, const std::vector<TensorSpec>& s
     p->shape = spec.shape;
     p->source_dtype = view->dtype;
     p->value = view->to_f32();
-    view->release_pages();
+    // A row range shares pages with the rest of its source, read later: released with the store.
+    if (view->name == spec.name && store.find(spec.name)) view->release_pages();
     w.params_.push_back(std::move(p));
   }
   for (const auto& name : store.names())

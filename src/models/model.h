@@ -61,6 +61,13 @@ struct TensorSpec {
   int layer = -1;                 // -1: not in a layer
   std::vector<int64_t> shape;     // expected shape, exactly as stored
   bool optional = false;          // absent is fine (e.g. biases behind a config flag)
+  // Set when checkpoints store this tensor as rows [source_row, source_row + shape[0]) of another
+  // one, `source` of shape `source_shape` (Granite's fused shared_mlp.input_linear holds the gate
+  // and the up projection): read from there when the store has no tensor under `name` (a GGUF
+  // file holds the two halves under their own names, as llama.cpp's ffn_gate and ffn_up).
+  std::string source;
+  std::vector<int64_t> source_shape;
+  int64_t source_row = 0;
 };
 
 struct Param {
@@ -140,7 +147,8 @@ class Weights {
 };
 
 struct ModelInfo {
-  std::string arch;          // model_type: "mamba", "mamba2", "hymba", "llama", "falcon_h1", "jamba", "nemotron_h"
+  std::string arch;          // model_type: "mamba", "mamba2", "hymba", "llama", "falcon_h1", "jamba", "nemotron_h",
+                             // "granitemoehybrid"
   std::string folder;
   int64_t n_layers = 0;
   int64_t d_model = 0;

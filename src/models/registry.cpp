@@ -25,6 +25,8 @@ const Family kFamilies[] = {
     {"llama", make_llama, llama_tensor_specs, llama_llama_layout, "llama", llama_config_from_llama_keys},
     {"hymba", make_hymba, hymba_tensor_specs, nullptr, nullptr, nullptr},
     {"jamba", make_jamba, jamba_tensor_specs, jamba_llama_layout, "jamba", jamba_config_from_llama_keys},
+    {"granitemoehybrid", make_granite_hybrid, granite_hybrid_tensor_specs,
+     granite_hybrid_llama_layout, "granitehybrid", nullptr},
     {"nemotron_h", make_nemotron_h, nemotron_h_tensor_specs, nemotron_h_llama_layout, "nemotron_h",
      nullptr},
 };

@@ -61,6 +61,32 @@ json preset_config(const std::string& name) {
             {"residual_in_fp32", false}, {"max_position_embeddings", 8192},
             {"bos_token_id", 1}, {"eos_token_id", 2}, {"pad_token_id", 0}};
   }
+  if (name == "granite-4.0-h-350m" || name == "granite-4.0-h-1b") {
+    // ibm-granite/granite-4.0-h-350m and -1b (dense: no routed experts), from copies of their
+    // config.json in third-party test fixtures; the 1B's attention_multiplier (here 1/head_dim,
+    // the 350M's rule) and rms_norm_eps (the 350M's) were not found. Shapes are exact.
+    const bool big = name == "granite-4.0-h-1b";
+    const int layers = big ? 40 : 32;
+    const std::vector<int> attention = big ? std::vector<int>{5, 15, 25, 35}
+                                           : std::vector<int>{10, 13, 17, 27};
+    std::vector<std::string> types(static_cast<size_t>(layers), "mamba");
+    for (int l : attention) types[static_cast<size_t>(l)] = "attention";
+    return {{"model_type", "granitemoehybrid"}, {"architectures", {"GraniteMoeHybridForCausalLM"}},
+            {"vocab_size", 100352}, {"hidden_size", big ? 1536 : 768},
+            {"num_hidden_layers", layers}, {"layer_types", types},
+            {"num_attention_heads", 12}, {"num_key_value_heads", 4},
+            {"intermediate_size", big ? 4096 : 2048}, {"shared_intermediate_size", big ? 4096 : 2048},
+            {"num_local_experts", 0}, {"num_experts_per_tok", 0}, {"mamba_n_heads", 48},
+            {"mamba_d_head", big ? 64 : 32}, {"mamba_n_groups", 1}, {"mamba_d_state", 128},
+            {"mamba_d_conv", 4}, {"mamba_expand", 2}, {"mamba_chunk_size", 256},
+            {"mamba_conv_bias", true}, {"mamba_proj_bias", false}, {"hidden_act", "silu"},
+            {"attention_bias", false}, {"rms_norm_eps", 1e-5}, {"position_embedding_type", "nope"},
+            {"rope_theta", 10000.0}, {"embedding_multiplier", 12.0},
+            {"residual_multiplier", big ? 0.22 : 0.246},
+            {"attention_multiplier", big ? 0.0078125 : 0.015625},
+            {"logits_scaling", big ? 6.0 : 3.0}, {"tie_word_embeddings", true},
+            {"max_position_embeddings", big ? 131072 : 32768}, {"eos_token_id", 100257}};
+  }
   if (name == "hymba-1.5b") {
     json groups = json::array();
     for (auto g : std::vector<std::vector<int>>{{1, 2}, {3, 4}, {5, 6}, {7, 8}, {9, 10},
@@ -166,7 +192,7 @@ std::string synth_preset_config(const std::string& preset) {
 
 std::vector<std::string> synth_presets() {
   return {"mamba-130m", "mamba-1.4b", "mamba2-130m", "hymba-1.5b", "nemotron-h-4b",
-          "nemotron-h-8b"};
+          "nemotron-h-8b", "granite-4.0-h-350m", "granite-4.0-h-1b"};
 }
 
 SynthResult synthesize_checkpoint(const SynthOptions& options) {
@@ -204,10 +230,32 @@ SynthResult synthesize_checkpoint(const SynthOptions& options) {
                                                                  : options.preset)}};
   uint64_t offset = 0;
   const size_t elem = dtype_size(options.dtype);
-  for (const auto& s : specs) {
+  // Row ranges of one checkpoint tensor (TensorSpec::source) are consecutive in the table and
+  // written as that tensor, as the checkpoint stores it; their values follow each other.
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const TensorSpec& s = specs[i];
     int64_t n = 1;
     for (auto d : s.shape) n *= d;
     result.params += n;
+    if (!s.source.empty()) {
+      int64_t whole = 1;
+      for (auto d : s.source_shape) whole *= d;
+      KLLENS_CHECK(s.source_row == 0, "{}: a row range of {} that does not start it", s.name, s.source);
+      header[s.source] = {{"dtype", std::string(dtype_name(options.dtype))}, {"shape", s.source_shape},
+                          {"data_offsets", {offset, offset + static_cast<uint64_t>(whole) * elem}}};
+      offset += static_cast<uint64_t>(whole) * elem;
+      int64_t rows = s.shape[0];
+      while (i + 1 < specs.size() && specs[i + 1].source == s.source) {
+        ++i;
+        KLLENS_CHECK(specs[i].source_row == rows, "{}: row ranges of {} out of order", specs[i].name, s.source);
+        rows += specs[i].shape[0];
+        int64_t m = 1;
+        for (auto d : specs[i].shape) m *= d;
+        result.params += m;
+      }
+      KLLENS_CHECK(rows == s.source_shape[0], "{}: its row ranges do not cover it", s.source);
+      continue;
+    }
     header[s.name] = {{"dtype", std::string(dtype_name(options.dtype))}, {"shape", s.shape},
                       {"data_offsets", {offset, offset + static_cast<uint64_t>(n) * elem}}};
     offset += static_cast<uint64_t>(n) * elem;

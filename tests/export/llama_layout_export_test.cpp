@@ -107,6 +107,23 @@ TEST_F(LlamaLayoutRoundTrip, NemotronHWritesItsLayerKindsPerLayer) {
   EXPECT_EQ(f.find_tensor("blk.2.ffn_gate.weight"), nullptr);
 }
 
+// Granite-4.0-H: the multipliers travel as keys (llama.cpp applies them in its graph), the fused
+// input_linear as ffn_gate and ffn_up, and an SSM layer is one with head_count_kv 0.
+TEST_F(LlamaLayoutRoundTrip, GraniteHybridKeepsItsMultipliersAsKeys) {
+  const gguf::File f =
+      round_trip(test::repo_path("data/fixtures/granitehybrid-tiny"), "granitehybrid");
+  EXPECT_EQ(f.get_as<std::vector<int32_t>>("granitehybrid.attention.head_count_kv"),
+            (std::vector<int32_t>{0, 2, 0, 0, 2, 0}));
+  EXPECT_EQ(f.get_as<float>("granitehybrid.embedding_scale"), 3.0f);
+  EXPECT_EQ(f.get_as<float>("granitehybrid.residual_scale"), 0.4f);
+  EXPECT_EQ(f.get_as<float>("granitehybrid.attention.scale"), 0.0625f);
+  EXPECT_EQ(f.get_as<float>("granitehybrid.logit_scale"), 2.5f);
+  EXPECT_FALSE(f.get_as<bool>("granitehybrid.rope.scaling.finetuned"));
+  EXPECT_EQ(f.tensor("blk.0.ffn_gate.weight").ne, (std::vector<int64_t>{64, 96}));
+  EXPECT_EQ(f.tensor("blk.0.ffn_up.weight").ne, (std::vector<int64_t>{64, 96}));
+  EXPECT_EQ(f.find_tensor("output.weight"), nullptr);  // tied
+}
+
 TEST_F(LlamaLayoutRoundTrip, JambaStacksItsExperts) {
   const std::string folder = test::repo_path("data/fixtures/oracles/jamba");
   const auto config = nlohmann::json::parse(test::read_file(folder + "/config.json"));

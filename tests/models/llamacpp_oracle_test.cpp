@@ -20,9 +20,20 @@ using test::max_abs_diff;
 // The checkpoint llama.cpp ran: an oracle folder, or for "falcon_h1-variant" the falcon_h1 oracle's
 // weights under falcon_h1-variant.config.json (the gate before the norm, the one order llama.cpp
 // computes, and multipliers that are not 1, which the export folds into the weights); for
-// "nemotron_h", which has no Hugging Face oracle here, the random nemotron_h-tiny checkpoint.
+// "nemotron_h" and "granitehybrid", which have no Hugging Face oracle here, their random *-tiny
+// checkpoints ("granitehybrid-rope": granitehybrid-tiny's weights with RoPE on).
 std::string checkpoint_folder(const std::string& name) {
-  if (name == "nemotron_h") return test::repo_path("data/fixtures/nemotron_h-tiny");
+  if (name == "nemotron_h" || name == "granitehybrid")
+    return test::repo_path("data/fixtures/" + name + "-tiny");
+  if (name == "granitehybrid-rope") {
+    const auto folder = test::fresh_temp_dir("granitehybrid-rope");
+    std::filesystem::copy_file(test::repo_path("data/fixtures/granitehybrid-tiny/model.safetensors"),
+                               folder / "model.safetensors");
+    std::filesystem::copy_file(
+        test::repo_path("data/fixtures/llamacpp-oracles/granitehybrid-rope.config.json"),
+        folder / "config.json");
+    return folder.string();
+  }
   if (name != "falcon_h1-variant") return test::repo_path("data/fixtures/oracles/" + name);
   const auto folder = test::fresh_temp_dir("falcon_h1-variant");
   std::filesystem::copy_file(test::repo_path("data/fixtures/oracles/falcon_h1/model.safetensors"),
@@ -53,7 +64,8 @@ TEST_P(LlamacppOracle, PrefillAndDecodeMatchLlamaCpp) {
 
 INSTANTIATE_TEST_SUITE_P(Families, LlamacppOracle,
                          ::testing::Values("mamba", "mamba2", "mamba2-g1", "llama", "jamba",
-                                           "falcon_h1-variant", "nemotron_h"),
+                                           "falcon_h1-variant", "nemotron_h", "granitehybrid",
+                                           "granitehybrid-rope"),
                          test::ModelParamName());
 
 // With n_groups = 2 the full-width norm (transformers' CPU path) is not what llama.cpp computes:

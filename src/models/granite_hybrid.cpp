@@ -1,0 +1,353 @@
+// Granite-4.0-H (HF GraniteMoeHybridForCausalLM, model_type "granitemoehybrid"; transformers
+// models/granitemoehybrid/modeling_granitemoehybrid.py). Each layer is two pre-norm residual
+// blocks, both scaled by residual_multiplier: a Mamba-2 mixer or attention (layer_types), then
+// the shared SwiGLU MLP, whose fused input_linear holds the gate (first half) and up (second half)
+// projections. The embedding is multiplied by embedding_multiplier, attention's softmax scale is
+// attention_multiplier (not 1/sqrt(head_dim)), RoPE applies only with position_embedding_type
+// "rope", and the logits are divided by logits_scaling. Routed experts (num_local_experts > 0:
+// granite-4.0-h-tiny / -small) are refused: not implemented. llama.cpp's layout is granitehybrid
+// (../shared/docs/llamacpp-formats-and-hybrids.md §3.4, §4.1).
+#include <cmath>
+
+#include "core/error.h"
+#include "io/hf_config.h"
+#include "io/safetensors.h"
+#include "models/families.h"
+#include "models/layer_stack.h"
+#include "models/llama_layout.h"
+
+namespace kllens {
+namespace {
+
+struct GraniteConfig {
+  int64_t hidden = 0, vocab = 0, ffn = 0, heads = 0, kv_heads = 0, head_dim = 0;
+  int64_t ssm_heads = 0, ssm_head_dim = 0, ssm_inner = 0, groups = 0, state = 0, conv = 0,
+          chunk = 0, max_positions = 0;
+  std::vector<bool> attention;  // per layer: attention (true) or Mamba-2
+  bool attn_bias = false, proj_bias = false, conv_bias = true, tied = false, rope = false;
+  float eps = 1e-6f;
+  double theta = 10000.0;
+  float embedding_multiplier = 1, residual_multiplier = 1, attention_multiplier = 1,
+        logits_scaling = 1;
+  TimeStepLimit dt_limit;
+  int64_t attention_layers() const {
+    int64_t n = 0;
+    for (bool a : attention) n += a;
+    return n;
+  }
+};
+
+float multiplier(const HfConfig& c, const char* key, bool positive) {
+  const double v = c.get_float(key, 1.0);
+  if (!std::isfinite(v) || (positive ? !(v > 0) : v == 0))
+    c.invalid(key, positive ? "must be a positive number" : "must be a non-zero number");
+  return static_cast<float>(v);
+}
+
+GraniteConfig parse_config(const HfConfig& c) {
+  GraniteConfig m;
+  m.hidden = c.get_positive("hidden_size");
+  m.vocab = c.get_positive("vocab_size");
+  const int64_t layers = c.get_positive("num_hidden_layers", kMaxConfigCount);
+  // layer_types (alias layers_block_type): "mamba" / "attention"; HF's default is all Mamba.
+  const char* key = c.has("layer_types") ? "layer_types" : "layers_block_type";
+  if (c.has(key) && !c.json()[key].is_null()) {
+    const auto& list = c.json()[key];
+    if (!list.is_array()) c.invalid(key, "must be a list of \"mamba\" / \"attention\"");
+    if (static_cast<int64_t>(list.size()) != layers)
+      c.invalid(key, fmt::format("has {} entries but num_hidden_layers is {}", list.size(), layers));
+    for (size_t i = 0; i < list.size(); ++i) {
+      const std::string t = list[i].is_string() ? list[i].get<std::string>() : list[i].dump();
+      if (t != "mamba" && t != "attention")
+        c.invalid(key, fmt::format("has '{}' at index {}; a layer is \"mamba\" or \"attention\"", t, i));
+      m.attention.push_back(t == "attention");
+    }
+  } else {
+    m.attention.assign(static_cast<size_t>(layers), false);
+  }
+  const int64_t experts = c.has("num_local_experts") ? c.get_int("num_local_experts") : 8;
+  if (experts != 0)
+    c.invalid("num_local_experts",
+              fmt::format("is {} (routed experts, as in granite-4.0-h-tiny / -small), which "
+                          "kllens does not implement yet; the dense models have 0",
+                          experts));
+  m.ffn = c.has("shared_intermediate_size") ? c.get_positive("shared_intermediate_size") : 1024;
+  const std::string act = c.get_string("hidden_act", "silu");
+  if (act != "silu") c.invalid("hidden_act", "is '" + act + "'; kllens supports only silu");
+  m.eps = static_cast<float>(c.get_float("rms_norm_eps", 1e-6));
+  if (!(m.eps >= 0)) c.invalid("rms_norm_eps", "must be a non-negative number");
+  m.tied = c.get_bool("tie_word_embeddings", false);
+  m.embedding_multiplier = multiplier(c, "embedding_multiplier", false);
+  m.residual_multiplier = multiplier(c, "residual_multiplier", false);
+  m.attention_multiplier = multiplier(c, "attention_multiplier", true);
+  m.logits_scaling = multiplier(c, "logits_scaling", false);
+  m.max_positions = c.has("max_position_embeddings") ? c.get_positive("max_position_embeddings") : 2048;
+  if (m.attention_layers() > 0) {
+    m.heads = c.get_positive("num_attention_heads");
+    m.kv_heads = c.has("num_key_value_heads") && !c.json()["num_key_value_heads"].is_null()
+                     ? c.get_positive("num_key_value_heads")
+                     : m.heads;
+    if (m.heads % m.kv_heads != 0)
+      c.invalid("num_key_value_heads",
+                fmt::format("({}) must divide num_attention_heads ({})", m.kv_heads, m.heads));
+    if (c.has("head_dim") && !c.json()["head_dim"].is_null()) {
+      m.head_dim = c.get_positive("head_dim");
+    } else {
+      if (m.hidden % m.heads != 0)
+        c.invalid("num_attention_heads", fmt::format("({}) must divide hidden_size ({}) when "
+                                                     "head_dim is not given",
+                                                     m.heads, m.hidden));
+      m.head_dim = m.hidden / m.heads;
+    }
+    m.attn_bias = c.get_bool("attention_bias", false);
+    // Anything but "rope" (null, "nope") is no positional encoding.
+    m.rope = c.get_string("position_embedding_type", "nope") == "rope";
+    if (m.rope) {
+      if (m.head_dim % 2 != 0) c.invalid("head_dim", "must be even for RoPE");
+      const RopeSettings rope = read_default_rope(c, 10000.0);
+      if (rope.partial_rotary_factor != 1.0)
+        c.invalid("partial_rotary_factor", "must be 1 (RoPE over the whole head)");
+      m.theta = rope.theta;
+    }
+  }
+  if (m.attention_layers() < layers) {
+    m.ssm_heads = c.has("mamba_n_heads") ? c.get_positive("mamba_n_heads") : 128;
+    m.groups = c.has("mamba_n_groups") ? c.get_positive("mamba_n_groups") : 1;
+    m.state = c.has("mamba_d_state") ? c.get_positive("mamba_d_state") : 256;
+    m.conv = c.has("mamba_d_conv") ? c.get_positive("mamba_d_conv") : 4;
+    if (m.conv > 16) c.invalid("mamba_d_conv", "is larger than 16, which kllens does not support");
+    m.chunk = c.has("mamba_chunk_size") ? c.get_positive("mamba_chunk_size") : 256;  // unused
+    const double expand = c.get_float("mamba_expand", 2.0);
+    if (!(expand > 0)) c.invalid("mamba_expand", "must be positive");
+    m.ssm_inner = c.int_dimension("mamba_expand", expand * static_cast<double>(m.hidden));
+    if (c.has("mamba_d_head") && !c.json()["mamba_d_head"].is_string()) {
+      m.ssm_head_dim = c.get_positive("mamba_d_head");
+    } else {
+      if (c.has("mamba_d_head") && c.json()["mamba_d_head"] != "auto")
+        c.invalid("mamba_d_head", "must be an integer or \"auto\"");
+      if (m.ssm_inner % m.ssm_heads != 0)
+        c.invalid("mamba_n_heads", fmt::format("({}) must divide mamba_expand * hidden_size = {}",
+                                               m.ssm_heads, m.ssm_inner));
+      m.ssm_head_dim = m.ssm_inner / m.ssm_heads;
+    }
+    if (m.ssm_head_dim * m.ssm_heads != m.ssm_inner)
+      c.invalid("mamba_d_head", fmt::format("{} x mamba_n_heads {} is not mamba_expand * "
+                                            "hidden_size = {}",
+                                            m.ssm_head_dim, m.ssm_heads, m.ssm_inner));
+    if (m.ssm_heads % m.groups != 0)
+      c.invalid("mamba_n_groups",
+                fmt::format("({}) must divide mamba_n_heads ({})", m.groups, m.ssm_heads));
+    m.conv_bias = c.get_bool("mamba_conv_bias", true);
+    m.proj_bias = c.get_bool("mamba_proj_bias", false);
+    m.dt_limit = parse_time_step_limit(c);
+  }
+  return m;
+}
+
+Mamba2Mixer mixer_shape(const GraniteConfig& c, Mamba2GatedNorm norm) {
+  Mamba2Mixer m;
+  m.hidden = c.hidden;
+  m.inner = c.ssm_inner;
+  m.heads = c.ssm_heads;
+  m.head_dim = c.ssm_head_dim;
+  m.groups = c.groups;
+  m.state = c.state;
+  m.conv_kernel = c.conv;
+  // GraniteMoeHybridRMSNormGated: the gate first, then the norm (over all of d_inner on
+  // transformers' CPU path; per group in mamba_ssm and llama.cpp, the default as for Mamba-2).
+  m.norm_kind = norm == Mamba2GatedNorm::kFullWidth ? GatedNorm::kGateThenNormFull
+                                                    : GatedNorm::kGateThenNormGroup;
+  m.norm_eps = c.eps;
+  m.dt_limit = c.dt_limit;
+  return m;
+}
+
+std::string layer_prefix(int l) { return "model.layers." + std::to_string(l) + "."; }
+
+std::vector<TensorSpec> tensor_table(const GraniteConfig& c) {
+  const int64_t H = c.hidden, F = c.ffn;
+  std::vector<TensorSpec> specs;
+  specs.push_back({"model.embed_tokens.weight", Role::kEmbed, -1, {c.vocab, H}});
+  for (int l = 0; l < static_cast<int>(c.attention.size()); ++l) {
+    const std::string p = layer_prefix(l);
+    specs.push_back({p + "input_layernorm.weight", Role::kNorm, l, {H}});
+    if (c.attention[static_cast<size_t>(l)])
+      AttentionMixer::add_specs(specs, p + "self_attn.", l, H, c.heads, c.kv_heads, c.head_dim,
+                                c.attn_bias);
+    else
+      mixer_shape(c, Mamba2GatedNorm::kPerGroup).add_specs(specs, p + "mamba.", l, c.proj_bias,
+                                                            c.conv_bias);
+    specs.push_back({p + "post_attention_layernorm.weight", Role::kNorm, l, {H}});
+    // The fused input_linear [2F, H] is loaded as its two halves, each a component of its own
+    // (llama.cpp's converter writes them as ffn_gate and ffn_up).
+    const std::string fused = p + "shared_mlp.input_linear.weight";
+    TensorSpec gate{p + "shared_mlp.gate_proj.weight", Role::kGate, l, {F, H}};
+    gate.source = fused;
+    gate.source_shape = {2 * F, H};
+    TensorSpec up{p + "shared_mlp.up_proj.weight", Role::kUp, l, {F, H}};
+    up.source = fused;
+    up.source_shape = {2 * F, H};
+    up.source_row = F;
+    specs.push_back(gate);
+    specs.push_back(up);
+    specs.push_back({p + "shared_mlp.output_linear.weight", Role::kDown, l, {H, F}});
+  }
+  specs.push_back({"model.norm.weight", Role::kNorm, -1, {H}});
+  if (!c.tied) specs.push_back({"lm_head.weight", Role::kHead, -1, {c.vocab, H}});
+  return specs;
+}
+
+class GraniteHybridModel : public LayerStackModel {
+ public:
+  GraniteHybridModel(const HfConfig& config, const TensorStore& store, const std::string& folder,
+                     Mamba2GatedNorm norm)
+      : cfg_(parse_config(config)) {
+    const int64_t H = cfg_.hidden;
+    weights_ = Weights::load(store, tensor_table(cfg_), folder);
+    ends_.embed = &weights_.get("model.embed_tokens.weight");
+    weights_.get("model.embed_tokens.weight").tied_head = cfg_.tied;
+    ends_.head = cfg_.tied ? ends_.embed : &weights_.get("lm_head.weight");
+    ends_.norm_f = &weights_.get("model.norm.weight");
+    ends_.norm_eps = cfg_.eps;
+    ends_.embedding_scale = cfg_.embedding_multiplier;
+    ends_.logits_divisor = cfg_.logits_scaling;
+    const std::vector<float> inv_freq = cfg_.rope ? rope_inv_freq(cfg_.theta, cfg_.head_dim)
+                                                  : std::vector<float>{};
+    const float r = cfg_.residual_multiplier;
+    for (int l = 0; l < static_cast<int>(cfg_.attention.size()); ++l) {
+      const std::string p = layer_prefix(l);
+      std::unique_ptr<Mixer> mixer;
+      if (cfg_.attention[static_cast<size_t>(l)]) {
+        auto a = std::make_unique<AttentionMixer>();
+        a->hidden = H;
+        a->heads = cfg_.heads;
+        a->kv_heads = cfg_.kv_heads;
+        a->head_dim = cfg_.head_dim;
+        a->inv_freq = inv_freq;
+        a->scale = cfg_.attention_multiplier;
+        a->bind(weights_, p + "self_attn.");
+        mixer = std::move(a);
+      } else {
+        auto m = std::make_unique<Mamba2MixerBlock>();
+        m->mixer = mixer_shape(cfg_, norm);
+        m->mixer.bind(weights_, p + "mamba.");
+        mixer = std::move(m);
+      }
+      auto mlp = std::make_unique<SwiGluMixer>();
+      mlp->mlp.hidden = H;
+      mlp->mlp.ffn = cfg_.ffn;
+      mlp->mlp.gate = &weights_.get(p + "shared_mlp.gate_proj.weight");
+      mlp->mlp.up = &weights_.get(p + "shared_mlp.up_proj.weight");
+      mlp->mlp.down = &weights_.get(p + "shared_mlp.output_linear.weight");
+      StackLayer& layer = layers_.emplace_back();
+      layer.blocks.push_back({&weights_.get(p + "input_layernorm.weight"), cfg_.eps, r, std::move(mixer)});
+      layer.blocks.push_back(
+          {&weights_.get(p + "post_attention_layernorm.weight"), cfg_.eps, r, std::move(mlp)});
+    }
+    finish_stack("granitemoehybrid", folder);
+    const int64_t n_attn = cfg_.attention_layers();
+    info_.details = {{"attention_layers", std::to_string(n_attn)},
+                     {"mamba_layers", std::to_string(static_cast<int64_t>(cfg_.attention.size()) - n_attn)},
+                     {"shared_intermediate_size", std::to_string(cfg_.ffn)},
+                     {"embedding_multiplier", fmt::format("{:g}", cfg_.embedding_multiplier)},
+                     {"residual_multiplier", fmt::format("{:g}", cfg_.residual_multiplier)},
+                     {"logits_scaling", fmt::format("{:g} (a divisor)", cfg_.logits_scaling)}};
+    if (n_attn > 0) {
+      add_detail("heads", std::to_string(cfg_.heads));
+      add_detail("kv_heads", std::to_string(cfg_.kv_heads));
+      add_detail("head_dim", std::to_string(cfg_.head_dim));
+      add_detail("attention_multiplier", fmt::format("{:g} (the softmax scale)", cfg_.attention_multiplier));
+      add_detail("rope", cfg_.rope ? fmt::format("theta {:g}", cfg_.theta) : "none");
+    }
+    if (n_attn < static_cast<int64_t>(cfg_.attention.size())) {
+      add_detail("d_inner", std::to_string(cfg_.ssm_inner));
+      add_detail("ssm_heads", std::to_string(cfg_.ssm_heads));
+      add_detail("ssm_head_dim", std::to_string(cfg_.ssm_head_dim));
+      add_detail("n_groups", std::to_string(cfg_.groups));
+      add_detail("d_state", std::to_string(cfg_.state));
+      add_detail("d_conv", std::to_string(cfg_.conv));
+      add_detail("gated_norm",
+                 cfg_.groups == 1 ? "gate, then RMS over d_inner (n_groups = 1)"
+                 : norm == Mamba2GatedNorm::kFullWidth
+                     ? fmt::format("gate, then RMS over all of d_inner = {} (transformers' CPU path; "
+                                   "--mamba2-norm full)",
+                                   cfg_.ssm_inner)
+                     : fmt::format("gate, then RMS per group of {} channels (mamba_ssm, llama.cpp)",
+                                   cfg_.ssm_inner / cfg_.groups));
+    }
+    add_detail("tied_embeddings", cfg_.tied ? "yes" : "no");
+    add_detail("norm_eps", fmt::format("{:g}", cfg_.eps));
+  }
+
+ private:
+  GraniteConfig cfg_;
+};
+
+}  // namespace
+
+std::vector<TensorSpec> granite_hybrid_tensor_specs(const HfConfig& config) {
+  return tensor_table(parse_config(config));
+}
+
+// llama.cpp's granitehybrid (src/models/granite-hybrid.cpp; converter conversion/granite.py):
+// the multipliers travel as keys (embedding_scale, residual_scale, attention.scale, logit_scale),
+// an SSM layer is one whose head_count_kv is 0, and rope.scaling.finetuned switches RoPE on.
+std::string granite_hybrid_llama_layout(const HfConfig& config, const std::vector<TensorSpec>&,
+                                        LlamaLayout* out) {
+  const GraniteConfig c = parse_config(config);
+  const bool any_mamba = c.attention_layers() < static_cast<int64_t>(c.attention.size());
+  if (!any_mamba) return "no Mamba layer (llama.cpp runs that as granite, which kllens does not write)";
+  if (c.ssm_inner != 2 * c.hidden)
+    return fmt::format("llama.cpp's granitehybrid supports only d_inner = 2 * hidden (here {} and {})",
+                       c.ssm_inner, c.hidden);
+  if (c.proj_bias) return "llama.cpp's granitehybrid has no Mamba in_proj/out_proj biases";
+  if (c.dt_limit.lo != 0.0f || !std::isinf(c.dt_limit.hi))
+    return "time_step_limit is not (0, inf): llama.cpp does not clamp dt";
+  out->arch = "granitehybrid";
+  add_llama_embedding_and_head(out, "model.embed_tokens.weight", "model.norm.weight", "lm_head.weight");
+  std::vector<int32_t> kv;
+  for (int l = 0; l < static_cast<int>(c.attention.size()); ++l) {
+    const std::string p = layer_prefix(l), blk = llama_blk(l);
+    const bool attention = c.attention[static_cast<size_t>(l)];
+    out->tensors[p + "input_layernorm.weight"] = {blk + "attn_norm.weight"};
+    kv.push_back(attention ? static_cast<int32_t>(c.kv_heads) : 0);
+    if (attention)  // q/k permuted for llama.cpp's interleaved RoPE, as the converter does
+      add_llama_attention(out, p + "self_attn.", l, c.rope ? c.heads : 0, c.rope ? c.kv_heads : 0);
+    else
+      add_llama_mamba2_mixer(out, p + "mamba.", l, c.groups);
+    out->tensors[p + "post_attention_layernorm.weight"] = {blk + "ffn_norm.weight"};
+    out->tensors[p + "shared_mlp.gate_proj.weight"] = {blk + "ffn_gate.weight"};
+    out->tensors[p + "shared_mlp.up_proj.weight"] = {blk + "ffn_up.weight"};
+    out->tensors[p + "shared_mlp.output_linear.weight"] = {blk + "ffn_down.weight"};
+  }
+  // Without RoPE the converter sets the context to 2^20 (no position limit).
+  add_llama_size_keys(out, c.rope ? c.max_positions : int64_t{1} << 20, c.hidden,
+                      static_cast<int64_t>(c.attention.size()), c.ffn);
+  add_llama_key(out, "attention.head_count", std::max<int64_t>(c.heads, 1));
+  add_llama_key(out, "attention.head_count_kv", gguf::Value(kv));  // INT32 per layer
+  const int64_t head_dim = c.head_dim > 0 ? c.head_dim : 1;
+  add_llama_key(out, "attention.key_length", head_dim);
+  add_llama_key(out, "attention.value_length", head_dim);
+  add_llama_key(out, "rope.dimension_count", head_dim);
+  add_llama_key(out, "rope.freq_base", gguf::Value(static_cast<float>(c.theta)));
+  add_llama_key(out, "rope.scaling.finetuned", gguf::Value(c.rope));
+  add_llama_key(out, "ssm.conv_kernel", c.conv);
+  add_llama_key(out, "ssm.inner_size", c.ssm_inner);
+  add_llama_key(out, "ssm.state_size", c.state);
+  add_llama_key(out, "ssm.time_step_rank", c.ssm_heads);
+  add_llama_key(out, "ssm.group_count", c.groups);
+  add_llama_key(out, "attention.layer_norm_rms_epsilon", gguf::Value(c.eps));
+  add_llama_key(out, "attention.scale", gguf::Value(c.attention_multiplier));
+  add_llama_key(out, "embedding_scale", gguf::Value(c.embedding_multiplier));
+  add_llama_key(out, "residual_scale", gguf::Value(c.residual_multiplier));
+  add_llama_key(out, "logit_scale", gguf::Value(c.logits_scaling));
+  add_llama_key(out, "vocab_size", c.vocab);
+  return "";
+}
+
+std::unique_ptr<Model> make_granite_hybrid(const HfConfig& config, const TensorStore& store,
+                                           const std::string& folder, const LoadOptions& options) {
+  return std::make_unique<GraniteHybridModel>(config, store, folder, options.mamba2_norm);
+}
+
+}  // namespace kllens
