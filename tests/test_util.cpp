@@ -55,6 +55,14 @@ std::filesystem::path fresh_temp_dir(std::string_view tag) {
   return dir;
 }
 
+std::string weights_with_config(const std::string& weights_folder, std::string_view config_text) {
+  const auto dir = fresh_temp_dir("weights-with-config");
+  std::filesystem::copy_file(std::filesystem::path(weights_folder) / "model.safetensors",
+                             dir / "model.safetensors");
+  write_file(dir / "config.json", config_text);
+  return dir.string();
+}
+
 void write_file(const std::filesystem::path& path, std::string_view bytes) {
   if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
   std::ofstream out(path, std::ios::binary);

@@ -19,6 +19,9 @@ std::string repo_path(std::string_view relative);
 // A fresh empty directory under the temporary area, unique per call; removed when the test
 // process exits.
 std::filesystem::path fresh_temp_dir(std::string_view tag);
+// A fresh folder holding `weights_folder`'s model.safetensors and `config_text` as its
+// config.json: a checkpoint's weights under an edited or variant config.
+std::string weights_with_config(const std::string& weights_folder, std::string_view config_text);
 
 struct CliResult {
   int exit_code = -1;      // valid when !signaled

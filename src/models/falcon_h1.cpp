@@ -598,11 +598,7 @@ std::string falcon_h1_llama_layout(const HfConfig& config, const std::vector<Ten
   add_llama_head_keys(out, c.attn_heads, c.kv_heads, c.head_dim);
   add_llama_key(out, "rope.freq_base", gguf::Value(static_cast<float>(c.rope_theta)));
   add_llama_key(out, "attention.layer_norm_rms_epsilon", gguf::Value(c.eps));
-  add_llama_key(out, "ssm.conv_kernel", c.ssm_conv);
-  add_llama_key(out, "ssm.inner_size", I);
-  add_llama_key(out, "ssm.state_size", c.ssm_state);
-  add_llama_key(out, "ssm.time_step_rank", c.ssm_heads);
-  add_llama_key(out, "ssm.group_count", c.ssm_groups);
+  add_llama_ssm_keys(out, c.ssm_conv, I, c.ssm_state, c.ssm_heads, c.ssm_groups);
   add_llama_key(out, "vocab_size", c.vocab);
   nlohmann::json stored = config.json();
   for (const char* k : {"embedding_multiplier", "lm_head_multiplier", "key_multiplier",

@@ -144,22 +144,11 @@ GraniteConfig parse_config(const HfConfig& c) {
   return m;
 }
 
+// GraniteMoeHybridRMSNormGated: the gate first, then the norm (over all of d_inner on
+// transformers' CPU path; per group in mamba_ssm and llama.cpp, the default as for Mamba-2).
 Mamba2Mixer mixer_shape(const GraniteConfig& c, Mamba2GatedNorm norm) {
-  Mamba2Mixer m;
-  m.hidden = c.hidden;
-  m.inner = c.ssm_inner;
-  m.heads = c.ssm_heads;
-  m.head_dim = c.ssm_head_dim;
-  m.groups = c.groups;
-  m.state = c.state;
-  m.conv_kernel = c.conv;
-  // GraniteMoeHybridRMSNormGated: the gate first, then the norm (over all of d_inner on
-  // transformers' CPU path; per group in mamba_ssm and llama.cpp, the default as for Mamba-2).
-  m.norm_kind = norm == Mamba2GatedNorm::kFullWidth ? GatedNorm::kGateThenNormFull
-                                                    : GatedNorm::kGateThenNormGroup;
-  m.norm_eps = c.eps;
-  m.dt_limit = c.dt_limit;
-  return m;
+  return gate_then_norm_mixer(c.hidden, c.ssm_heads, c.ssm_head_dim, c.groups, c.state, c.conv,
+                              norm, c.eps, c.dt_limit);
 }
 
 std::string layer_prefix(int l) { return "model.layers." + std::to_string(l) + "."; }
@@ -266,14 +255,7 @@ class GraniteHybridModel : public LayerStackModel {
       add_detail("n_groups", std::to_string(cfg_.groups));
       add_detail("d_state", std::to_string(cfg_.state));
       add_detail("d_conv", std::to_string(cfg_.conv));
-      add_detail("gated_norm",
-                 cfg_.groups == 1 ? "gate, then RMS over d_inner (n_groups = 1)"
-                 : norm == Mamba2GatedNorm::kFullWidth
-                     ? fmt::format("gate, then RMS over all of d_inner = {} (transformers' CPU path; "
-                                   "--mamba2-norm full)",
-                                   cfg_.ssm_inner)
-                     : fmt::format("gate, then RMS per group of {} channels (mamba_ssm, llama.cpp)",
-                                   cfg_.ssm_inner / cfg_.groups));
+      add_detail("gated_norm", gated_norm_description(mixer_shape(cfg_, norm)));
     }
     add_detail("tied_embeddings", cfg_.tied ? "yes" : "no");
     add_detail("norm_eps", fmt::format("{:g}", cfg_.eps));
@@ -323,19 +305,11 @@ std::string granite_hybrid_llama_layout(const HfConfig& config, const std::vecto
   // Without RoPE the converter sets the context to 2^20 (no position limit).
   add_llama_size_keys(out, c.rope ? c.max_positions : int64_t{1} << 20, c.hidden,
                       static_cast<int64_t>(c.attention.size()), c.ffn);
-  add_llama_key(out, "attention.head_count", std::max<int64_t>(c.heads, 1));
-  add_llama_key(out, "attention.head_count_kv", gguf::Value(kv));  // INT32 per layer
-  const int64_t head_dim = c.head_dim > 0 ? c.head_dim : 1;
-  add_llama_key(out, "attention.key_length", head_dim);
-  add_llama_key(out, "attention.value_length", head_dim);
-  add_llama_key(out, "rope.dimension_count", head_dim);
+  add_llama_hybrid_head_keys(out, c.heads, kv, c.head_dim);
+  add_llama_key(out, "rope.dimension_count", std::max<int64_t>(c.head_dim, 1));
   add_llama_key(out, "rope.freq_base", gguf::Value(static_cast<float>(c.theta)));
   add_llama_key(out, "rope.scaling.finetuned", gguf::Value(c.rope));
-  add_llama_key(out, "ssm.conv_kernel", c.conv);
-  add_llama_key(out, "ssm.inner_size", c.ssm_inner);
-  add_llama_key(out, "ssm.state_size", c.state);
-  add_llama_key(out, "ssm.time_step_rank", c.ssm_heads);
-  add_llama_key(out, "ssm.group_count", c.groups);
+  add_llama_ssm_keys(out, c.conv, c.ssm_inner, c.state, c.ssm_heads, c.groups);
   add_llama_key(out, "attention.layer_norm_rms_epsilon", gguf::Value(c.eps));
   add_llama_key(out, "attention.scale", gguf::Value(c.attention_multiplier));
   add_llama_key(out, "embedding_scale", gguf::Value(c.embedding_multiplier));

@@ -621,10 +621,7 @@ std::string jamba_llama_layout(const HfConfig& config, const std::vector<TensorS
                       c.hidden, c.layers, c.ffn);
   add_llama_key(out, "attention.head_count", c.heads);
   add_llama_key(out, "attention.head_count_kv", gguf::Value(kv_heads));  // INT32, as the converter
-  add_llama_key(out, "ssm.conv_kernel", c.conv);
-  add_llama_key(out, "ssm.inner_size", c.inner);
-  add_llama_key(out, "ssm.state_size", c.state);
-  add_llama_key(out, "ssm.time_step_rank", c.dt_rank);
+  add_llama_ssm_keys(out, c.conv, c.inner, c.state, c.dt_rank, 0);
   add_llama_key(out, "attention.layer_norm_rms_epsilon", gguf::Value(c.eps));
   if (any_moe) {
     add_llama_key(out, "expert_count", c.n_experts);

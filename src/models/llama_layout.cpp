@@ -156,6 +156,23 @@ void add_llama_key(LlamaLayout* out, const std::string& suffix, int64_t value) {
   add_llama_key(out, suffix, gguf::Value(static_cast<uint32_t>(value)));
 }
 
+void add_llama_hybrid_head_keys(LlamaLayout* out, int64_t heads, std::vector<int32_t> kv_per_layer,
+                                int64_t head_dim) {
+  add_llama_key(out, "attention.head_count", std::max<int64_t>(heads, 1));
+  add_llama_key(out, "attention.head_count_kv", gguf::Value(std::move(kv_per_layer)));
+  add_llama_key(out, "attention.key_length", std::max<int64_t>(head_dim, 1));
+  add_llama_key(out, "attention.value_length", std::max<int64_t>(head_dim, 1));
+}
+
+void add_llama_ssm_keys(LlamaLayout* out, int64_t conv_kernel, int64_t inner, int64_t state,
+                        int64_t time_step_rank, int64_t groups) {
+  add_llama_key(out, "ssm.conv_kernel", conv_kernel);
+  add_llama_key(out, "ssm.inner_size", inner);
+  add_llama_key(out, "ssm.state_size", state);
+  add_llama_key(out, "ssm.time_step_rank", time_step_rank);
+  if (groups > 0) add_llama_key(out, "ssm.group_count", groups);
+}
+
 void add_llama_size_keys(LlamaLayout* out, int64_t context_length, int64_t embedding_length,
                          int64_t block_count, int64_t feed_forward_length) {
   add_llama_key(out, "context_length", context_length);
@@ -290,11 +307,7 @@ std::string mamba_layout(const HfConfig& config, const std::vector<TensorSpec>& 
   out->arch = family;
   add_llama_size_keys(out, int64_t{1} << 20, d_model, n_layer, 0);  // context: no limit, as the converter
   add_llama_key(out, "attention.head_count", 0);
-  add_llama_key(out, "ssm.conv_kernel", d_conv);
-  add_llama_key(out, "ssm.inner_size", d_inner);
-  add_llama_key(out, "ssm.state_size", d_state);
-  add_llama_key(out, "ssm.time_step_rank", dt_rank);
-  if (mamba2) add_llama_key(out, "ssm.group_count", n_group);
+  add_llama_ssm_keys(out, d_conv, d_inner, d_state, dt_rank, mamba2 ? n_group : 0);
   add_llama_key(out, "attention.layer_norm_rms_epsilon",
                 gguf::Value(static_cast<float>(config.json().value("layer_norm_epsilon", 1e-5))));
   if (mamba2 && config.json().contains("time_step_limit")) {

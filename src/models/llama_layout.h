@@ -116,6 +116,16 @@ void add_llama_size_keys(LlamaLayout* out, int64_t context_length, int64_t embed
                          int64_t block_count, int64_t feed_forward_length);
 // attention.head_count, head_count_kv, key_length and value_length (= head_dim).
 void add_llama_head_keys(LlamaLayout* out, int64_t heads, int64_t kv_heads, int64_t head_dim);
+// The head keys of a hybrid whose SSM layers are those with no key/value heads (nemotron_h,
+// granitehybrid): attention.head_count (a scalar, at least 1), head_count_kv (INT32 per layer,
+// 0 for an SSM layer, as the converter writes it), key_length and value_length (= head_dim, at
+// least 1 when no layer has attention).
+void add_llama_hybrid_head_keys(LlamaLayout* out, int64_t heads, std::vector<int32_t> kv_per_layer,
+                                int64_t head_dim);
+// ssm.conv_kernel, inner_size, state_size, time_step_rank (Mamba-2: the number of heads) and,
+// when groups > 0, ssm.group_count.
+void add_llama_ssm_keys(LlamaLayout* out, int64_t conv_kernel, int64_t inner, int64_t state,
+                        int64_t time_step_rank, int64_t groups);
 // A u32 key "<arch>.<suffix>".
 void add_llama_key(LlamaLayout* out, const std::string& suffix, int64_t value);
 void add_llama_key(LlamaLayout* out, const std::string& suffix, gguf::Value value);

@@ -56,31 +56,10 @@ Mamba2Config parse_config(const HfConfig& c) {
   return m;
 }
 
-std::string gated_norm_description(Mamba2GatedNorm norm, int64_t groups, int64_t inner) {
-  if (groups == 1) return "gate, then RMS over d_inner (n_groups = 1)";
-  if (norm == Mamba2GatedNorm::kFullWidth)
-    return fmt::format("gate, then RMS over all of d_inner = {} (transformers' CPU path; "
-                       "--mamba2-norm full)",
-                       inner);
-  return fmt::format("gate, then RMS per group of {} channels (mamba_ssm, llama.cpp)",
-                     inner / groups);
-}
-
 // One layer's mixer with the config's dimensions (the tensors are bound later).
 Mamba2Mixer mixer_shape(const Mamba2Config& c, Mamba2GatedNorm norm) {
-  Mamba2Mixer m;
-  m.hidden = c.hidden;
-  m.inner = c.inner;
-  m.heads = c.heads;
-  m.head_dim = c.head_dim;
-  m.groups = c.groups;
-  m.state = c.state;
-  m.conv_kernel = c.conv;
-  m.norm_kind = norm == Mamba2GatedNorm::kFullWidth ? GatedNorm::kGateThenNormFull
-                                                    : GatedNorm::kGateThenNormGroup;
-  m.norm_eps = c.eps;
-  m.dt_limit = c.dt_limit;
-  return m;
+  return gate_then_norm_mixer(c.hidden, c.heads, c.head_dim, c.groups, c.state, c.conv, norm,
+                              c.eps, c.dt_limit);
 }
 
 // The tensor table: every tensor of the checkpoint, its role and exact shape.
@@ -137,7 +116,7 @@ class Mamba2Model : public LayerStackModel {
                      {"tied_embeddings", cfg_.tied ? "yes" : "no"},
                      {"proj_bias", cfg_.bias ? "yes" : "no"},
                      {"norm_eps", fmt::format("{:g}", cfg_.eps)},
-                     {"gated_norm", gated_norm_description(norm, cfg_.groups, I)}};
+                     {"gated_norm", gated_norm_description(mixer_shape(cfg_, norm))}};
   }
 
  private:

@@ -71,6 +71,34 @@ TimeStepLimit parse_time_step_limit(const HfConfig& config, const char* key) {
   return lim;
 }
 
+Mamba2Mixer gate_then_norm_mixer(int64_t hidden, int64_t heads, int64_t head_dim, int64_t groups,
+                                 int64_t state, int64_t conv_kernel, Mamba2GatedNorm norm,
+                                 float eps, TimeStepLimit dt_limit) {
+  Mamba2Mixer m;
+  m.hidden = hidden;
+  m.inner = heads * head_dim;
+  m.heads = heads;
+  m.head_dim = head_dim;
+  m.groups = groups;
+  m.state = state;
+  m.conv_kernel = conv_kernel;
+  m.norm_kind = norm == Mamba2GatedNorm::kFullWidth ? GatedNorm::kGateThenNormFull
+                                                    : GatedNorm::kGateThenNormGroup;
+  m.norm_eps = eps;
+  m.dt_limit = dt_limit;
+  return m;
+}
+
+std::string gated_norm_description(const Mamba2Mixer& m) {
+  if (m.groups == 1) return "gate, then RMS over d_inner (n_groups = 1)";
+  if (m.norm_kind == GatedNorm::kGateThenNormFull)
+    return fmt::format("gate, then RMS over all of d_inner = {} (transformers' CPU path; "
+                       "--mamba2-norm full)",
+                       m.inner);
+  return fmt::format("gate, then RMS per group of {} channels (mamba_ssm, llama.cpp)",
+                     m.inner / m.groups);
+}
+
 void Mamba2Mixer::add_specs(std::vector<TensorSpec>& specs, const std::string& p, int l,
                            bool proj_bias, bool conv_bias_on) const {
   const int64_t W = proj_dim(), CD = conv_dim(), NH = heads;

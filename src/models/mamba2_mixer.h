@@ -81,4 +81,13 @@ struct Mamba2Mixer {
   void forward(float* out, const float* u, int64_t T, float* conv_state, float* ssm_state) const;
 };
 
+// The mixer of Mamba-2, Nemotron-H and Granite-4.0-H: the gate applied before an RMSNorm, per
+// group of (heads * head_dim) / groups channels or, under Mamba2GatedNorm::kFullWidth
+// (transformers' CPU path), over all of them. The tensors are bound later (bind).
+Mamba2Mixer gate_then_norm_mixer(int64_t hidden, int64_t heads, int64_t head_dim, int64_t groups,
+                                 int64_t state, int64_t conv_kernel, Mamba2GatedNorm norm,
+                                 float eps, TimeStepLimit dt_limit);
+// For inspect: "gate, then RMS per group of 64 channels (mamba_ssm, llama.cpp)", ...
+std::string gated_norm_description(const Mamba2Mixer& mixer);
+
 }  // namespace kllens

@@ -151,21 +151,11 @@ NemotronHConfig parse_config(const HfConfig& c) {
   return m;
 }
 
+// MambaRMSNormGated(intermediate_size, group_size = intermediate_size // n_groups): the gate
+// first, then one RMS per group.
 Mamba2Mixer mixer_shape(const NemotronHConfig& c) {
-  Mamba2Mixer m;
-  m.hidden = c.hidden;
-  m.inner = c.ssm_inner;
-  m.heads = c.ssm_heads;
-  m.head_dim = c.ssm_head_dim;
-  m.groups = c.groups;
-  m.state = c.state;
-  m.conv_kernel = c.conv;
-  // MambaRMSNormGated(intermediate_size, group_size = intermediate_size // n_groups): the gate
-  // first, then one RMS per group.
-  m.norm_kind = GatedNorm::kGateThenNormGroup;
-  m.norm_eps = c.eps;
-  m.dt_limit = c.dt_limit;
-  return m;
+  return gate_then_norm_mixer(c.hidden, c.ssm_heads, c.ssm_head_dim, c.groups, c.state, c.conv,
+                              Mamba2GatedNorm::kPerGroup, c.eps, c.dt_limit);
 }
 
 std::string layer_prefix(int l) { return "backbone.layers." + std::to_string(l) + "."; }
@@ -259,8 +249,7 @@ class NemotronHModel : public LayerStackModel {
       add_detail("n_groups", std::to_string(cfg_.groups));
       add_detail("d_state", std::to_string(cfg_.state));
       add_detail("d_conv", std::to_string(cfg_.conv));
-      add_detail("gated_norm", fmt::format("gate, then RMS per group of {} channels",
-                                           cfg_.ssm_inner / cfg_.groups));
+      add_detail("gated_norm", gated_norm_description(mixer_shape(cfg_)));
     }
     if (cfg_.count(NemotronLayer::kAttention) > 0) {
       add_detail("heads", std::to_string(cfg_.heads));
@@ -321,17 +310,9 @@ std::string nemotron_h_llama_layout(const HfConfig& config, const std::vector<Te
   add_llama_key(out, "embedding_length", c.hidden);
   add_llama_key(out, "block_count", static_cast<int64_t>(c.layers.size()));
   add_llama_key(out, "feed_forward_length", gguf::Value(ff));  // INT32 per layer, as the converter
-  // head_count is a scalar; with no attention layer the converter still writes it.
-  add_llama_key(out, "attention.head_count", std::max<int64_t>(c.heads, 1));
-  add_llama_key(out, "attention.head_count_kv", gguf::Value(kv));
-  const int64_t head_dim = c.head_dim > 0 ? c.head_dim : 1;
-  add_llama_key(out, "attention.key_length", head_dim);
-  add_llama_key(out, "attention.value_length", head_dim);
-  add_llama_key(out, "ssm.conv_kernel", any_mamba ? c.conv : 4);
-  add_llama_key(out, "ssm.inner_size", c.ssm_inner);
-  add_llama_key(out, "ssm.state_size", c.state);
-  add_llama_key(out, "ssm.time_step_rank", c.ssm_heads);
-  add_llama_key(out, "ssm.group_count", any_mamba ? c.groups : 1);
+  add_llama_hybrid_head_keys(out, c.heads, kv, c.head_dim);
+  add_llama_ssm_keys(out, any_mamba ? c.conv : 4, c.ssm_inner, c.state, c.ssm_heads,
+                     any_mamba ? c.groups : 1);
   add_llama_key(out, "attention.layer_norm_rms_epsilon", gguf::Value(c.eps));
   add_llama_key(out, "attention.layer_norm_epsilon", gguf::Value(c.eps));
   add_llama_key(out, "vocab_size", c.vocab);

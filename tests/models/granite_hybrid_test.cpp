@@ -27,10 +27,7 @@ nlohmann::json fixture_config() {
 }
 
 std::string with_config(const nlohmann::json& config) {
-  const fs::path dir = test::fresh_temp_dir("granitehybrid");
-  fs::copy_file(fs::path(fixture()) / "model.safetensors", dir / "model.safetensors");
-  test::write_file(dir / "config.json", config.dump(2));
-  return dir.string();
+  return test::weights_with_config(fixture(), config.dump(2));
 }
 
 std::vector<int32_t> some_ids() { return {5, 77, 301, 12, 12, 250, 3, 199, 64, 128, 31}; }

@@ -25,23 +25,14 @@ using test::max_abs_diff;
 std::string checkpoint_folder(const std::string& name) {
   if (name == "nemotron_h" || name == "granitehybrid")
     return test::repo_path("data/fixtures/" + name + "-tiny");
-  if (name == "granitehybrid-rope") {
-    const auto folder = test::fresh_temp_dir("granitehybrid-rope");
-    std::filesystem::copy_file(test::repo_path("data/fixtures/granitehybrid-tiny/model.safetensors"),
-                               folder / "model.safetensors");
-    std::filesystem::copy_file(
-        test::repo_path("data/fixtures/llamacpp-oracles/granitehybrid-rope.config.json"),
-        folder / "config.json");
-    return folder.string();
-  }
+  if (name == "granitehybrid-rope")
+    return test::weights_with_config(
+        test::repo_path("data/fixtures/granitehybrid-tiny"),
+        test::read_file(test::repo_path("data/fixtures/llamacpp-oracles/granitehybrid-rope.config.json")));
   if (name != "falcon_h1-variant") return test::repo_path("data/fixtures/oracles/" + name);
-  const auto folder = test::fresh_temp_dir("falcon_h1-variant");
-  std::filesystem::copy_file(test::repo_path("data/fixtures/oracles/falcon_h1/model.safetensors"),
-                             folder / "model.safetensors");
-  std::filesystem::copy_file(
-      test::repo_path("data/fixtures/llamacpp-oracles/falcon_h1-variant.config.json"),
-      folder / "config.json");
-  return folder.string();
+  return test::weights_with_config(
+      test::repo_path("data/fixtures/oracles/falcon_h1"),
+      test::read_file(test::repo_path("data/fixtures/llamacpp-oracles/falcon_h1-variant.config.json")));
 }
 
 class LlamacppOracle : public ::testing::TestWithParam<std::string> {};

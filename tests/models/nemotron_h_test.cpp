@@ -29,10 +29,7 @@ nlohmann::json fixture_config() {
 
 // The fixture's weights under an edited config.json.
 std::string with_config(const nlohmann::json& config) {
-  const fs::path dir = test::fresh_temp_dir("nemotron_h");
-  fs::copy_file(fs::path(fixture()) / "model.safetensors", dir / "model.safetensors");
-  test::write_file(dir / "config.json", config.dump(2));
-  return dir.string();
+  return test::weights_with_config(fixture(), config.dump(2));
 }
 
 std::vector<int32_t> some_ids() { return {5, 77, 301, 12, 12, 250, 3, 199, 64, 128, 31}; }
@@ -47,7 +44,7 @@ TEST(NemotronH, LayersAreWhatThePatternSays) {
                                           "attn(global, no rope)", "mlp(relu2)"};
   EXPECT_EQ(info.layer_kinds, kinds);
   EXPECT_EQ(info.detail("pattern"), "M*-M-M*-");
-  EXPECT_EQ(info.detail("gated_norm"), "gate, then RMS per group of 64 channels");
+  EXPECT_EQ(info.detail("gated_norm"), "gate, then RMS per group of 64 channels (mamba_ssm, llama.cpp)");
   EXPECT_TRUE(info.llama_cpp_layout) << info.llama_cpp_layout_why_not;
 }
 
