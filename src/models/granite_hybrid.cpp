@@ -248,15 +248,8 @@ class GraniteHybridModel : public LayerStackModel {
       add_detail("attention_multiplier", fmt::format("{:g} (the softmax scale)", cfg_.attention_multiplier));
       add_detail("rope", cfg_.rope ? fmt::format("theta {:g}", cfg_.theta) : "none");
     }
-    if (n_attn < static_cast<int64_t>(cfg_.attention.size())) {
-      add_detail("d_inner", std::to_string(cfg_.ssm_inner));
-      add_detail("ssm_heads", std::to_string(cfg_.ssm_heads));
-      add_detail("ssm_head_dim", std::to_string(cfg_.ssm_head_dim));
-      add_detail("n_groups", std::to_string(cfg_.groups));
-      add_detail("d_state", std::to_string(cfg_.state));
-      add_detail("d_conv", std::to_string(cfg_.conv));
-      add_detail("gated_norm", gated_norm_description(mixer_shape(cfg_, norm)));
-    }
+    if (n_attn < static_cast<int64_t>(cfg_.attention.size()))
+      add_mamba2_details(mixer_shape(cfg_, norm));
     add_detail("tied_embeddings", cfg_.tied ? "yes" : "no");
     add_detail("norm_eps", fmt::format("{:g}", cfg_.eps));
   }

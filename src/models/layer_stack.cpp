@@ -204,6 +204,16 @@ void LayerStackModel::finish_stack(std::string arch, const std::string& folder) 
   }
 }
 
+void LayerStackModel::add_mamba2_details(const Mamba2Mixer& m) {
+  add_detail("d_inner", std::to_string(m.inner));
+  add_detail("ssm_heads", std::to_string(m.heads));
+  add_detail("ssm_head_dim", std::to_string(m.head_dim));
+  add_detail("n_groups", std::to_string(m.groups));
+  add_detail("d_state", std::to_string(m.state));
+  add_detail("d_conv", std::to_string(m.conv_kernel));
+  add_detail("gated_norm", gated_norm_description(m));
+}
+
 void LayerStackModel::run_blocks(const StackLayer& layer, float* hidden, int64_t T,
                                  const int64_t* pos,
                                  std::vector<std::unique_ptr<MixerState>>* states) const {

@@ -149,6 +149,9 @@ class LayerStackModel : public Model {
  protected:
   // Sets info_.arch, folder, n_layers, d_model, vocab and layer_kinds.
   void finish_stack(std::string arch, const std::string& folder);
+  // inspect's lines for a hybrid's Mamba-2 mixers: d_inner, ssm_heads, ssm_head_dim, n_groups,
+  // d_state, d_conv, gated_norm.
+  void add_mamba2_details(const Mamba2Mixer& mixer);
 
   StackEnds ends_;
   std::vector<StackLayer> layers_;

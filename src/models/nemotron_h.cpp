@@ -242,15 +242,7 @@ class NemotronHModel : public LayerStackModel {
                      {"mamba_layers", std::to_string(cfg_.count(NemotronLayer::kMamba))},
                      {"attention_layers", std::to_string(cfg_.count(NemotronLayer::kAttention))},
                      {"mlp_layers", std::to_string(cfg_.count(NemotronLayer::kMlp))}};
-    if (cfg_.count(NemotronLayer::kMamba) > 0) {
-      add_detail("d_inner", std::to_string(cfg_.ssm_inner));
-      add_detail("ssm_heads", std::to_string(cfg_.ssm_heads));
-      add_detail("ssm_head_dim", std::to_string(cfg_.ssm_head_dim));
-      add_detail("n_groups", std::to_string(cfg_.groups));
-      add_detail("d_state", std::to_string(cfg_.state));
-      add_detail("d_conv", std::to_string(cfg_.conv));
-      add_detail("gated_norm", gated_norm_description(mixer_shape(cfg_)));
-    }
+    if (cfg_.count(NemotronLayer::kMamba) > 0) add_mamba2_details(mixer_shape(cfg_));
     if (cfg_.count(NemotronLayer::kAttention) > 0) {
       add_detail("heads", std::to_string(cfg_.heads));
       add_detail("kv_heads", std::to_string(cfg_.kv_heads));
