@@ -45,7 +45,11 @@ void SwiGluMlp::forward(float* out, const float* x, int64_t T) const {
   float* u = u_buf.get(static_cast<size_t>(n));
   linear(g, x, *gate, gate_bias ? gate_bias->data() : nullptr, T, ffn, hidden);
   linear(u, x, *up, up_bias ? up_bias->data() : nullptr, T, ffn, hidden);
-  for (int64_t i = 0; i < n; ++i) g[i] = ops::silu(g[i]) * u[i];
+  if (gate_scale == 1.0f) {
+    for (int64_t i = 0; i < n; ++i) g[i] = ops::silu(g[i]) * u[i];
+  } else {
+    for (int64_t i = 0; i < n; ++i) g[i] = ops::silu(g[i] * gate_scale) * u[i];
+  }
   linear(out, g, *down, down_bias ? down_bias->data() : nullptr, T, hidden, ffn);
 }
 

@@ -19,6 +19,7 @@ struct SwiGluMlp {
   int64_t hidden = 0, ffn = 0;
   const Param *gate = nullptr, *up = nullptr, *down = nullptr;                 // {ffn, hidden} x2, {hidden, ffn}
   const Param *gate_bias = nullptr, *up_bias = nullptr, *down_bias = nullptr;  // or null
+  float gate_scale = 1.0f;  // silu(gate(x) · gate_scale): Falcon-H1's gate multiplier
 
   // Rows for `prefix` + "gate_proj.weight", "up_proj.weight", "down_proj.weight" (+ ".bias" rows
   // when `bias`), e.g. prefix "model.layers.3.mlp.".

@@ -11,18 +11,13 @@
 // or after the gate (mamba_norm_before_gate), or absent (mamba_rms_norm = false → y * silu(z)).
 // Attention: GQA, RoPE (rotate-half, default rope type only), causal, keys scaled by key_multiplier.
 #include <cmath>
-#include <numeric>
 
 #include "core/error.h"
-#include "core/scratch.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
-#include "kernels/attention.h"
-#include "kernels/ops.h"
-#include "models/attention_block.h"
 #include "models/families.h"
 #include "models/llama_layout.h"
-#include "models/mamba2_mixer.h"
+#include "models/layer_stack.h"
 
 namespace kllens {
 namespace {
@@ -228,36 +223,7 @@ std::vector<TensorSpec> tensor_table(const FalconH1Config& c) {
   return specs;
 }
 
-struct FalconH1Layer {
-  const Param *input_norm = nullptr, *pre_ff_norm = nullptr;
-  const Param *q = nullptr, *k = nullptr, *v = nullptr, *o = nullptr;
-  const Param *q_bias = nullptr, *k_bias = nullptr, *v_bias = nullptr, *o_bias = nullptr;
-  const Param *gate = nullptr, *up = nullptr, *down = nullptr;
-  const Param *gate_bias = nullptr, *up_bias = nullptr, *down_bias = nullptr;
-  Mamba2Mixer mixer;
-};
-
-class FalconH1DecodeState : public DecodeState {
- public:
-  // per layer: conv {conv_dim, K-1}, ssm {H, P, N}, keys/values {position, kv_heads * head_dim}
-  std::vector<std::vector<float>> conv, ssm, keys, values;
-  std::vector<int64_t> positions;  // 0..position-1, the key positions of the cache
-  size_t bytes() const override {
-    size_t n = positions.size() * sizeof(int64_t);
-    for (size_t l = 0; l < conv.size(); ++l)
-      n += (conv[l].size() + ssm[l].size() + keys[l].size() + values[l].size()) * sizeof(float);
-    return n;
-  }
-};
-
-class FalconH1ForwardState : public ForwardState {
- public:
-  std::unique_ptr<ForwardState> clone() const override {
-    return std::make_unique<FalconH1ForwardState>(*this);
-  }
-};
-
-class FalconH1Model : public Model {
+class FalconH1Model : public LayerStackModel {
  public:
   FalconH1Model(const HfConfig& config, const TensorStore& store, const std::string& folder)
       : cfg_(parse_config(config)) {
@@ -265,30 +231,34 @@ class FalconH1Model : public Model {
     const int64_t I = cfg_.ssm_inner, NH = cfg_.ssm_heads, K = cfg_.ssm_conv;
     weights_ = Weights::load(store, tensor_table(cfg_), folder);
 
-    embed_ = &weights_.get("model.embed_tokens.weight");
+    const Param* embed = &weights_.get("model.embed_tokens.weight");
     weights_.get("model.embed_tokens.weight").tied_head = cfg_.tied;
-    head_ = cfg_.tied ? embed_ : &weights_.get("lm_head.weight");
-    norm_f_ = &weights_.get("model.final_layernorm.weight");
+    ends_.embed = embed;
+    ends_.head = cfg_.tied ? embed : &weights_.get("lm_head.weight");
+    ends_.norm_f = &weights_.get("model.final_layernorm.weight");
+    ends_.norm_eps = cfg_.eps;
+    // hidden = embedding_multiplier * embed_tokens[ids]; logits = lm_head(...) * lm_head_multiplier
+    ends_.embedding_scale = static_cast<float>(cfg_.embedding_mult);
+    ends_.logits_multiplier = static_cast<float>(cfg_.lm_head_mult);
+
+    // HF FalconH1RotaryEmbedding.compute_default_rope_parameters, in float32 like torch:
+    // inv_freq[i] = 1 / theta ** (float(2i) / dim).
+    std::vector<float> inv_freq = rope_inv_freq(cfg_.rope_theta, Dh);
+    // The same rule as Hymba (see round_like_half_precision_buffer): a BF16 / F16 checkpoint is run
+    // like HF's model.to(<its dtype>), which also rounds the non-persistent inv_freq buffer to that
+    // dtype, and the RoPE angles come from the rounded frequencies. The demo-model references were
+    // made that way; with float32 frequencies the angles differ by up to 2^-9 relative, which grows
+    // with the position (~0.02 on the demo logits at token ~120). The checkpoint dtype is taken
+    // from the embedding; an F32 checkpoint keeps float32 frequencies.
+    round_like_half_precision_buffer(inv_freq, embed->source_dtype);
+
     for (int l = 0; l < cfg_.layers; ++l) {
       const std::string p = "model.layers." + std::to_string(l) + ".";
-      FalconH1Layer L;
-      L.input_norm = &weights_.get(p + "input_layernorm.weight");
-      L.pre_ff_norm = &weights_.get(p + "pre_ff_layernorm.weight");
-      L.q = &weights_.get(p + "self_attn.q_proj.weight");
-      L.k = &weights_.get(p + "self_attn.k_proj.weight");
-      L.v = &weights_.get(p + "self_attn.v_proj.weight");
-      L.o = &weights_.get(p + "self_attn.o_proj.weight");
-      L.q_bias = weights_.find(p + "self_attn.q_proj.bias");
-      L.k_bias = weights_.find(p + "self_attn.k_proj.bias");
-      L.v_bias = weights_.find(p + "self_attn.v_proj.bias");
-      L.o_bias = weights_.find(p + "self_attn.o_proj.bias");
-      L.gate = &weights_.get(p + "feed_forward.gate_proj.weight");
-      L.up = &weights_.get(p + "feed_forward.up_proj.weight");
-      L.down = &weights_.get(p + "feed_forward.down_proj.weight");
-      L.gate_bias = weights_.find(p + "feed_forward.gate_proj.bias");
-      L.up_bias = weights_.find(p + "feed_forward.up_proj.bias");
-      L.down_bias = weights_.find(p + "feed_forward.down_proj.bias");
-      Mamba2Mixer& m = L.mixer;
+      // FalconH1DecoderLayer: n = input_layernorm(h);
+      // h += ssm_out_multiplier * mamba(n) + attention_out_multiplier * attn(attention_in_multiplier * n);
+      // h += down_multiplier * mlp(pre_ff_layernorm(h)).
+      auto mamba = std::make_unique<Mamba2MixerBlock>();
+      Mamba2Mixer& m = mamba->mixer;
       m.hidden = H;
       m.inner = I;
       m.heads = NH;
@@ -301,38 +271,34 @@ class FalconH1Model : public Model {
                                             : GatedNorm::kGateThenNormGroup;
       m.norm_eps = cfg_.eps;
       m.dt_limit = cfg_.dt_limit;
-      m.in_proj = &weights_.get(p + "mamba.in_proj.weight");
-      m.in_proj_bias = weights_.find(p + "mamba.in_proj.bias");
-      m.conv = &weights_.get(p + "mamba.conv1d.weight");
-      m.conv_bias = weights_.find(p + "mamba.conv1d.bias");
-      m.dt_bias = &weights_.get(p + "mamba.dt_bias");
-      m.D = &weights_.get(p + "mamba.D");
-      m.norm = weights_.find(p + "mamba.norm.weight");
-      m.out_proj = &weights_.get(p + "mamba.out_proj.weight");
-      m.out_proj_bias = weights_.find(p + "mamba.out_proj.bias");
-      m.set_A(weights_.get(p + "mamba.A_log"));
+      m.bind(weights_, p + "mamba.");
       m.in_multiplier = static_cast<float>(cfg_.ssm_in_mult);
       m.set_proj_multipliers(cfg_.ssm_mults);
-      layers_.push_back(std::move(L));
+      // HF FalconH1Attention: o_proj(attn(rope(q), rope(k * key_multiplier), v)), scale Dh^-0.5
+      auto attn = std::make_unique<AttentionMixer>();
+      attn->hidden = H;
+      attn->heads = cfg_.attn_heads;
+      attn->kv_heads = cfg_.kv_heads;
+      attn->head_dim = Dh;
+      attn->inv_freq = inv_freq;
+      attn->key_scale = static_cast<float>(cfg_.key_mult);
+      attn->bind(weights_, p + "self_attn.");
+      auto both = std::make_unique<ParallelMixer>();
+      both->hidden = H;
+      both->branches.push_back({std::move(mamba), 1.0f, static_cast<float>(cfg_.ssm_out_mult)});
+      both->branches.push_back({std::move(attn), static_cast<float>(cfg_.attn_in_mult),
+                                static_cast<float>(cfg_.attn_out_mult)});
+      // SwiGLU: down(up(m) * silu(gate(m) * gate_multiplier)), then * down_multiplier
+      auto mlp = std::make_unique<SwiGluMixer>();
+      mlp->mlp = SwiGluMlp::bind(weights_, p + "feed_forward.", H, F);
+      mlp->mlp.gate_scale = static_cast<float>(cfg_.mlp_mults[0]);
+      StackLayer& layer = layers_.emplace_back();
+      layer.kind = "attention+mamba2";
+      layer.blocks.push_back({&weights_.get(p + "input_layernorm.weight"), cfg_.eps, 1.0f, std::move(both)});
+      layer.blocks.push_back({&weights_.get(p + "pre_ff_layernorm.weight"), cfg_.eps,
+                              static_cast<float>(cfg_.mlp_mults[1]), std::move(mlp)});
     }
-
-    // HF FalconH1RotaryEmbedding.compute_default_rope_parameters, in float32 like torch:
-    // inv_freq[i] = 1 / theta ** (float(2i) / dim).
-    inv_freq_ = rope_inv_freq(cfg_.rope_theta, Dh);
-    // The same rule as Hymba (see round_like_half_precision_buffer): a BF16 / F16 checkpoint is run
-    // like HF's model.to(<its dtype>), which also rounds the non-persistent inv_freq buffer to that
-    // dtype, and the RoPE angles come from the rounded frequencies. The demo-model references were
-    // made that way; with float32 frequencies the angles differ by up to 2^-9 relative, which grows
-    // with the position (~0.02 on the demo logits at token ~120). The checkpoint dtype is taken
-    // from the embedding; an F32 checkpoint keeps float32 frequencies.
-    round_like_half_precision_buffer(inv_freq_, embed_->source_dtype);
-
-    info_.arch = "falcon_h1";
-    info_.folder = folder;
-    info_.n_layers = cfg_.layers;
-    info_.d_model = H;
-    info_.vocab = cfg_.vocab;
-    info_.layer_kinds.assign(static_cast<size_t>(cfg_.layers), "attention+mamba2");
+    finish_stack("falcon_h1", folder);
     auto list = [](const std::vector<double>& v) {
       std::string s;
       for (double x : v) s += (s.empty() ? "" : ", ") + fmt::format("{:g}", x);
@@ -341,7 +307,7 @@ class FalconH1Model : public Model {
     info_.details = {
         {"attention_heads", fmt::format("{} (kv {}, head_dim {})", cfg_.attn_heads, cfg_.kv_heads, Dh)},
         {"rope_theta", fmt::format("{:g} (inv_freq in {})", cfg_.rope_theta,
-                                   dtype_name(embed_->source_dtype))},
+                                   dtype_name(embed->source_dtype))},
         {"mamba_d_ssm", std::to_string(I)},
         {"mamba_heads", fmt::format("{} (head_dim {}, groups {})", NH, cfg_.ssm_head_dim, cfg_.ssm_groups)},
         {"mamba_d_state", std::to_string(cfg_.ssm_state)},
@@ -360,161 +326,8 @@ class FalconH1Model : public Model {
         {"norm_eps", fmt::format("{:g}", cfg_.eps)}};
   }
 
-  std::unique_ptr<ForwardState> start(std::span<const int32_t> ids) const override {
-    check_ids(ids);
-    auto s = std::make_unique<FalconH1ForwardState>();
-    embed(ids, *s);
-    return s;
-  }
-
-  void run_layer(int l, ForwardState& s) const override {
-    const FalconH1Layer& L = layers_[static_cast<size_t>(l)];
-    // A fresh sequence starts from zero states.
-    thread_local ScratchVec conv_buf, ssm_buf;
-    float* conv_state = conv_buf.zeroed(L.mixer.conv_state_size());
-    float* ssm_state = ssm_buf.zeroed(L.mixer.ssm_state_size());
-    // Vectors, not Scratch: layer() takes the key positions and appends to keys / values as it
-    // does to a decode cache. Kept per thread so that clear() + the append reuse their capacity.
-    thread_local std::vector<int64_t> pos;
-    pos.resize(static_cast<size_t>(s.rows));
-    std::iota(pos.begin(), pos.end(), int64_t{0});
-    // Prefill: the keys/values are this call's own; nothing outlives the layer.
-    thread_local std::vector<float> keys, values;
-    keys.clear();
-    values.clear();
-    layer(L, s.hidden.data(), s.rows, pos.data(), conv_state, ssm_state, keys, values, pos);
-    s.next_layer = l + 1;
-  }
-
-  void finish(const ForwardState& s, float* logits) const override {
-    head(s.hidden.data(), s.rows, logits);
-  }
-
-  std::unique_ptr<DecodeState> new_decode_state() const override {
-    auto s = std::make_unique<FalconH1DecodeState>();
-    for (const auto& L : layers_) {
-      s->conv.emplace_back(L.mixer.conv_state_size(), 0.0f);
-      s->ssm.emplace_back(L.mixer.ssm_state_size(), 0.0f);
-      s->keys.emplace_back();
-      s->values.emplace_back();
-    }
-    return s;
-  }
-
-  void decode_step(DecodeState& base, int32_t token, float* logits) const override {
-    auto& s = static_cast<FalconH1DecodeState&>(base);
-    check_ids(std::span<const int32_t>(&token, 1));
-    // Kept across steps so that its row is allocated once; embed() overwrites it.
-    thread_local FalconH1ForwardState fs;
-    embed(std::span<const int32_t>(&token, 1), fs);
-    const int64_t pos = s.position;
-    s.positions.push_back(pos);
-    for (size_t l = 0; l < layers_.size(); ++l)
-      layer(layers_[l], fs.hidden.data(), 1, &pos, s.conv[l].data(), s.ssm[l].data(), s.keys[l],
-            s.values[l], s.positions);
-    head(fs.hidden.data(), 1, logits);
-    ++s.position;
-  }
-
  private:
-  // hidden {T, H} = embedding_multiplier * embed_tokens[ids]
-  void embed(std::span<const int32_t> ids, ForwardState& s) const {
-    const int64_t H = cfg_.hidden;
-    const auto mult = static_cast<float>(cfg_.embedding_mult);
-    s.rows = static_cast<int64_t>(ids.size());
-    s.hidden.resize(static_cast<size_t>(s.rows * H));
-    for (int64_t t = 0; t < s.rows; ++t) {
-      float* h = s.hidden.data() + t * H;
-      embedding_row(*embed_, ids[t], h);
-      for (int64_t d = 0; d < H; ++d) h[d] *= mult;
-    }
-    s.next_layer = 0;
-  }
-
-  // logits {T, V} = lm_head(rmsnorm(hidden, final_layernorm)) * lm_head_multiplier
-  void head(const float* hidden, int64_t T, float* logits) const {
-    thread_local ScratchVec normed_buf;
-    float* normed = normed_buf.get(static_cast<size_t>(T * cfg_.hidden));
-    ops::rmsnorm(normed, hidden, norm_f_->data(), T, cfg_.hidden, cfg_.eps);
-    linear(logits, normed, *head_, nullptr, T, cfg_.vocab, cfg_.hidden);
-    const auto mult = static_cast<float>(cfg_.lm_head_mult);
-    for (int64_t k = 0; k < T * cfg_.vocab; ++k) logits[k] *= mult;
-  }
-
-  // HF FalconH1Attention: out {T, H} = o_proj(attn(rope(q), rope(k * key_multiplier), v)).
-  // x {T, H} is already scaled by attention_in_multiplier. The T new keys/values (positions
-  // q_pos) are appended to keys/values {S, kv_heads * Dh}, whose key positions are k_pos {S}.
-  void attention(float* out, const float* x, int64_t T, const int64_t* q_pos,
-                 std::vector<float>& keys, std::vector<float>& values,
-                 const std::vector<int64_t>& k_pos, const FalconH1Layer& L) const {
-    const int64_t H = cfg_.hidden, Dh = cfg_.head_dim;
-    const int64_t QD = cfg_.attn_heads * Dh, KD = cfg_.kv_heads * Dh;
-    thread_local ScratchVec q_buf, ctx_buf;  // each written whole before it is read
-    float* q = q_buf.get(static_cast<size_t>(T * QD));
-    linear(q, x, *L.q, L.q_bias ? L.q_bias->data() : nullptr, T, QD, H);
-    const size_t old = keys.size();
-    keys.resize(old + static_cast<size_t>(T * KD));
-    values.resize(old + static_cast<size_t>(T * KD));
-    float* k = keys.data() + old;
-    linear(k, x, *L.k, L.k_bias ? L.k_bias->data() : nullptr, T, KD, H);
-    linear(values.data() + old, x, *L.v, L.v_bias ? L.v_bias->data() : nullptr, T,
-                   KD, H);
-    const auto key_mult = static_cast<float>(cfg_.key_mult);
-    for (int64_t i = 0; i < T * KD; ++i) k[i] *= key_mult;
-    ops::apply_rope(q, QD, T, cfg_.attn_heads, Dh, q_pos, inv_freq_.data(), Dh);
-    ops::apply_rope(k, KD, T, cfg_.kv_heads, Dh, q_pos, inv_freq_.data(), Dh);
-    ops::AttentionShape shape;
-    shape.T = T;
-    shape.S = static_cast<int64_t>(keys.size()) / KD;
-    shape.Hq = cfg_.attn_heads;
-    shape.Hkv = cfg_.kv_heads;
-    shape.Dk = Dh;
-    shape.Dv = Dh;
-    float* ctx = ctx_buf.get(static_cast<size_t>(T * QD));
-    ops::attention(ctx, q, keys.data(), values.data(), q_pos, k_pos.data(), shape,
-                   0, 0, 1.0f / std::sqrt(static_cast<float>(Dh)));
-    linear(out, ctx, *L.o, L.o_bias ? L.o_bias->data() : nullptr, T, H, QD);
-  }
-
-  // One HF FalconH1DecoderLayer over T rows (see the top of the file).
-  void layer(const FalconH1Layer& L, float* hidden, int64_t T, const int64_t* q_pos,
-             float* conv_state, float* ssm_state, std::vector<float>& keys,
-             std::vector<float>& values, const std::vector<int64_t>& k_pos) const {
-    const int64_t H = cfg_.hidden, F = cfg_.ffn;
-    const size_t n = static_cast<size_t>(T * H);
-    // Every buffer below is written whole before it is read.
-    thread_local ScratchVec normed_buf, ssm_out_buf, attn_in_buf, attn_out_buf, gate_buf, up_buf;
-    float* normed = normed_buf.get(n);
-    float* ssm_out = ssm_out_buf.get(n);
-    float* attn_in = attn_in_buf.get(n);
-    float* attn_out = attn_out_buf.get(n);
-    ops::rmsnorm(normed, hidden, L.input_norm->data(), T, H, cfg_.eps);
-    L.mixer.forward(ssm_out, normed, T, conv_state, ssm_state);
-    const auto attn_in_mult = static_cast<float>(cfg_.attn_in_mult);
-    for (size_t i = 0; i < n; ++i) attn_in[i] = normed[i] * attn_in_mult;
-    attention(attn_out, attn_in, T, q_pos, keys, values, k_pos, L);
-    const auto ssm_mult = static_cast<float>(cfg_.ssm_out_mult);
-    const auto attn_mult = static_cast<float>(cfg_.attn_out_mult);
-    for (size_t i = 0; i < n; ++i) hidden[i] += ssm_out[i] * ssm_mult + attn_out[i] * attn_mult;
-
-    // SwiGLU MLP: down(up(m) * silu(gate(m) * gate_multiplier)) * down_multiplier
-    ops::rmsnorm(normed, hidden, L.pre_ff_norm->data(), T, H, cfg_.eps);
-    const auto nf = static_cast<size_t>(T * F);
-    float* gate = gate_buf.get(nf);
-    float* up = up_buf.get(nf);
-    linear(gate, normed, *L.gate, L.gate_bias ? L.gate_bias->data() : nullptr, T, F, H);
-    linear(up, normed, *L.up, L.up_bias ? L.up_bias->data() : nullptr, T, F, H);
-    const auto gate_mult = static_cast<float>(cfg_.mlp_mults[0]);
-    for (size_t i = 0; i < nf; ++i) up[i] *= ops::silu(gate[i] * gate_mult);
-    linear(attn_out, up, *L.down, L.down_bias ? L.down_bias->data() : nullptr, T, H, F);
-    const auto down_mult = static_cast<float>(cfg_.mlp_mults[1]);
-    for (size_t i = 0; i < n; ++i) hidden[i] += attn_out[i] * down_mult;
-  }
-
   FalconH1Config cfg_;
-  const Param *embed_ = nullptr, *head_ = nullptr, *norm_f_ = nullptr;
-  std::vector<FalconH1Layer> layers_;
-  std::vector<float> inv_freq_;  // {head_dim / 2}
 };
 
 }  // namespace

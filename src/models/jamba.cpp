@@ -13,13 +13,9 @@
 #include <cmath>
 
 #include "core/error.h"
-#include "core/scratch.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
-#include "kernels/attention.h"
-#include "kernels/ops.h"
-#include "models/attention_block.h"
-#include "models/mamba1_ssm.h"
+#include "models/layer_stack.h"
 
 namespace kllens {
 namespace {
@@ -196,45 +192,7 @@ std::vector<TensorSpec> tensor_table(const JambaConfig& c) {
   return specs;
 }
 
-struct JambaLayer {
-  MixerKind mixer = MixerKind::kMamba;
-  const Param* input_norm = nullptr;
-  const Param* ff_norm = nullptr;
-  // Mamba
-  const Param *in_proj = nullptr, *in_proj_bias = nullptr, *out_proj = nullptr,
-              *out_proj_bias = nullptr;
-  Mamba1Ssm ssm;
-  // Attention
-  const Param *q = nullptr, *k = nullptr, *v = nullptr, *o = nullptr;
-  // Feed-forward: one MLP, or a router over experts.
-  const Param* router = nullptr;     // {n_experts, H} or null (plain MLP)
-  std::vector<SwiGluMlp> experts;    // the MLP when router is null
-};
-
-class JambaForwardState : public ForwardState {
- public:
-  std::unique_ptr<ForwardState> clone() const override {
-    return std::make_unique<JambaForwardState>(*this);
-  }
-};
-
-// Per layer: conv {inner, K-1} + ssm {inner, state} for Mamba layers (empty otherwise), an
-// unbounded KV cache for attention layers (uninitialized otherwise).
-class JambaDecodeState : public DecodeState {
- public:
-  std::vector<std::vector<float>> conv, ssm;
-  std::vector<KvCache> kv;
-  size_t bytes() const override {
-    size_t n = 0;
-    for (size_t l = 0; l < conv.size(); ++l) n += (conv[l].size() + ssm[l].size()) * sizeof(float);
-    for (const auto& c : kv) n += c.bytes();
-    return n;
-  }
-};
-
-const float* data_or_null(const Param* p) { return p ? p->data() : nullptr; }
-
-class JambaModel : public Model {
+class JambaModel : public LayerStackModel {
  public:
   JambaModel(const HfConfig& config, const TensorStore& store, const std::string& folder)
       : cfg_(parse_config(config)) {
@@ -250,68 +208,81 @@ class JambaModel : public Model {
     }
     weights_ = Weights::load(store, tensor_table(cfg_), folder);
 
-    embed_ = &weights_.get("model.embed_tokens.weight");
+    ends_.embed = &weights_.get("model.embed_tokens.weight");
     weights_.get("model.embed_tokens.weight").tied_head = cfg_.tied;
-    head_ = cfg_.tied ? embed_ : &weights_.get("lm_head.weight");
-    norm_f_ = &weights_.get("model.final_layernorm.weight");
+    ends_.head = cfg_.tied ? ends_.embed : &weights_.get("lm_head.weight");
+    ends_.norm_f = &weights_.get("model.final_layernorm.weight");  // JambaModel.final_layernorm
+    ends_.norm_eps = cfg_.eps;
+    const std::string moe_kind = fmt::format("moe({} experts, top-{})", cfg_.n_experts, cfg_.top_k);
     for (int l = 0; l < cfg_.layers; ++l) {
       const std::string p = layer_prefix(l);
       const JambaLayerConfig& lc = cfg_.per_layer[static_cast<size_t>(l)];
-      JambaLayer L;
-      L.mixer = lc.mixer;
-      L.input_norm = &weights_.get(p + "input_layernorm.weight");
-      L.ff_norm = &weights_.get(p + "pre_ff_layernorm.weight");
+      // JambaMambaDecoderLayer / JambaAttentionDecoderLayer: h += mixer(input_layernorm(h));
+      // h += feed_forward(pre_ff_layernorm(h)).
+      std::unique_ptr<Mixer> mixer;
       if (lc.mixer == MixerKind::kMamba) {
+        // JambaMambaMixer.slow_forward: conv → silu → x_proj → dt/B/C RMSNorm →
+        // softplus(dt_proj(dt) + bias) → scan → * silu(gate)
         const std::string m = p + "mamba.";
-        L.in_proj = &weights_.get(m + "in_proj.weight");
-        L.in_proj_bias = weights_.find(m + "in_proj.bias");
-        L.out_proj = &weights_.get(m + "out_proj.weight");
-        L.out_proj_bias = weights_.find(m + "out_proj.bias");
-        L.ssm.inner = cfg_.inner;
-        L.ssm.state = cfg_.state;
-        L.ssm.dt_rank = cfg_.dt_rank;
-        L.ssm.conv_kernel = cfg_.conv;
-        L.ssm.conv = &weights_.get(m + "conv1d.weight");
-        L.ssm.conv_bias = weights_.find(m + "conv1d.bias");
-        L.ssm.x_proj = &weights_.get(m + "x_proj.weight");
-        L.ssm.dt_proj = &weights_.get(m + "dt_proj.weight");
-        L.ssm.dt_bias = &weights_.get(m + "dt_proj.bias");
-        L.ssm.D = &weights_.get(m + "D");
-        L.ssm.dt_norm = &weights_.get(m + "dt_layernorm.weight");
-        L.ssm.b_norm = &weights_.get(m + "b_layernorm.weight");
-        L.ssm.c_norm = &weights_.get(m + "c_layernorm.weight");
-        L.ssm.norm_eps = cfg_.eps;  // JambaRMSNorm(..., eps=config.rms_norm_eps)
-        L.ssm.set_A(weights_.get(m + "A_log"));
+        auto b = std::make_unique<Mamba1MixerBlock>();
+        b->hidden = H;
+        b->in_proj = &weights_.get(m + "in_proj.weight");
+        b->in_proj_bias = weights_.find(m + "in_proj.bias");
+        b->out_proj = &weights_.get(m + "out_proj.weight");
+        b->out_proj_bias = weights_.find(m + "out_proj.bias");
+        Mamba1Ssm& ssm = b->ssm;
+        ssm.inner = cfg_.inner;
+        ssm.state = cfg_.state;
+        ssm.dt_rank = cfg_.dt_rank;
+        ssm.conv_kernel = cfg_.conv;
+        ssm.conv = &weights_.get(m + "conv1d.weight");
+        ssm.conv_bias = weights_.find(m + "conv1d.bias");
+        ssm.x_proj = &weights_.get(m + "x_proj.weight");
+        ssm.dt_proj = &weights_.get(m + "dt_proj.weight");
+        ssm.dt_bias = &weights_.get(m + "dt_proj.bias");
+        ssm.D = &weights_.get(m + "D");
+        ssm.dt_norm = &weights_.get(m + "dt_layernorm.weight");
+        ssm.b_norm = &weights_.get(m + "b_layernorm.weight");
+        ssm.c_norm = &weights_.get(m + "c_layernorm.weight");
+        ssm.norm_eps = cfg_.eps;  // JambaRMSNorm(..., eps=config.rms_norm_eps)
+        ssm.set_A(weights_.get(m + "A_log"));
+        mixer = std::move(b);
       } else {
-        const std::string a = p + "self_attn.";
-        L.q = &weights_.get(a + "q_proj.weight");
-        L.k = &weights_.get(a + "k_proj.weight");
-        L.v = &weights_.get(a + "v_proj.weight");
-        L.o = &weights_.get(a + "o_proj.weight");
+        // JambaAttention: LlamaAttention without RoPE, scaling head_dim^-0.5, GQA
+        auto a = std::make_unique<AttentionMixer>();
+        a->hidden = H;
+        a->heads = cfg_.heads;
+        a->kv_heads = cfg_.kv_heads;
+        a->head_dim = cfg_.head_dim;
+        a->bind(weights_, p + "self_attn.");
+        mixer = std::move(a);
       }
+      std::unique_ptr<Mixer> ff;
       if (lc.moe) {
-        L.router = &weights_.get(p + "feed_forward.router.weight");
+        auto moe = std::make_unique<MoeMixer>();
+        moe->hidden = H;
+        moe->top_k = cfg_.top_k;
+        moe->router = &weights_.get(p + "feed_forward.router.weight");
         for (int64_t e = 0; e < cfg_.n_experts; ++e)
-          L.experts.push_back(SwiGluMlp::bind(weights_, expert_prefix(l, e), H, cfg_.ffn));
+          moe->experts.push_back(SwiGluMlp::bind(weights_, expert_prefix(l, e), H, cfg_.ffn));
+        ff = std::move(moe);
       } else {
-        L.experts.push_back(SwiGluMlp::bind(weights_, p + "feed_forward.", H, cfg_.ffn));
+        auto mlp = std::make_unique<SwiGluMixer>();
+        mlp->mlp = SwiGluMlp::bind(weights_, p + "feed_forward.", H, cfg_.ffn);
+        ff = std::move(mlp);
       }
-      layers_.push_back(std::move(L));
+      StackLayer& layer = layers_.emplace_back();
+      layer.kind = std::string(lc.mixer == MixerKind::kAttention ? "attention" : "mamba") + "+" +
+                   (lc.moe ? moe_kind : "mlp");
+      layer.blocks.push_back({&weights_.get(p + "input_layernorm.weight"), cfg_.eps, 1.0f, std::move(mixer)});
+      layer.blocks.push_back({&weights_.get(p + "pre_ff_layernorm.weight"), cfg_.eps, 1.0f, std::move(ff)});
     }
 
-    info_.arch = "jamba";
-    info_.folder = folder;
-    info_.n_layers = cfg_.layers;
-    info_.d_model = H;
-    info_.vocab = cfg_.vocab;
-    const std::string moe = fmt::format("moe({} experts, top-{})", cfg_.n_experts, cfg_.top_k);
+    finish_stack("jamba", folder);
     int64_t n_attn = 0, n_moe = 0;
     for (const auto& lc : cfg_.per_layer) {
       n_attn += lc.mixer == MixerKind::kAttention;
       n_moe += lc.moe;
-      info_.layer_kinds.push_back(
-          std::string(lc.mixer == MixerKind::kAttention ? "attention" : "mamba") + "+" +
-          (lc.moe ? moe : "mlp"));
     }
     info_.details = {
         {"attention_layers", fmt::format("{} of {}", n_attn, cfg_.layers)},
@@ -337,220 +308,8 @@ class JambaModel : public Model {
         {"norm_eps", fmt::format("{:g}", cfg_.eps)}};
   }
 
-  std::unique_ptr<ForwardState> start(std::span<const int32_t> ids) const override {
-    check_ids(ids);
-    auto s = std::make_unique<JambaForwardState>();
-    embed(ids, *s);
-    return s;
-  }
-
-  void run_layer(int l, ForwardState& s) const override {
-    KLLENS_CHECK(l >= 0 && l < cfg_.layers, "layer {} out of range", l);
-    const JambaLayer& L = layers_[static_cast<size_t>(l)];
-    if (L.mixer == MixerKind::kMamba) {
-      // A fresh sequence starts from zero states.
-      thread_local ScratchVec conv_buf, ssm_buf;
-      layer(L, s.hidden.data(), s.rows, nullptr, conv_buf.zeroed(L.ssm.conv_state_size()),
-            ssm_buf.zeroed(L.ssm.ssm_state_size()), nullptr);
-    } else {
-      thread_local Scratch<int64_t> pos_buf;
-      int64_t* pos = pos_buf.get(static_cast<size_t>(s.rows));
-      for (int64_t t = 0; t < s.rows; ++t) pos[t] = t;
-      layer(L, s.hidden.data(), s.rows, pos, nullptr, nullptr, nullptr);
-    }
-    s.next_layer = l + 1;
-  }
-
-  void finish(const ForwardState& s, float* logits) const override {
-    head(s.hidden.data(), s.rows, logits);
-  }
-
-  std::unique_ptr<DecodeState> new_decode_state() const override {
-    auto s = std::make_unique<JambaDecodeState>();
-    s->conv.resize(static_cast<size_t>(cfg_.layers));
-    s->ssm.resize(static_cast<size_t>(cfg_.layers));
-    s->kv.resize(static_cast<size_t>(cfg_.layers));
-    for (int l = 0; l < cfg_.layers; ++l) {
-      const JambaLayer& L = layers_[static_cast<size_t>(l)];
-      if (L.mixer == MixerKind::kMamba) {
-        s->conv[static_cast<size_t>(l)].assign(L.ssm.conv_state_size(), 0.0f);
-        s->ssm[static_cast<size_t>(l)].assign(L.ssm.ssm_state_size(), 0.0f);
-      } else {
-        const int64_t KV = cfg_.kv_heads * cfg_.head_dim;
-        s->kv[static_cast<size_t>(l)].init(KV, KV, 0, 0);
-      }
-    }
-    return s;
-  }
-
-  void decode_step(DecodeState& base, int32_t token, float* logits) const override {
-    auto* s = dynamic_cast<JambaDecodeState*>(&base);
-    KLLENS_CHECK(s != nullptr, "decode_step was given a decode state of another model");
-    check_ids(std::span<const int32_t>(&token, 1));
-    // Kept across steps so that its row is allocated once; embed() overwrites it.
-    thread_local JambaForwardState fs;
-    embed(std::span<const int32_t>(&token, 1), fs);
-    const int64_t pos = s->position;
-    for (int l = 0; l < cfg_.layers; ++l) {
-      const auto i = static_cast<size_t>(l);
-      const JambaLayer& L = layers_[i];
-      if (L.mixer == MixerKind::kMamba)
-        layer(L, fs.hidden.data(), 1, nullptr, s->conv[i].data(), s->ssm[i].data(), nullptr);
-      else
-        layer(L, fs.hidden.data(), 1, &pos, nullptr, nullptr, &s->kv[i]);
-    }
-    head(fs.hidden.data(), 1, logits);
-    ++s->position;
-  }
-
  private:
-  void embed(std::span<const int32_t> ids, ForwardState& s) const {
-    embed_tokens(*embed_, ids, s);
-  }
-
-  // JambaModel: final_layernorm, then lm_head.
-  void head(const float* hidden, int64_t T, float* logits) const {
-    thread_local ScratchVec normed_buf;
-    float* normed = normed_buf.get(static_cast<size_t>(T * cfg_.hidden));
-    ops::rmsnorm(normed, hidden, norm_f_->data(), T, cfg_.hidden, cfg_.eps);
-    linear(logits, normed, *head_, nullptr, T, cfg_.vocab, cfg_.hidden);
-  }
-
-  // One decoder layer on hidden {T, H}: h += mixer(input_layernorm(h)); h += ff(pre_ff_layernorm(h)).
-  // Mamba: conv_state / ssm_state carried in and out. Attention: rows at positions pos {T};
-  // cache == null: the T rows attend to each other (prefill), else they are appended to the
-  // cache first and attend to everything in it (decode).
-  void layer(const JambaLayer& L, float* hidden, int64_t T, const int64_t* pos, float* conv_state,
-             float* ssm_state, KvCache* cache) const {
-    const int64_t H = cfg_.hidden;
-    // Each written whole before it is read (moe() zeroes out itself before accumulating).
-    thread_local ScratchVec normed_buf, out_buf;
-    float* normed = normed_buf.get(static_cast<size_t>(T * H));
-    float* out = out_buf.get(static_cast<size_t>(T * H));
-    ops::rmsnorm(normed, hidden, L.input_norm->data(), T, H, cfg_.eps);
-    if (L.mixer == MixerKind::kMamba)
-      mamba(L, out, normed, T, conv_state, ssm_state);
-    else
-      attention(L, out, normed, T, pos, cache);
-    for (int64_t i = 0; i < T * H; ++i) hidden[i] += out[i];
-    ops::rmsnorm(normed, hidden, L.ff_norm->data(), T, H, cfg_.eps);
-    if (L.router)
-      moe(L, out, normed, T);
-    else
-      L.experts[0].forward(out, normed, T);
-    for (int64_t i = 0; i < T * H; ++i) hidden[i] += out[i];
-  }
-
-  // JambaMambaMixer.slow_forward: out {T, H} = out_proj(ssm(in_proj(x))).
-  void mamba(const JambaLayer& L, float* out, const float* x, int64_t T, float* conv_state,
-             float* ssm_state) const {
-    const int64_t H = cfg_.hidden, I = cfg_.inner;
-    // xz {T, 2I} = in_proj(x): hidden_states = columns [0, I), gate = columns [I, 2I)
-    thread_local ScratchVec xz_buf, y_buf;  // each written whole before it is read
-    float* xz = xz_buf.get(static_cast<size_t>(T * 2 * I));
-    linear(xz, x, *L.in_proj, data_or_null(L.in_proj_bias), T, 2 * I, H);
-    // conv → silu → x_proj → dt/B/C RMSNorm → softplus(dt_proj(dt) + bias) → scan → * silu(gate)
-    float* y = y_buf.get(static_cast<size_t>(T * I));
-    L.ssm.forward(y, xz, 2 * I, xz + I, 2 * I, T, conv_state, ssm_state);
-    linear(out, y, *L.out_proj, data_or_null(L.out_proj_bias), T, H, I);
-  }
-
-  // JambaAttention: q, k, v projections (no bias), no positional encoding, causal softmax
-  // attention with GQA and scaling head_dim^-0.5, o_proj.   out {T, H}
-  void attention(const JambaLayer& L, float* out, const float* x, int64_t T, const int64_t* pos,
-                 KvCache* cache) const {
-    const int64_t H = cfg_.hidden, D = cfg_.head_dim, Hq = cfg_.heads, Hkv = cfg_.kv_heads;
-    const int64_t Q = Hq * D, KV = Hkv * D;
-    thread_local ScratchVec q_buf, k_buf, v_buf, attn_buf;  // each written whole before it is read
-    float* q = q_buf.get(static_cast<size_t>(T * Q));
-    float* k = k_buf.get(static_cast<size_t>(T * KV));
-    float* v = v_buf.get(static_cast<size_t>(T * KV));
-    linear(q, x, *L.q, nullptr, T, Q, H);
-    linear(k, x, *L.k, nullptr, T, KV, H);
-    linear(v, x, *L.v, nullptr, T, KV, H);
-    float* attn = attn_buf.get(static_cast<size_t>(T * Q));
-    ops::AttentionShape shape;
-    shape.T = T;
-    shape.Hq = Hq;
-    shape.Hkv = Hkv;
-    shape.Dk = D;
-    shape.Dv = D;
-    const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-    if (cache) {
-      cache->append(k, KV, v, KV, pos, T);
-      KLLENS_CHECK(cache->evicted() == 0, "an unbounded KV cache evicted rows");
-      shape.S = cache->rows();
-      ops::attention(attn, q, cache->k.data(), cache->v.data(), pos, cache->pos.data(), shape, 0,
-                     0, scale);
-    } else {
-      shape.S = T;
-      ops::attention(attn, q, k, v, pos, pos, shape, 0, 0, scale);
-    }
-    linear(out, attn, *L.o, nullptr, T, H, Q);
-  }
-
-  // JambaSparseMoeBlock: router logits {T, E}; p = softmax over all experts (float32);
-  // the top-k probabilities are used as they are (no renormalization); out = sum over the
-  // selected experts of p_e * expert_e(x), accumulated in expert order like MixtralExperts'
-  // index_add_.   out {T, H}
-  void moe(const JambaLayer& L, float* out, const float* x, int64_t T) const {
-    const int64_t H = cfg_.hidden, E = cfg_.n_experts, K = cfg_.top_k;
-    thread_local ScratchVec probs_buf, weight_buf, xin_buf, yout_buf;
-    thread_local Scratch<uint8_t> selected_buf;
-    thread_local Scratch<int64_t> order_buf;
-    thread_local std::vector<int64_t> rows;
-    const auto TE = static_cast<size_t>(T * E);
-    float* probs = probs_buf.get(TE);
-    linear(probs, x, *L.router, nullptr, T, E, H);
-    // weight {T, E}: the routing weight of expert e for token t where selected[t, e]. Both are
-    // set only where an expert is selected, so they start from zeros.
-    float* weight = weight_buf.zeroed(TE);
-    uint8_t* selected = selected_buf.zeroed(TE);
-    int64_t* order = order_buf.get(static_cast<size_t>(E));
-    for (int64_t t = 0; t < T; ++t) {
-      float* p = probs + t * E;
-      float mx = p[0];
-      for (int64_t e = 1; e < E; ++e) mx = std::max(mx, p[e]);
-      float sum = 0.0f;
-      for (int64_t e = 0; e < E; ++e) {
-        p[e] = std::exp(p[e] - mx);
-        sum += p[e];
-      }
-      for (int64_t e = 0; e < E; ++e) p[e] /= sum;
-      // torch.topk: largest first; ties go to the lower index here.
-      for (int64_t e = 0; e < E; ++e) order[e] = e;
-      std::partial_sort(order, order + K, order + E, [p](int64_t a, int64_t b) {
-        return p[a] > p[b] || (p[a] == p[b] && a < b);
-      });
-      for (int64_t j = 0; j < K; ++j) {
-        const int64_t e = order[j];
-        weight[t * E + e] = p[e];
-        selected[t * E + e] = 1;
-      }
-    }
-    std::fill(out, out + T * H, 0.0f);
-    for (int64_t e = 0; e < E; ++e) {
-      rows.clear();
-      for (int64_t t = 0; t < T; ++t)
-        if (selected[t * E + e]) rows.push_back(t);
-      if (rows.empty()) continue;
-      const auto n = static_cast<int64_t>(rows.size());
-      float* xin = xin_buf.get(static_cast<size_t>(n * H));
-      float* yout = yout_buf.get(static_cast<size_t>(n * H));
-      for (int64_t r = 0; r < n; ++r) std::copy_n(x + rows[r] * H, H, xin + r * H);
-      L.experts[static_cast<size_t>(e)].forward(yout, xin, n);
-      for (int64_t r = 0; r < n; ++r) {
-        const float w = weight[rows[r] * E + e];
-        float* o = out + rows[r] * H;
-        const float* yr = yout + r * H;
-        for (int64_t i = 0; i < H; ++i) o[i] += yr[i] * w;
-      }
-    }
-  }
-
   JambaConfig cfg_;
-  const Param *embed_ = nullptr, *head_ = nullptr, *norm_f_ = nullptr;
-  std::vector<JambaLayer> layers_;
 };
 
 }  // namespace

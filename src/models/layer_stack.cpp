@@ -1,5 +1,6 @@
 #include "models/layer_stack.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
@@ -32,6 +33,17 @@ State& state_as(MixerState* state) {
   KLLENS_CHECK(s != nullptr, "a mixer was given the decode state of another kind of mixer");
   return *s;
 }
+
+class ParallelState : public MixerState {
+ public:
+  std::vector<std::unique_ptr<MixerState>> branches;  // per branch, or null
+  size_t bytes() const override {
+    size_t n = 0;
+    for (const auto& b : branches)
+      if (b) n += b->bytes();
+    return n;
+  }
+};
 
 class StackForwardState : public ForwardState {
  public:
@@ -142,6 +154,8 @@ void AttentionMixer::forward(float* out, const float* x, int64_t T, const int64_
   linear(qr, x, *q, data_or_null(q_bias), T, Q, hidden);
   linear(kr, x, *k, data_or_null(k_bias), T, KV, hidden);
   linear(vr, x, *v, data_or_null(v_bias), T, KV, hidden);
+  if (key_scale != 1.0f)
+    for (int64_t i = 0; i < T * KV; ++i) kr[i] *= key_scale;
   if (!inv_freq.empty()) {  // apply_rotary_pos_emb (rotate_half) on q and k
     ops::apply_rope(qr, Q, T, heads, D, pos, inv_freq.data(), D);
     ops::apply_rope(kr, KV, T, kv_heads, D, pos, inv_freq.data(), D);
@@ -171,6 +185,105 @@ void AttentionMixer::forward(float* out, const float* x, int64_t T, const int64_
 void SwiGluMixer::forward(float* out, const float* x, int64_t T, const int64_t*,
                           MixerState*) const {
   mlp.forward(out, x, T);
+}
+
+std::unique_ptr<MixerState> ParallelMixer::new_state() const {
+  auto s = std::make_unique<ParallelState>();
+  for (const Branch& b : branches) s->branches.push_back(b.mixer->new_state());
+  return s;
+}
+
+std::string ParallelMixer::kind() const {
+  std::string k;
+  for (const Branch& b : branches) k += (k.empty() ? "" : "|") + b.mixer->kind();
+  return "parallel(" + k + ")";
+}
+
+void ParallelMixer::forward(float* out, const float* x, int64_t T, const int64_t* pos,
+                            MixerState* state) const {
+  ParallelState* ps = state ? &state_as<ParallelState>(state) : nullptr;
+  constexpr size_t kMaxBranches = 4;
+  KLLENS_CHECK(!branches.empty() && branches.size() <= kMaxBranches,
+               "{} parallel branches (1 to {})", branches.size(), kMaxBranches);
+  // One input and one output buffer per branch, each written whole before it is read.
+  thread_local ScratchVec in_bufs[kMaxBranches], out_bufs[kMaxBranches];
+  const auto n = static_cast<size_t>(T * hidden);
+  float* outs[kMaxBranches] = {};
+  for (size_t b = 0; b < branches.size(); ++b) {
+    const Branch& br = branches[b];
+    const float* in = x;
+    if (br.in_scale != 1.0f) {
+      float* scaled = in_bufs[b].get(n);
+      for (size_t i = 0; i < n; ++i) scaled[i] = x[i] * br.in_scale;
+      in = scaled;
+    }
+    outs[b] = out_bufs[b].get(n);
+    br.mixer->forward(outs[b], in, T, pos, ps ? ps->branches[b].get() : nullptr);
+  }
+  for (size_t i = 0; i < n; ++i) {
+    float sum = outs[0][i] * branches[0].out_scale;
+    for (size_t b = 1; b < branches.size(); ++b) sum += outs[b][i] * branches[b].out_scale;
+    out[i] = sum;
+  }
+}
+
+std::string MoeMixer::kind() const {
+  return fmt::format("moe({} experts, top-{})", experts.size(), top_k);
+}
+
+void MoeMixer::forward(float* out, const float* x, int64_t T, const int64_t*, MixerState*) const {
+  const int64_t H = hidden, E = static_cast<int64_t>(experts.size()), K = top_k;
+  thread_local ScratchVec probs_buf, weight_buf, xin_buf, yout_buf;
+  thread_local Scratch<uint8_t> selected_buf;
+  thread_local Scratch<int64_t> order_buf;
+  thread_local std::vector<int64_t> rows;
+  const auto TE = static_cast<size_t>(T * E);
+  float* probs = probs_buf.get(TE);
+  linear(probs, x, *router, nullptr, T, E, H);
+  // weight {T, E}: the routing weight of expert e for token t where selected[t, e]. Both are
+  // set only where an expert is selected, so they start from zeros.
+  float* weight = weight_buf.zeroed(TE);
+  uint8_t* selected = selected_buf.zeroed(TE);
+  int64_t* order = order_buf.get(static_cast<size_t>(E));
+  for (int64_t t = 0; t < T; ++t) {
+    float* p = probs + t * E;
+    float mx = p[0];
+    for (int64_t e = 1; e < E; ++e) mx = std::max(mx, p[e]);
+    float sum = 0.0f;
+    for (int64_t e = 0; e < E; ++e) {
+      p[e] = std::exp(p[e] - mx);
+      sum += p[e];
+    }
+    for (int64_t e = 0; e < E; ++e) p[e] /= sum;
+    // torch.topk: largest first; ties go to the lower index here.
+    for (int64_t e = 0; e < E; ++e) order[e] = e;
+    std::partial_sort(order, order + K, order + E, [p](int64_t a, int64_t b) {
+      return p[a] > p[b] || (p[a] == p[b] && a < b);
+    });
+    for (int64_t j = 0; j < K; ++j) {
+      const int64_t e = order[j];
+      weight[t * E + e] = p[e];
+      selected[t * E + e] = 1;
+    }
+  }
+  std::fill(out, out + T * H, 0.0f);
+  for (int64_t e = 0; e < E; ++e) {
+    rows.clear();
+    for (int64_t t = 0; t < T; ++t)
+      if (selected[t * E + e]) rows.push_back(t);
+    if (rows.empty()) continue;
+    const auto n = static_cast<int64_t>(rows.size());
+    float* xin = xin_buf.get(static_cast<size_t>(n * H));
+    float* yout = yout_buf.get(static_cast<size_t>(n * H));
+    for (int64_t r = 0; r < n; ++r) std::copy_n(x + rows[r] * H, H, xin + r * H);
+    experts[static_cast<size_t>(e)].forward(yout, xin, n);
+    for (int64_t r = 0; r < n; ++r) {
+      const float w = weight[rows[r] * E + e];
+      float* o = out + rows[r] * H;
+      const float* yr = yout + r * H;
+      for (int64_t i = 0; i < H; ++i) o[i] += yr[i] * w;
+    }
+  }
 }
 
 void Relu2MlpMixer::forward(float* out, const float* x, int64_t T, const int64_t*,
@@ -287,6 +400,8 @@ void LayerStackModel::head(const float* hidden, int64_t T, float* logits) const 
   float* normed = normed_buf.get(static_cast<size_t>(T * H));
   ops::rmsnorm(normed, hidden, ends_.norm_f->data(), T, H, ends_.norm_eps);
   linear(logits, normed, *ends_.head, nullptr, T, V, H);
+  if (ends_.logits_multiplier != 1.0f)
+    for (int64_t i = 0; i < T * V; ++i) logits[i] *= ends_.logits_multiplier;
   if (ends_.logits_divisor != 1.0f)
     for (int64_t i = 0; i < T * V; ++i) logits[i] /= ends_.logits_divisor;
 }

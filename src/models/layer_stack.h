@@ -80,6 +80,7 @@ class AttentionMixer : public Mixer {
   const Param *q_bias = nullptr, *k_bias = nullptr, *v_bias = nullptr, *o_bias = nullptr;
   std::vector<float> inv_freq;  // {head_dim / 2}; empty: no positional rotation (Nemotron-H)
   float scale = 0.0f;           // softmax scale; 0 means 1 / sqrt(head_dim)
+  float key_scale = 1.0f;       // k *= key_scale before RoPE (Falcon-H1's key_multiplier)
 
   // q_proj, k_proj, v_proj, o_proj (+ ".bias" when present) under `prefix`, e.g.
   // "model.layers.3.self_attn.".
@@ -101,6 +102,37 @@ class SwiGluMixer : public Mixer {
   void forward(float* out, const float* x, int64_t T, const int64_t* pos,
                MixerState* state) const override;
   std::string kind() const override { return "mlp(swiglu)"; }
+};
+
+// Several mixers on the same input, their outputs summed: out = Σ_b out_scale_b ·
+// mixer_b(in_scale_b · x) (Falcon-H1's attention and Mamba-2 side by side, with its muP
+// multipliers). Branches must not themselves be parallel (their scratch buffers are shared).
+class ParallelMixer : public Mixer {
+ public:
+  struct Branch {
+    std::unique_ptr<Mixer> mixer;
+    float in_scale = 1.0f, out_scale = 1.0f;
+  };
+  int64_t hidden = 0;
+  std::vector<Branch> branches;
+  std::unique_ptr<MixerState> new_state() const override;
+  void forward(float* out, const float* x, int64_t T, const int64_t* pos,
+               MixerState* state) const override;
+  std::string kind() const override;
+};
+
+// Top-k mixture of SwiGLU experts: router logits {T, E} = router(x); p = softmax over all
+// experts (float32), and the top-k probabilities are used as they are (no renormalization, HF
+// JambaSparseMoeBlock / Mixtral); out = Σ over the selected experts of p_e · expert_e(x),
+// accumulated in expert order like MixtralExperts' index_add_.
+class MoeMixer : public Mixer {
+ public:
+  int64_t hidden = 0, top_k = 0;
+  const Param* router = nullptr;  // {n_experts, hidden}
+  std::vector<SwiGluMlp> experts;
+  void forward(float* out, const float* x, int64_t T, const int64_t* pos,
+               MixerState* state) const override;
+  std::string kind() const override;
 };
 
 // down(relu(up(x))²): Nemotron-H's MLP layers (mlp_hidden_act "relu2").
@@ -134,6 +166,7 @@ struct StackEnds {
   float norm_eps = 1e-5f;
   float embedding_scale = 1.0f;   // hidden = embedding · scale (Granite's embedding_multiplier)
   float logits_divisor = 1.0f;    // logits = head(...) / divisor (Granite's logits_scaling)
+  float logits_multiplier = 1.0f; // logits = head(...) · multiplier (Falcon-H1's lm_head_multiplier)
 };
 
 // A Model made of a StackEnds and StackLayers. A family's constructor loads the weights, fills
