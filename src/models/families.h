@@ -93,6 +93,7 @@ std::unique_ptr<Model> make_nemotron_h(const HfConfig&, const TensorStore&, cons
                                        const LoadOptions&);
 std::vector<TensorSpec> nemotron_h_tensor_specs(const HfConfig&);
 std::string nemotron_h_llama_layout(const HfConfig&, const std::vector<TensorSpec>&, LlamaLayout*);
+nlohmann::json nemotron_h_config_from_llama_keys(const LlamaKeys&);
 
 // Granite-4.0-H (HF GraniteMoeHybridForCausalLM, model_type "granitemoehybrid"): Mamba-2 and
 // attention layers (layer_types), each followed by the shared SwiGLU MLP, with Granite's
@@ -101,5 +102,6 @@ std::unique_ptr<Model> make_granite_hybrid(const HfConfig&, const TensorStore&, 
                                            const LoadOptions&);
 std::vector<TensorSpec> granite_hybrid_tensor_specs(const HfConfig&);
 std::string granite_hybrid_llama_layout(const HfConfig&, const std::vector<TensorSpec>&, LlamaLayout*);
+nlohmann::json granite_hybrid_config_from_llama_keys(const LlamaKeys&);
 
 }  // namespace kllens

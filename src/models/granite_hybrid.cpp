@@ -312,6 +312,93 @@ std::string granite_hybrid_llama_layout(const HfConfig& config, const std::vecto
   return "";
 }
 
+// The inverse of granite_hybrid_llama_layout's keys, for a file llama.cpp wrote: SSM layers are
+// those with no key/value heads; a multiplier key that is absent or 0 is llama.cpp's default (1,
+// or 1/sqrt(head_dim) for the attention scale); RoPE is on unless rope.scaling.finetuned is false.
+nlohmann::json granite_hybrid_config_from_llama_keys(const LlamaKeys& k) {
+  const gguf::File& file = k.file();
+  const int64_t hidden = k.positive("embedding_length");
+  const int64_t layers = k.layers("attn_norm.weight");
+  if (k.has("expert_count") && k.positive("expert_count") > 0)
+    k.invalid("expert_count", "is set (routed experts), which kllens does not implement yet for Granite");
+  const std::vector<int64_t> kv = k.per_layer("attention.head_count_kv", layers);
+  const std::vector<int64_t> ff = k.per_layer("feed_forward_length", layers);
+  nlohmann::json types = nlohmann::json::array();
+  int64_t kv_heads = 0, first_attn = -1, first_mamba = -1;
+  for (int64_t l = 0; l < layers; ++l) {
+    const int64_t h = kv[static_cast<size_t>(l)];
+    if (h > 0 && kv_heads && h != kv_heads)
+      k.invalid("attention.head_count_kv", "differs between attention layers; HF Granite has one count");
+    if (h > 0) kv_heads = h;
+    if (ff[static_cast<size_t>(l)] != ff[0])
+      k.invalid("feed_forward_length", "differs between layers; HF Granite has one shared_intermediate_size");
+    int64_t& first = h > 0 ? first_attn : first_mamba;
+    if (first < 0) first = l;
+    types.push_back(h > 0 ? "attention" : "mamba");
+  }
+  const auto scale = [&](const char* key, double fallback) {
+    if (!k.has(key)) return fallback;
+    const double v = k.real(key, -1e30, 1e30);
+    return v == 0 ? fallback : v;  // llama.cpp reads 0 as "not set"
+  };
+  nlohmann::json c;
+  c["architectures"] = nlohmann::json::array({"GraniteMoeHybridForCausalLM"});
+  c["model_type"] = "granitemoehybrid";
+  c["hidden_size"] = hidden;
+  c["num_hidden_layers"] = layers;
+  c["layer_types"] = types;
+  c["vocab_size"] = k.vocab(hidden);
+  c["rms_norm_eps"] = k.real("attention.layer_norm_rms_epsilon", 0, 1);
+  c["tie_word_embeddings"] = k.tied();
+  if (k.has("context_length")) c["max_position_embeddings"] = k.positive("context_length");
+  c["hidden_act"] = "silu";
+  c["shared_intermediate_size"] = ff[0];
+  c["intermediate_size"] = ff[0];
+  c["num_local_experts"] = 0;
+  c["num_experts_per_tok"] = 0;
+  c["embedding_multiplier"] = scale("embedding_scale", 1.0);
+  c["residual_multiplier"] = scale("residual_scale", 1.0);
+  c["logits_scaling"] = scale("logit_scale", 1.0);
+  const int64_t heads = k.positive("attention.head_count");
+  c["num_attention_heads"] = heads;
+  if (first_attn >= 0) {
+    const int64_t head_dim = k.has("attention.key_length") ? k.positive("attention.key_length")
+                                                           : hidden / heads;
+    c["num_key_value_heads"] = kv_heads;
+    c["head_dim"] = head_dim;
+    c["attention_multiplier"] =
+        scale("attention.scale", 1.0 / std::sqrt(static_cast<double>(head_dim)));
+    c["attention_bias"] = file.find_tensor(llama_blk(static_cast<int>(first_attn)) + "attn_q.bias") != nullptr;
+    bool rope = true;  // llama.cpp's default for granitehybrid
+    if (const gguf::Value* v = file.find(k.key("rope.scaling.finetuned"))) {
+      if (!v->get_if<bool>()) k.invalid("rope.scaling.finetuned", "is not a bool");
+      rope = *v->get_if<bool>();
+    }
+    c["position_embedding_type"] = rope ? "rope" : "nope";
+    c["rope_theta"] = k.has("rope.freq_base") ? k.real("rope.freq_base", 0, 1e30) : 10000.0;
+    if (rope && k.has("rope.dimension_count") && k.positive("rope.dimension_count") != head_dim)
+      k.invalid("rope.dimension_count", "is not the head size: partial rotary, which kllens does not compute");
+  }
+  if (first_mamba >= 0) {
+    const int64_t ssm_heads = k.positive("ssm.time_step_rank"), inner = k.positive("ssm.inner_size");
+    if (inner != 2 * hidden)
+      k.invalid("ssm.inner_size", fmt::format("is {}, not 2 * embedding_length", inner));
+    if (inner % ssm_heads != 0)
+      k.invalid("ssm.time_step_rank", fmt::format("({} heads) does not divide ssm.inner_size ({})", ssm_heads, inner));
+    c["mamba_expand"] = 2;
+    c["mamba_n_heads"] = ssm_heads;
+    c["mamba_d_head"] = inner / ssm_heads;
+    c["mamba_n_groups"] = k.positive("ssm.group_count");
+    c["mamba_d_state"] = k.positive("ssm.state_size");
+    c["mamba_d_conv"] = k.positive("ssm.conv_kernel");
+    c["mamba_conv_bias"] =
+        file.find_tensor(llama_blk(static_cast<int>(first_mamba)) + "ssm_conv1d.bias") != nullptr;
+    c["mamba_proj_bias"] = false;
+  }
+  k.add_special_tokens(c, c["vocab_size"]);
+  return c;
+}
+
 std::unique_ptr<Model> make_granite_hybrid(const HfConfig& config, const TensorStore& store,
                                            const std::string& folder, const LoadOptions& options) {
   return std::make_unique<GraniteHybridModel>(config, store, folder, options.mamba2_norm);

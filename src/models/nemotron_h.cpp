@@ -311,6 +311,74 @@ std::string nemotron_h_llama_layout(const HfConfig& config, const std::vector<Te
   return "";
 }
 
+// The inverse of nemotron_h_llama_layout's keys, for a file llama.cpp wrote: the layer pattern from
+// the per-layer head_count_kv and feed_forward_length, biases from the tensors present.
+nlohmann::json nemotron_h_config_from_llama_keys(const LlamaKeys& k) {
+  const gguf::File& file = k.file();
+  const int64_t hidden = k.positive("embedding_length");
+  const int64_t layers = k.layers("attn_norm.weight");
+  if (k.has("expert_count") && k.positive("expert_count") > 0)
+    k.invalid("expert_count", "is set (Nemotron-H MoE), which kllens does not implement yet");
+  const std::vector<int64_t> kv = k.per_layer("attention.head_count_kv", layers);
+  const std::vector<int64_t> ff = k.per_layer("feed_forward_length", layers);
+  std::string pattern;
+  int64_t kv_heads = 0, ffn = 0, first_mamba = -1, first_attn = -1, first_mlp = -1;
+  for (int64_t l = 0; l < layers; ++l) {
+    const int64_t h = kv[static_cast<size_t>(l)], f = ff[static_cast<size_t>(l)];
+    if (h > 0 && f > 0)
+      k.invalid("feed_forward_length", fmt::format("and head_count_kv are both set for layer {}", l));
+    const auto same = [&](int64_t& seen, int64_t v, const char* key) {
+      if (seen && seen != v) k.invalid(key, "differs between layers; HF Nemotron-H has one value");
+      seen = v;
+    };
+    if (h > 0) same(kv_heads, h, "attention.head_count_kv");
+    if (f > 0) same(ffn, f, "feed_forward_length");
+    int64_t& first = h > 0 ? first_attn : f > 0 ? first_mlp : first_mamba;
+    if (first < 0) first = l;
+    pattern += h > 0 ? '*' : f > 0 ? '-' : 'M';
+  }
+  const auto has_tensor = [&](int64_t layer, const std::string& name) {
+    return layer >= 0 && file.find_tensor(llama_blk(static_cast<int>(layer)) + name) != nullptr;
+  };
+  nlohmann::json c;
+  c["architectures"] = nlohmann::json::array({"NemotronHForCausalLM"});
+  c["model_type"] = "nemotron_h";
+  c["hidden_size"] = hidden;
+  c["num_hidden_layers"] = layers;
+  c["hybrid_override_pattern"] = pattern;
+  c["vocab_size"] = k.vocab(hidden);
+  c["layer_norm_epsilon"] = k.real("attention.layer_norm_rms_epsilon", 0, 1);
+  c["tie_word_embeddings"] = k.tied();
+  if (k.has("context_length")) c["max_position_embeddings"] = k.positive("context_length");
+  if (first_attn >= 0) {
+    c["num_attention_heads"] = k.positive("attention.head_count");
+    c["num_key_value_heads"] = kv_heads;
+    c["head_dim"] = k.positive("attention.key_length");
+    if (k.has("attention.value_length") && k.positive("attention.value_length") != c["head_dim"])
+      k.invalid("attention.value_length", "differs from key_length; HF Nemotron-H has one head_dim");
+    c["attention_bias"] = has_tensor(first_attn, "attn_q.bias");
+  }
+  if (first_mlp >= 0) {
+    c["intermediate_size"] = ffn;
+    c["mlp_bias"] = has_tensor(first_mlp, "ffn_up.bias");
+    c["mlp_hidden_act"] = "relu2";
+  }
+  if (first_mamba >= 0) {
+    const int64_t heads = k.positive("ssm.time_step_rank"), inner = k.positive("ssm.inner_size");
+    if (inner % heads != 0)
+      k.invalid("ssm.time_step_rank", fmt::format("({} heads) does not divide ssm.inner_size ({})", heads, inner));
+    c["mamba_num_heads"] = heads;
+    c["mamba_head_dim"] = inner / heads;
+    c["ssm_state_size"] = k.positive("ssm.state_size");
+    c["n_groups"] = k.positive("ssm.group_count");
+    c["conv_kernel"] = k.positive("ssm.conv_kernel");
+    c["use_conv_bias"] = has_tensor(first_mamba, "ssm_conv1d.bias");
+    c["use_bias"] = false;  // llama.cpp's nemotron_h has no Mamba projection biases
+  }
+  k.add_special_tokens(c, c["vocab_size"]);
+  return c;
+}
+
 std::unique_ptr<Model> make_nemotron_h(const HfConfig& config, const TensorStore& store,
                                        const std::string& folder, const LoadOptions&) {
   return std::make_unique<NemotronHModel>(config, store, folder);

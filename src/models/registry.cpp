@@ -26,9 +26,9 @@ const Family kFamilies[] = {
     {"hymba", make_hymba, hymba_tensor_specs, nullptr, nullptr, nullptr},
     {"jamba", make_jamba, jamba_tensor_specs, jamba_llama_layout, "jamba", jamba_config_from_llama_keys},
     {"granitemoehybrid", make_granite_hybrid, granite_hybrid_tensor_specs,
-     granite_hybrid_llama_layout, "granitehybrid", nullptr},
+     granite_hybrid_llama_layout, "granitehybrid", granite_hybrid_config_from_llama_keys},
     {"nemotron_h", make_nemotron_h, nemotron_h_tensor_specs, nemotron_h_llama_layout, "nemotron_h",
-     nullptr},
+     nemotron_h_config_from_llama_keys},
 };
 }  // namespace
 

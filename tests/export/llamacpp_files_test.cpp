@@ -352,7 +352,7 @@ TEST(LlamaCppTokenizer, UnreproduciblePreTokenizersAreRefused) {
   fs::remove_all(dir);
 }
 
-// Llama, Jamba and Falcon-H1 files as llama.cpp writes them: kllens' F32 export of the oracles in llama.cpp's
+// Llama, Jamba, Falcon-H1, Nemotron-H and Granite-4.0-H files as llama.cpp writes them: kllens' F32 export of the oracles in llama.cpp's
 // layout (the files llama.cpp's logits in data/fixtures/llamacpp-oracles were computed on), with
 // every kllens.* key removed. The config rebuilt from llama.cpp's keys gives the oracle's tensor
 // table, and the file computes llama.cpp's logits within 1e-4 and exactly kllens' own file's.
@@ -365,6 +365,12 @@ class LlamaCppAttentionFiles : public ::testing::TestWithParam<const char*> {
   // The checkpoint: an oracle, or the falcon_h1 oracle's weights under the variant config its
   // llama.cpp fixture was made with (gate first, multipliers that are not 1, folded in the file).
   std::string oracle() const {
+    if (name() == "nemotron_h" || name() == "granitehybrid")
+      return test::repo_path("data/fixtures/" + name() + "-tiny");
+    if (name() == "granitehybrid-rope")  // RoPE on: q/k permuted in the file and back
+      return test::weights_with_config(
+          test::repo_path("data/fixtures/granitehybrid-tiny"),
+          test::read_file(test::repo_path("data/fixtures/llamacpp-oracles/granitehybrid-rope.config.json")));
     if (name() != "falcon_h1-variant") return test::repo_path("data/fixtures/oracles/" + name());
     const fs::path folder = dir_ / "falcon_h1-variant";
     if (!fs::exists(folder)) {
@@ -411,7 +417,9 @@ TEST_P(LlamaCppAttentionFiles, LogitsEqualLlamaCppsAndKllensOwnFile) {
   const std::vector<int32_t> ids(ids64.begin(), ids64.begin() + T);
   const auto via_keys = load_gguf_model(llama_file);
   const auto via_config = load_gguf_model(kllens_file);
-  EXPECT_EQ(via_keys->info().arch, name().substr(0, name().find('-')));
+  EXPECT_EQ(via_keys->info().arch,
+            name().rfind("granitehybrid", 0) == 0 ? "granitemoehybrid"
+                                                  : name().substr(0, name().find('-')));
   const std::vector<float> got = via_keys->forward(ids);
   EXPECT_EQ(got, via_config->forward(ids));
   EXPECT_EQ(via_keys->forward_decode(ids), via_config->forward_decode(ids));
@@ -419,7 +427,8 @@ TEST_P(LlamaCppAttentionFiles, LogitsEqualLlamaCppsAndKllensOwnFile) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Oracles, LlamaCppAttentionFiles,
-                         ::testing::Values("llama", "jamba", "falcon_h1-variant"));
+                         ::testing::Values("llama", "jamba", "falcon_h1-variant", "nemotron_h",
+                                           "granitehybrid", "granitehybrid-rope"));
 
 // What kllens' families do not compute is refused by name, not approximated.
 TEST(LlamaCppAttentionFilesBad, UnsupportedKeysAreOneClearError) {
