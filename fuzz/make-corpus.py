@@ -243,6 +243,9 @@ for p in sorted(glob.glob(repo("data/fixtures/oracles/*/config.json"))):
     copy("config_fuzz", "oracle-" + os.path.basename(os.path.dirname(p)) + ".config.json", os.path.relpath(p, REPO))
 for p in sorted(glob.glob(repo("data/fixtures/real-configs/*.config.json"))):
     copy("config_fuzz", "real-" + os.path.basename(p), os.path.relpath(p, REPO))
+# The families whose only oracle is llama.cpp: their random fixtures (tools/make_random_fixtures.py).
+for p in sorted(glob.glob(repo("data/fixtures/*-tiny/config.json"))):
+    copy("config_fuzz", "random-" + os.path.basename(os.path.dirname(p)) + ".config.json", os.path.relpath(p, REPO))
 
 # ---------------------------------------------------------------------------------------------
 # tokenizer.json (cut to the first ids: the vocabulary, the merges among them, added tokens)
