@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes the random checkpoints of the families no Hugging Face reference can run here (no
-PyTorch): data/fixtures/nemotron_h-tiny and data/fixtures/granitehybrid-tiny, each a config.json,
+PyTorch): data/fixtures/nemotron_h-tiny, granitehybrid-tiny and granitehybrid-moe-tiny, each a config.json,
 a model.safetensors and the token ids llama.cpp's logits are computed for (input_ids.txt).
 llama.cpp is these families' oracle (scripts/llamacpp-oracles).
 
@@ -11,6 +11,7 @@ tolerance. Python's standard library only; a fixed seed per family.
 
   python3 tools/make_random_fixtures.py nemotron_h data/fixtures/nemotron_h-tiny
   python3 tools/make_random_fixtures.py granitehybrid data/fixtures/granitehybrid-tiny
+  python3 tools/make_random_fixtures.py granitehybrid-moe data/fixtures/granitehybrid-moe-tiny
 """
 import json
 import math
@@ -116,12 +117,17 @@ def nemotron_h(out):
     c.write(out, config, "tools/make_nemotron_h_fixture.py")
 
 
-def granitehybrid(out):
+def granitehybrid(out, moe=False):
     # Dense (num_local_experts 0) like granite-4.0-h-350m / -1b, with ties and multipliers of
     # the same kind (attention_multiplier = 1 / head_dim, no positional encoding), n_groups 2.
+    # moe: routed experts as granite-4.0-h-tiny / -small (4 of them, top-2, beside the shared
+    # MLP), four layers, an untied head.
     H, LAYERS = 64, ["mamba", "attention", "mamba", "mamba", "attention", "mamba"]
+    if moe:
+        LAYERS = ["mamba", "attention", "mamba", "mamba"]
     SSM_HEADS, GROUPS, STATE, CONV = 8, 2, 16, 4
     HEADS, KV_HEADS, FFN = 4, 2, 96
+    EXPERTS, TOP_K, EXPERT_FFN = 4, 2, 48
     INNER, HEAD_DIM = 2 * H, H // HEADS
     CONV_DIM = INNER + 2 * GROUPS * STATE
     config = {
@@ -137,7 +143,11 @@ def granitehybrid(out):
         "attention_multiplier": 0.0625, "logits_scaling": 2.5, "tie_word_embeddings": True,
         "max_position_embeddings": 4096, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0,
     }
-    c = Checkpoint(20261204)
+    if moe:
+        config.update({"num_local_experts": EXPERTS, "num_experts_per_tok": TOP_K,
+                       "intermediate_size": EXPERT_FFN, "tie_word_embeddings": False,
+                       "num_hidden_layers": len(LAYERS)})
+    c = Checkpoint(20261205 if moe else 20261204)
     c.add("model.embed_tokens.weight", [V, H], c.normal(0.5))
     for l, kind in enumerate(LAYERS):
         p = "model.layers.%d." % l
@@ -147,10 +157,18 @@ def granitehybrid(out):
         else:
             c.attention(p + "self_attn.", H, HEADS, KV_HEADS, HEAD_DIM)
         c.add(p + "post_attention_layernorm.weight", [H], c.normal(0.2, 1.0))
+        if moe:
+            # a router of scale 1 so that the top-2 choice differs between tokens
+            c.add(p + "block_sparse_moe.router.layer.weight", [EXPERTS, H], c.normal(1.0))
+            c.add(p + "block_sparse_moe.input_linear.weight", [EXPERTS, 2 * EXPERT_FFN, H], c.normal(0.15))
+            c.add(p + "block_sparse_moe.output_linear.weight", [EXPERTS, H, EXPERT_FFN], c.normal(0.1))
         c.add(p + "shared_mlp.input_linear.weight", [2 * FFN, H], c.normal(0.15))
         c.add(p + "shared_mlp.output_linear.weight", [H, FFN], c.normal(0.1))
     c.add("model.norm.weight", [H], c.normal(0.2, 1.0))
-    c.write(out, config, "tools/make_random_fixtures.py granitehybrid")
+    if moe:
+        c.add("lm_head.weight", [V, H], c.normal(0.15))
+    c.write(out, config, "tools/make_random_fixtures.py granitehybrid" + ("-moe" if moe else ""))
 
 
-{"nemotron_h": nemotron_h, "granitehybrid": granitehybrid}[sys.argv[1]](sys.argv[2])
+{"nemotron_h": nemotron_h, "granitehybrid": granitehybrid,
+ "granitehybrid-moe": lambda out: granitehybrid(out, moe=True)}[sys.argv[1]](sys.argv[2])

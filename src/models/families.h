@@ -97,7 +97,7 @@ nlohmann::json nemotron_h_config_from_llama_keys(const LlamaKeys&);
 
 // Granite-4.0-H (HF GraniteMoeHybridForCausalLM, model_type "granitemoehybrid"): Mamba-2 and
 // attention layers (layer_types), each followed by the shared SwiGLU MLP, with Granite's
-// embedding, residual, attention and logits multipliers. Dense models only (no routed experts).
+// embedding, residual, attention and logits multipliers; optional routed experts beside it.
 std::unique_ptr<Model> make_granite_hybrid(const HfConfig&, const TensorStore&, const std::string&,
                                            const LoadOptions&);
 std::vector<TensorSpec> granite_hybrid_tensor_specs(const HfConfig&);

@@ -4,8 +4,10 @@
 // the shared SwiGLU MLP, whose fused input_linear holds the gate (first half) and up (second half)
 // projections. The embedding is multiplied by embedding_multiplier, attention's softmax scale is
 // attention_multiplier (not 1/sqrt(head_dim)), RoPE applies only with position_embedding_type
-// "rope", and the logits are divided by logits_scaling. Routed experts (num_local_experts > 0:
-// granite-4.0-h-tiny / -small) are refused: not implemented. llama.cpp's layout is granitehybrid
+// "rope", and the logits are divided by logits_scaling. With routed experts (num_local_experts >
+// 0: granite-4.0-h-tiny / -small) the MLP block is the top-k experts (softmax over the top-k
+// logits) plus the shared MLP, on the same normed input; their fused input_linear {E, 2F, H} and
+// output_linear {E, H, F} load as per-expert gate/up/down. llama.cpp's layout is granitehybrid
 // (../shared/docs/llamacpp-formats-and-hybrids.md §3.4, §4.1).
 #include <cmath>
 
@@ -21,6 +23,7 @@ namespace {
 
 struct GraniteConfig {
   int64_t hidden = 0, vocab = 0, ffn = 0, heads = 0, kv_heads = 0, head_dim = 0;
+  int64_t experts = 0, top_k = 0, expert_ffn = 0;  // routed experts (0: dense)
   int64_t ssm_heads = 0, ssm_head_dim = 0, ssm_inner = 0, groups = 0, state = 0, conv = 0,
           chunk = 0, max_positions = 0;
   std::vector<bool> attention;  // per layer: attention (true) or Mamba-2
@@ -65,12 +68,16 @@ GraniteConfig parse_config(const HfConfig& c) {
   } else {
     m.attention.assign(static_cast<size_t>(layers), false);
   }
-  const int64_t experts = c.has("num_local_experts") ? c.get_int("num_local_experts") : 8;
-  if (experts != 0)
-    c.invalid("num_local_experts",
-              fmt::format("is {} (routed experts, as in granite-4.0-h-tiny / -small), which "
-                          "kllens does not implement yet; the dense models have 0",
-                          experts));
+  // HF's defaults: 8 experts, top-2, intermediate_size 11008.
+  m.experts = c.has("num_local_experts") ? c.get_int("num_local_experts") : 8;
+  if (m.experts < 0 || m.experts > 256) c.invalid("num_local_experts", "must be 0..256");
+  if (m.experts > 0) {
+    m.top_k = c.has("num_experts_per_tok") ? c.get_positive("num_experts_per_tok") : 2;
+    if (m.top_k > m.experts)
+      c.invalid("num_experts_per_tok", fmt::format("({}) is more than num_local_experts ({})",
+                                                   m.top_k, m.experts));
+    m.expert_ffn = c.has("intermediate_size") ? c.get_positive("intermediate_size") : 11008;
+  }
   m.ffn = c.has("shared_intermediate_size") ? c.get_positive("shared_intermediate_size") : 1024;
   const std::string act = c.get_string("hidden_act", "silu");
   if (act != "silu") c.invalid("hidden_act", "is '" + act + "'; kllens supports only silu");
@@ -153,6 +160,33 @@ Mamba2Mixer mixer_shape(const GraniteConfig& c, Mamba2GatedNorm norm) {
 
 std::string layer_prefix(int l) { return "model.layers." + std::to_string(l) + "."; }
 
+std::string expert_prefix(int l, int64_t e) {
+  return layer_prefix(l) + "block_sparse_moe.experts." + std::to_string(e) + ".";
+}
+
+// The router and the experts, each expert's gate/up/down a component of its own: rows of the
+// fused block_sparse_moe.input_linear {E, 2F, H} (expert e's gate, then its up) and
+// output_linear {E, H, F}. Consecutive specs of one source, in its row order (synth writes them so).
+void add_expert_specs(std::vector<TensorSpec>& specs, const GraniteConfig& c, int l) {
+  const int64_t H = c.hidden, F = c.expert_ffn, E = c.experts;
+  const std::string p = layer_prefix(l) + "block_sparse_moe.";
+  specs.push_back({p + "router.layer.weight", Role::kRouter, l, {E, H}});
+  const auto part = [&](int64_t e, const char* proj, Role role, std::vector<int64_t> shape,
+                        const char* source, std::vector<int64_t> source_shape, int64_t row) {
+    TensorSpec t{expert_prefix(l, e) + proj + ".weight", role, l, std::move(shape)};
+    t.source = p + source;
+    t.source_shape = std::move(source_shape);
+    t.source_row = row;
+    specs.push_back(std::move(t));
+  };
+  for (int64_t e = 0; e < E; ++e) {
+    part(e, "gate_proj", Role::kGate, {F, H}, "input_linear.weight", {E, 2 * F, H}, e * 2 * F);
+    part(e, "up_proj", Role::kUp, {F, H}, "input_linear.weight", {E, 2 * F, H}, e * 2 * F + F);
+  }
+  for (int64_t e = 0; e < E; ++e)
+    part(e, "down_proj", Role::kDown, {H, F}, "output_linear.weight", {E, H, F}, e * H);
+}
+
 std::vector<TensorSpec> tensor_table(const GraniteConfig& c) {
   const int64_t H = c.hidden, F = c.ffn;
   std::vector<TensorSpec> specs;
@@ -167,6 +201,7 @@ std::vector<TensorSpec> tensor_table(const GraniteConfig& c) {
       mixer_shape(c, Mamba2GatedNorm::kPerGroup).add_specs(specs, p + "mamba.", l, c.proj_bias,
                                                             c.conv_bias);
     specs.push_back({p + "post_attention_layernorm.weight", Role::kNorm, l, {H}});
+    if (c.experts > 0) add_expert_specs(specs, c, l);
     // The fused input_linear [2F, H] is loaded as its two halves, each a component of its own
     // (llama.cpp's converter writes them as ffn_gate and ffn_up).
     const std::string fused = p + "shared_mlp.input_linear.weight";
@@ -222,12 +257,34 @@ class GraniteHybridModel : public LayerStackModel {
         m->mixer.bind(weights_, p + "mamba.");
         mixer = std::move(m);
       }
-      auto mlp = std::make_unique<SwiGluMixer>();
-      mlp->mlp.hidden = H;
-      mlp->mlp.ffn = cfg_.ffn;
-      mlp->mlp.gate = &weights_.get(p + "shared_mlp.gate_proj.weight");
-      mlp->mlp.up = &weights_.get(p + "shared_mlp.up_proj.weight");
-      mlp->mlp.down = &weights_.get(p + "shared_mlp.output_linear.weight");
+      auto shared = std::make_unique<SwiGluMixer>();
+      shared->mlp.hidden = H;
+      shared->mlp.ffn = cfg_.ffn;
+      shared->mlp.gate = &weights_.get(p + "shared_mlp.gate_proj.weight");
+      shared->mlp.up = &weights_.get(p + "shared_mlp.up_proj.weight");
+      shared->mlp.down = &weights_.get(p + "shared_mlp.output_linear.weight");
+      std::unique_ptr<Mixer> mlp = std::move(shared);
+      if (cfg_.experts > 0) {  // block_sparse_moe(h) + shared_mlp(h)
+        auto moe = std::make_unique<MoeMixer>();
+        moe->hidden = H;
+        moe->top_k = cfg_.top_k;
+        moe->renormalize = true;
+        moe->router = &weights_.get(p + "block_sparse_moe.router.layer.weight");
+        for (int64_t e = 0; e < cfg_.experts; ++e) {
+          SwiGluMlp x;
+          x.hidden = H;
+          x.ffn = cfg_.expert_ffn;
+          x.gate = &weights_.get(expert_prefix(l, e) + "gate_proj.weight");
+          x.up = &weights_.get(expert_prefix(l, e) + "up_proj.weight");
+          x.down = &weights_.get(expert_prefix(l, e) + "down_proj.weight");
+          moe->experts.push_back(x);
+        }
+        auto both = std::make_unique<ParallelMixer>();
+        both->hidden = H;
+        both->branches.push_back({std::move(moe), 1.0f, 1.0f});
+        both->branches.push_back({std::move(mlp), 1.0f, 1.0f});
+        mlp = std::move(both);
+      }
       StackLayer& layer = layers_.emplace_back();
       layer.blocks.push_back({&weights_.get(p + "input_layernorm.weight"), cfg_.eps, r, std::move(mixer)});
       layer.blocks.push_back(
@@ -238,6 +295,9 @@ class GraniteHybridModel : public LayerStackModel {
     info_.details = {{"attention_layers", std::to_string(n_attn)},
                      {"mamba_layers", std::to_string(static_cast<int64_t>(cfg_.attention.size()) - n_attn)},
                      {"shared_intermediate_size", std::to_string(cfg_.ffn)},
+                     {"experts", cfg_.experts > 0 ? fmt::format("{} (top-{}, intermediate_size {})",
+                                                                cfg_.experts, cfg_.top_k, cfg_.expert_ffn)
+                                                    : "none (dense)"},
                      {"embedding_multiplier", fmt::format("{:g}", cfg_.embedding_multiplier)},
                      {"residual_multiplier", fmt::format("{:g}", cfg_.residual_multiplier)},
                      {"logits_scaling", fmt::format("{:g} (a divisor)", cfg_.logits_scaling)}};
@@ -291,13 +351,31 @@ std::string granite_hybrid_llama_layout(const HfConfig& config, const std::vecto
     else
       add_llama_mamba2_mixer(out, p + "mamba.", l, c.groups);
     out->tensors[p + "post_attention_layernorm.weight"] = {blk + "ffn_norm.weight"};
-    out->tensors[p + "shared_mlp.gate_proj.weight"] = {blk + "ffn_gate.weight"};
-    out->tensors[p + "shared_mlp.up_proj.weight"] = {blk + "ffn_up.weight"};
-    out->tensors[p + "shared_mlp.output_linear.weight"] = {blk + "ffn_down.weight"};
+    // Without experts the shared MLP is the plain ffn; with them, the shared expert (shexp)
+    // beside the stacked routed ones (ffn_*_exps {E, rows, cols}).
+    const std::string shared = c.experts > 0 ? "_shexp.weight" : ".weight";
+    out->tensors[p + "shared_mlp.gate_proj.weight"] = {blk + "ffn_gate" + shared};
+    out->tensors[p + "shared_mlp.up_proj.weight"] = {blk + "ffn_up" + shared};
+    out->tensors[p + "shared_mlp.output_linear.weight"] = {blk + "ffn_down" + shared};
+    if (c.experts > 0) {
+      out->tensors[p + "block_sparse_moe.router.layer.weight"] = {blk + "ffn_gate_inp.weight"};
+      for (int64_t e = 0; e < c.experts; ++e)
+        for (const char* proj : {"gate", "up", "down"}) {
+          LlamaTensor t{blk + "ffn_" + proj + "_exps.weight"};
+          t.expert = static_cast<int>(e);
+          t.n_expert = static_cast<int>(c.experts);
+          out->tensors[expert_prefix(l, e) + proj + "_proj.weight"] = t;
+        }
+    }
   }
   // Without RoPE the converter sets the context to 2^20 (no position limit).
   add_llama_size_keys(out, c.rope ? c.max_positions : int64_t{1} << 20, c.hidden,
-                      static_cast<int64_t>(c.attention.size()), c.ffn);
+                      static_cast<int64_t>(c.attention.size()), c.experts > 0 ? c.expert_ffn : c.ffn);
+  if (c.experts > 0) {
+    add_llama_key(out, "expert_count", c.experts);
+    add_llama_key(out, "expert_used_count", c.top_k);
+    add_llama_key(out, "expert_shared_feed_forward_length", c.ffn);
+  }
   add_llama_hybrid_head_keys(out, c.heads, kv, c.head_dim);
   add_llama_key(out, "rope.dimension_count", std::max<int64_t>(c.head_dim, 1));
   add_llama_key(out, "rope.freq_base", gguf::Value(static_cast<float>(c.theta)));
@@ -319,8 +397,6 @@ nlohmann::json granite_hybrid_config_from_llama_keys(const LlamaKeys& k) {
   const gguf::File& file = k.file();
   const int64_t hidden = k.positive("embedding_length");
   const int64_t layers = k.layers("attn_norm.weight");
-  if (k.has("expert_count") && k.positive("expert_count") > 0)
-    k.invalid("expert_count", "is set (routed experts), which kllens does not implement yet for Granite");
   const std::vector<int64_t> kv = k.per_layer("attention.head_count_kv", layers);
   const std::vector<int64_t> ff = k.per_layer("feed_forward_length", layers);
   nlohmann::json types = nlohmann::json::array();
@@ -352,10 +428,20 @@ nlohmann::json granite_hybrid_config_from_llama_keys(const LlamaKeys& k) {
   c["tie_word_embeddings"] = k.tied();
   if (k.has("context_length")) c["max_position_embeddings"] = k.positive("context_length");
   c["hidden_act"] = "silu";
-  c["shared_intermediate_size"] = ff[0];
-  c["intermediate_size"] = ff[0];
-  c["num_local_experts"] = 0;
-  c["num_experts_per_tok"] = 0;
+  // expert_count may be 0 (the converter writes num_local_experts as it is): per_layer reads a
+  // count of 0 or more.
+  const int64_t experts = k.has("expert_count") ? k.per_layer("expert_count", 1).front() : 0;
+  if (experts > 0) {
+    c["num_local_experts"] = experts;
+    c["num_experts_per_tok"] = k.positive("expert_used_count");
+    c["intermediate_size"] = ff[0];
+    c["shared_intermediate_size"] = k.positive("expert_shared_feed_forward_length");
+  } else {
+    c["shared_intermediate_size"] = ff[0];
+    c["intermediate_size"] = ff[0];
+    c["num_local_experts"] = 0;
+    c["num_experts_per_tok"] = 0;
+  }
   c["embedding_multiplier"] = scale("embedding_scale", 1.0);
   c["residual_multiplier"] = scale("residual_scale", 1.0);
   c["logits_scaling"] = scale("logit_scale", 1.0);

@@ -245,21 +245,27 @@ void MoeMixer::forward(float* out, const float* x, int64_t T, const int64_t*, Mi
   float* weight = weight_buf.zeroed(TE);
   uint8_t* selected = selected_buf.zeroed(TE);
   int64_t* order = order_buf.get(static_cast<size_t>(E));
+  // softmax over p[order[0..n)] in place (float32, max subtracted).
+  const auto softmax = [](float* p, const int64_t* idx, int64_t n) {
+    float mx = p[idx[0]];
+    for (int64_t j = 1; j < n; ++j) mx = std::max(mx, p[idx[j]]);
+    float sum = 0.0f;
+    for (int64_t j = 0; j < n; ++j) {
+      p[idx[j]] = std::exp(p[idx[j]] - mx);
+      sum += p[idx[j]];
+    }
+    for (int64_t j = 0; j < n; ++j) p[idx[j]] /= sum;
+  };
   for (int64_t t = 0; t < T; ++t) {
     float* p = probs + t * E;
-    float mx = p[0];
-    for (int64_t e = 1; e < E; ++e) mx = std::max(mx, p[e]);
-    float sum = 0.0f;
-    for (int64_t e = 0; e < E; ++e) {
-      p[e] = std::exp(p[e] - mx);
-      sum += p[e];
-    }
-    for (int64_t e = 0; e < E; ++e) p[e] /= sum;
-    // torch.topk: largest first; ties go to the lower index here.
     for (int64_t e = 0; e < E; ++e) order[e] = e;
+    if (!renormalize) softmax(p, order, E);
+    // torch.topk: largest first (of the probabilities, or of the logits: the same order); ties
+    // go to the lower index here.
     std::partial_sort(order, order + K, order + E, [p](int64_t a, int64_t b) {
       return p[a] > p[b] || (p[a] == p[b] && a < b);
     });
+    if (renormalize) softmax(p, order, K);
     for (int64_t j = 0; j < K; ++j) {
       const int64_t e = order[j];
       weight[t * E + e] = p[e];

@@ -123,11 +123,13 @@ class ParallelMixer : public Mixer {
 
 // Top-k mixture of SwiGLU experts: router logits {T, E} = router(x); p = softmax over all
 // experts (float32), and the top-k probabilities are used as they are (no renormalization, HF
-// JambaSparseMoeBlock / Mixtral); out = Σ over the selected experts of p_e · expert_e(x),
-// accumulated in expert order like MixtralExperts' index_add_.
+// JambaSparseMoeBlock / Mixtral), or with `renormalize` the softmax of the top-k logits alone
+// (HF GraniteMoeHybridTopKGating: the top-k weights sum to 1); out = Σ over the selected experts
+// of p_e · expert_e(x), accumulated in expert order like MixtralExperts' index_add_.
 class MoeMixer : public Mixer {
  public:
   int64_t hidden = 0, top_k = 0;
+  bool renormalize = false;
   const Param* router = nullptr;  // {n_experts, hidden}
   std::vector<SwiGluMlp> experts;
   void forward(float* out, const float* x, int64_t T, const int64_t* pos,

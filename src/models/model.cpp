@@ -77,13 +77,17 @@ std::optional<TensorView> find_spec_view(const TensorStore& store, const TensorS
   if (whole->shape != spec.source_shape)
     fail("{}: tensor '{}' has shape {} but the config implies {}", *whole->file, spec.source,
          shape_str(whole->shape), shape_str(spec.source_shape));
-  KLLENS_CHECK(spec.shape.size() == whole->shape.size() && spec.source_row >= 0 &&
-                   spec.source_row + spec.shape[0] <= whole->shape[0],
+  // Rows of the source seen as a matrix of its last dimension: a 3-D stack of experts
+  // {E, rows, cols} is E * rows rows of cols.
+  const int64_t cols = whole->shape.empty() ? 0 : whole->shape.back();
+  const int64_t rows = cols > 0 ? whole->numel() / cols : 0;
+  KLLENS_CHECK(spec.shape.size() == 2 && spec.shape[1] == cols && spec.source_row >= 0 &&
+                   spec.source_row + spec.shape[0] <= rows,
                "{} is not a row range of {} {}", spec.name, spec.source, shape_str(whole->shape));
   TensorView slice = *whole;
   slice.name = spec.name;
   slice.shape = spec.shape;
-  const size_t row_bytes = whole->nbytes / static_cast<size_t>(whole->shape[0]);
+  const size_t row_bytes = whole->nbytes / static_cast<size_t>(rows);
   slice.data = whole->data + static_cast<size_t>(spec.source_row) * row_bytes;
   slice.nbytes = static_cast<size_t>(spec.shape[0]) * row_bytes;
   return slice;

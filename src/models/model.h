@@ -62,9 +62,10 @@ struct TensorSpec {
   std::vector<int64_t> shape;     // expected shape, exactly as stored
   bool optional = false;          // absent is fine (e.g. biases behind a config flag)
   // Set when checkpoints store this tensor as rows [source_row, source_row + shape[0]) of another
-  // one, `source` of shape `source_shape` (Granite's fused shared_mlp.input_linear holds the gate
-  // and the up projection): read from there when the store has no tensor under `name` (a GGUF
-  // file holds the two halves under their own names, as llama.cpp's ffn_gate and ffn_up).
+  // one, `source` of shape `source_shape` seen as rows of its last dimension (Granite's fused
+  // shared_mlp.input_linear holds the gate and the up projection; its experts' input_linear
+  // {E, 2F, H} holds E of each): read from there when the store has no tensor under `name` (a
+  // GGUF file holds the parts under their own names, as llama.cpp's ffn_gate and ffn_up).
   std::string source;
   std::vector<int64_t> source_shape;
   int64_t source_row = 0;

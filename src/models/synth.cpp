@@ -253,7 +253,7 @@ SynthResult synthesize_checkpoint(const SynthOptions& options) {
         for (auto d : specs[i].shape) m *= d;
         result.params += m;
       }
-      KLLENS_CHECK(rows == s.source_shape[0], "{}: its row ranges do not cover it", s.source);
+      KLLENS_CHECK(rows * s.source_shape.back() == whole, "{}: its row ranges do not cover it", s.source);
       continue;
     }
     header[s.name] = {{"dtype", std::string(dtype_name(options.dtype))}, {"shape", s.shape},

@@ -124,6 +124,21 @@ TEST_F(LlamaLayoutRoundTrip, GraniteHybridKeepsItsMultipliersAsKeys) {
   EXPECT_EQ(f.find_tensor("output.weight"), nullptr);  // tied
 }
 
+// Granite's routed experts are stacked as Jamba's; the shared MLP becomes the shared expert.
+TEST_F(LlamaLayoutRoundTrip, GraniteHybridStacksExpertsBesideTheSharedOne) {
+  const gguf::File f =
+      round_trip(test::repo_path("data/fixtures/granitehybrid-moe-tiny"), "granitehybrid");
+  EXPECT_EQ(f.tensor("blk.0.ffn_gate_exps.weight").ne, (std::vector<int64_t>{64, 48, 4}));
+  EXPECT_EQ(f.tensor("blk.0.ffn_down_exps.weight").ne, (std::vector<int64_t>{48, 64, 4}));
+  EXPECT_EQ(f.tensor("blk.0.ffn_gate_shexp.weight").ne, (std::vector<int64_t>{64, 96}));
+  EXPECT_EQ(f.tensor("blk.0.ffn_gate_inp.weight").ne, (std::vector<int64_t>{64, 4}));
+  EXPECT_EQ(f.find_tensor("blk.0.ffn_gate.weight"), nullptr);
+  EXPECT_EQ(f.get_as<uint32_t>("granitehybrid.expert_count"), 4u);
+  EXPECT_EQ(f.get_as<uint32_t>("granitehybrid.expert_used_count"), 2u);
+  EXPECT_EQ(f.get_as<uint32_t>("granitehybrid.expert_shared_feed_forward_length"), 96u);
+  EXPECT_EQ(f.get_as<uint32_t>("granitehybrid.feed_forward_length"), 48u);
+}
+
 TEST_F(LlamaLayoutRoundTrip, JambaStacksItsExperts) {
   const std::string folder = test::repo_path("data/fixtures/oracles/jamba");
   const auto config = nlohmann::json::parse(test::read_file(folder + "/config.json"));

@@ -365,7 +365,7 @@ class LlamaCppAttentionFiles : public ::testing::TestWithParam<const char*> {
   // The checkpoint: an oracle, or the falcon_h1 oracle's weights under the variant config its
   // llama.cpp fixture was made with (gate first, multipliers that are not 1, folded in the file).
   std::string oracle() const {
-    if (name() == "nemotron_h" || name() == "granitehybrid")
+    if (name() == "nemotron_h" || name() == "granitehybrid" || name() == "granitehybrid-moe")
       return test::repo_path("data/fixtures/" + name() + "-tiny");
     if (name() == "granitehybrid-rope")  // RoPE on: q/k permuted in the file and back
       return test::weights_with_config(
@@ -428,7 +428,8 @@ TEST_P(LlamaCppAttentionFiles, LogitsEqualLlamaCppsAndKllensOwnFile) {
 
 INSTANTIATE_TEST_SUITE_P(Oracles, LlamaCppAttentionFiles,
                          ::testing::Values("llama", "jamba", "falcon_h1-variant", "nemotron_h",
-                                           "granitehybrid", "granitehybrid-rope"));
+                                           "granitehybrid", "granitehybrid-rope",
+                                           "granitehybrid-moe"));
 
 // What kllens' families do not compute is refused by name, not approximated.
 TEST(LlamaCppAttentionFilesBad, UnsupportedKeysAreOneClearError) {

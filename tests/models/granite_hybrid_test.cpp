@@ -1,5 +1,5 @@
 // Granite-4.0-H (make_granite_hybrid) on data/fixtures/granitehybrid-tiny (random weights, dense,
-// tied, multipliers ≠ 1, n_groups 2): decode equals prefill, each multiplier changes the function
+// tied, multipliers ≠ 1, n_groups 2) and granitehybrid-moe-tiny (routed experts): decode equals prefill, each multiplier changes the function
 // where it should, the fused shared_mlp.input_linear loads as its two halves, the synth presets
 // have the published sizes and write the fused tensor, and bad configs fail naming the field.
 // llama.cpp's logits on the same weights are the oracle (tests/models/llamacpp_oracle_test.cpp).
@@ -99,8 +99,16 @@ TEST(GraniteHybrid, BadConfigsNameTheField) {
   };
   expect([](auto& c) { c["num_hidden_layers"] = 5; }, {"layer_types", "6 entries", "5"});
   expect([](auto& c) { c["layer_types"][3] = "moe"; }, {"layer_types", "'moe' at index 3"});
-  expect([](auto& c) { c["num_local_experts"] = 4; }, {"num_local_experts", "routed experts"});
-  expect([](auto& c) { c.erase("num_local_experts"); }, {"num_local_experts", "is 8"});
+  // HF's default is 8 routed experts: a dense checkpoint must say num_local_experts 0.
+  expect([](auto& c) {
+    c.erase("num_local_experts");
+    c.erase("num_experts_per_tok");
+  }, {"block_sparse_moe.router.layer.weight", "missing"});
+  expect([](auto& c) { c["num_local_experts"] = 2; }, {"num_experts_per_tok", "positive"});
+  expect([](auto& c) {
+    c["num_local_experts"] = 2;
+    c["num_experts_per_tok"] = 3;
+  }, {"num_experts_per_tok", "more than num_local_experts"});
   expect([](auto& c) { c["mamba_d_head"] = 20; }, {"mamba_d_head"});
   expect([](auto& c) { c["mamba_d_head"] = "big"; }, {"mamba_d_head", "auto"});
   expect([](auto& c) { c["attention_multiplier"] = 0; }, {"attention_multiplier", "positive"});
@@ -109,6 +117,47 @@ TEST(GraniteHybrid, BadConfigsNameTheField) {
   expect([](auto& c) { c["mamba_n_groups"] = 3; }, {"mamba_n_groups", "must divide"});
   expect([](auto& c) { c["shared_intermediate_size"] = 95; },
          {"shared_mlp.input_linear.weight", "[192, 64]", "[190, 64]"});
+}
+
+std::string moe_fixture() { return test::repo_path("data/fixtures/granitehybrid-moe-tiny"); }
+
+// Expert e's gate and up are rows [2eF, 2eF + F) and [2eF + F, 2(e+1)F) of the fused
+// block_sparse_moe.input_linear {E, 2F, H}; its down is rows [eH, (e+1)H) of output_linear
+// {E, H, F} seen as E·H rows of F.
+TEST(GraniteHybrid, FusedExpertsLoadAsPerExpertMatrices) {
+  auto model = load_model(moe_fixture());
+  EXPECT_TRUE(model->weights().unused().empty());
+  const TensorStore store = TensorStore::open_folder(moe_fixture());
+  const std::string p = "model.layers.2.block_sparse_moe.";
+  const auto in = store.get(p + "input_linear.weight").to_f32();
+  const auto out = store.get(p + "output_linear.weight").to_f32();
+  const int64_t E = 4, F = 48, H = 64, e = 3;
+  const auto& gate = model->weights().get(p + "experts.3.gate_proj.weight").value;
+  const auto& up = model->weights().get(p + "experts.3.up_proj.weight").value;
+  const auto& down = model->weights().get(p + "experts.3.down_proj.weight").value;
+  ASSERT_EQ(in.size(), static_cast<size_t>(E * 2 * F * H));
+  EXPECT_TRUE(std::equal(gate.begin(), gate.end(), in.begin() + e * 2 * F * H));
+  EXPECT_TRUE(std::equal(up.begin(), up.end(), in.begin() + (e * 2 * F + F) * H));
+  EXPECT_TRUE(std::equal(down.begin(), down.end(), out.begin() + e * H * F));
+  EXPECT_EQ(model->info().detail("experts"), "4 (top-2, intermediate_size 48)");
+  const auto ids = some_ids();
+  EXPECT_LE(max_abs_diff(model->forward_decode(ids), model->forward(ids).data()), 1e-4);
+}
+
+// synth writes the experts fused, as transformers stores them, and the folder loads back.
+TEST(GraniteHybrid, SynthWritesFusedExperts) {
+  const fs::path dir = test::fresh_temp_dir("granitehybrid-moe-synth");
+  SynthOptions options;
+  options.config_path = (fs::path(moe_fixture()) / "config.json").string();
+  options.out_dir = (dir / "model").string();
+  options.dtype = DType::kF32;
+  synthesize_checkpoint(options);
+  const TensorStore store = TensorStore::open_folder(options.out_dir);
+  EXPECT_EQ(store.get("model.layers.1.block_sparse_moe.input_linear.weight").shape,
+            (std::vector<int64_t>{4, 96, 64}));
+  EXPECT_EQ(store.get("model.layers.1.block_sparse_moe.output_linear.weight").shape,
+            (std::vector<int64_t>{4, 64, 48}));
+  EXPECT_TRUE(load_model(options.out_dir)->weights().unused().empty());
 }
 
 int64_t preset_params(const std::string& preset) {

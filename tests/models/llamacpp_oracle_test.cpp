@@ -21,9 +21,10 @@ using test::max_abs_diff;
 // weights under falcon_h1-variant.config.json (the gate before the norm, the one order llama.cpp
 // computes, and multipliers that are not 1, which the export folds into the weights); for
 // "nemotron_h" and "granitehybrid", which have no Hugging Face oracle here, their random *-tiny
-// checkpoints ("granitehybrid-rope": granitehybrid-tiny's weights with RoPE on).
+// checkpoints ("granitehybrid-rope": granitehybrid-tiny's weights with RoPE on;
+// "granitehybrid-moe": routed experts beside the shared MLP).
 std::string checkpoint_folder(const std::string& name) {
-  if (name == "nemotron_h" || name == "granitehybrid")
+  if (name == "nemotron_h" || name == "granitehybrid" || name == "granitehybrid-moe")
     return test::repo_path("data/fixtures/" + name + "-tiny");
   if (name == "granitehybrid-rope")
     return test::weights_with_config(
@@ -56,7 +57,7 @@ TEST_P(LlamacppOracle, PrefillAndDecodeMatchLlamaCpp) {
 INSTANTIATE_TEST_SUITE_P(Families, LlamacppOracle,
                          ::testing::Values("mamba", "mamba2", "mamba2-g1", "llama", "jamba",
                                            "falcon_h1-variant", "nemotron_h", "granitehybrid",
-                                           "granitehybrid-rope"),
+                                           "granitehybrid-rope", "granitehybrid-moe"),
                          test::ModelParamName());
 
 // With n_groups = 2 the full-width norm (transformers' CPU path) is not what llama.cpp computes:
