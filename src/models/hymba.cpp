@@ -20,9 +20,8 @@
 #include "io/safetensors.h"
 #include "kernels/attention.h"
 #include "kernels/ops.h"
-#include "models/attention_block.h"
 #include "models/families.h"
-#include "models/mamba1_ssm.h"
+#include "models/layer_stack.h"
 
 namespace kllens {
 namespace {
@@ -287,110 +286,245 @@ std::vector<TensorSpec> tensor_table(const HymbaConfig& c) {
   return specs;
 }
 
-struct HymbaLayer {
-  const Param *norm, *in_proj, *in_proj_bias, *out_proj, *out_proj_bias, *pre_avg1, *pre_avg2;
-  const Param* mlp_norm = nullptr;  // null when intermediate_size == 0
+// Per layer, the conv and SSM states and, on a layer computing its own K/V, the cache of it
+// (a reuse group's consumers read their producer's).
+class HymbaState : public MixerState {
+ public:
+  std::vector<float> conv, ssm;
+  KvCache kv;  // initialized only on K/V producers
+  bool own_kv = false;
+  size_t bytes() const override {
+    return (conv.size() + ssm.size()) * sizeof(float) + (own_kv ? kv.bytes() : 0);
+  }
+};
+
+// One Hymba block's mixer (HymbaBlock, L1601–1720): in_proj of the normed input into
+// [q | k | v | x | z] (k, v only on layers computing their own K/V), attention heads (RoPE,
+// global or sliding-window with the meta tokens always visible) and Mamba-1 SSM heads side by
+// side, each RMS-normed, averaged, out_proj. A reuse group's consumers take the producer's
+// post-RoPE K/V: in prefill from the pass's carry slots (2l, 2l+1 for producer l), in decode
+// from the producer's cache.
+class HymbaMixer : public Mixer {
+ public:
+  const HymbaConfig* cfg = nullptr;
+  int layer = 0;
+  const std::vector<float>* inv_freq = nullptr;
+  const Param *in_proj = nullptr, *in_proj_bias = nullptr, *out_proj = nullptr,
+              *out_proj_bias = nullptr, *pre_avg1 = nullptr, *pre_avg2 = nullptr;
   Mamba1Ssm ssm;
-  SwiGluMlp mlp;
+  int64_t ring = 0;  // KvCache window: W + 1 when every reader of this K/V is a SWA layer, else 0
+
+  std::unique_ptr<MixerState> new_state() const override {
+    auto s = std::make_unique<HymbaState>();
+    s->conv.assign(ssm.conv_state_size(), 0.0f);
+    s->ssm.assign(ssm.ssm_state_size(), 0.0f);
+    s->own_kv = lc().kv_source < 0;
+    if (s->own_kv) s->kv.init(cfg->k_width(), cfg->v_width(), cfg->meta, ring);
+    return s;
+  }
+
+  std::string kind() const override {
+    std::string k = lc().window > 0 ? fmt::format("attn(swa={}", lc().window) : "attn(global";
+    if (lc().kv_source >= 0) k += fmt::format(", kv from layer {}", lc().kv_source);
+    return k + ")+ssm";
+  }
+
+  void forward(float*, const float*, int64_t, const int64_t*, MixerState*) const override {
+    KLLENS_CHECK(false, "a Hymba mixer runs only inside its layer stack (forward_carried)");
+  }
+
+  void forward_carried(float* out, const float* u, int64_t T, const int64_t* pos,
+                       MixerState* state, const StackCarry& carry) const override {
+    const HymbaConfig& c = *cfg;
+    const int64_t H = c.hidden, I = c.inner, Hq = c.heads, Hkv = c.kv_heads;
+    const int64_t Dk = c.head_dim, Dv = c.v_head_dim, Kw = c.k_width(), Vw = c.v_width();
+    const bool own_kv = lc().kv_source < 0;
+    const int64_t P = c.in_proj_rows(layer);
+    auto* hs = state ? dynamic_cast<HymbaState*>(state) : nullptr;
+    KLLENS_CHECK(!state || hs, "a Hymba mixer was given another mixer's decode state");
+    // Every buffer below is written whole before it is read.
+    thread_local ScratchVec proj_buf, k_buf, v_buf, attn_buf, y_buf, conv_buf, ssm_buf;
+
+    // in_proj (L1601–1622)   proj {T, P} = [q | k | v | x | z]
+    float* proj = proj_buf.get(static_cast<size_t>(T * P));
+    linear(proj, u, *in_proj, in_proj_bias ? in_proj_bias->data() : nullptr, T, P, H);
+    float* q = proj;                                      // {T, Hq, Dk}, row stride P
+    const float* x = proj + H + (own_kv ? Kw + Vw : 0);  // {T, I} pre-conv SSM input
+    const float* z = proj + P - I;                        // {T, I} gate
+
+    // Attention branch (HymbaFlexAttention with attn_only_wo_proj): RoPE on q, and on k when the
+    // layer computes its own K/V; consumers take the producer's post-RoPE K and V.
+    if (c.rope) ops::apply_rope(q, P, T, Hq, Dk, pos, inv_freq->data(), Dk);
+    KvCache* cache = nullptr;
+    if (hs) {
+      HymbaState* owner = hs;
+      if (!own_kv) {
+        KLLENS_CHECK(carry.states != nullptr, "a Hymba K/V consumer decodes without the stack's states");
+        owner = dynamic_cast<HymbaState*>((*carry.states)[static_cast<size_t>(lc().kv_source)][0].get());
+        KLLENS_CHECK(owner && owner->own_kv, "layer {}'s K/V producer has no cache", layer);
+      }
+      cache = &owner->kv;
+    }
+    float *kbuf = nullptr, *vbuf = nullptr;
+    if (own_kv) {
+      kbuf = k_buf.get(static_cast<size_t>(T * Kw));
+      vbuf = v_buf.get(static_cast<size_t>(T * Vw));
+      for (int64_t t = 0; t < T; ++t) {
+        std::copy_n(proj + t * P + H, Kw, kbuf + t * Kw);
+        std::copy_n(proj + t * P + H + Kw, Vw, vbuf + t * Vw);
+      }
+      if (c.rope) ops::apply_rope(kbuf, Kw, T, Hkv, Dk, pos, inv_freq->data(), Dk);
+      if (cache) {
+        cache->append(kbuf, Kw, vbuf, Vw, pos, T);
+        KLLENS_CHECK(T == 1 || cache->evicted() == 0, "a multi-row append overflowed the KV ring");
+      }
+      // Prefill: the consumers run later, after this buffer has been reused: they get a copy.
+      if (!hs && lc().kv_shared) {
+        KLLENS_CHECK(carry.slots != nullptr, "a Hymba K/V producer runs without carry slots");
+        (*carry.slots)[static_cast<size_t>(2 * layer)].assign(kbuf, kbuf + T * Kw);
+        (*carry.slots)[static_cast<size_t>(2 * layer + 1)].assign(vbuf, vbuf + T * Vw);
+      }
+    }
+    const float *kp = nullptr, *vp = nullptr;
+    const int64_t* kpos = nullptr;
+    int64_t S = 0;
+    std::vector<float>*k_slot = nullptr, *v_slot = nullptr;
+    if (!hs) {  // prefill: the T rows attend to each other
+      if (own_kv) {
+        kp = kbuf;
+        vp = vbuf;
+      } else {
+        const auto src = static_cast<size_t>(lc().kv_source);
+        KLLENS_CHECK(carry.slots != nullptr, "a Hymba K/V consumer runs without carry slots");
+        k_slot = &(*carry.slots)[2 * src];
+        v_slot = &(*carry.slots)[2 * src + 1];
+        if (k_slot->size() != static_cast<size_t>(T * Kw))
+          fail("hymba: layer {} reuses the K/V of layer {}, which has not run on this forward state",
+               layer, lc().kv_source);
+        kp = k_slot->data();
+        vp = v_slot->data();
+      }
+      kpos = pos;
+      S = T;
+    } else {  // decode: attend to everything in the cache
+      kp = cache->k.data();
+      vp = cache->v.data();
+      kpos = cache->pos.data();
+      S = cache->rows();
+    }
+    // Mask (L1198–1236): causal; on SWA layers also q - kv <= W (W+1 keys including self) unless
+    // kv is a meta token. ops::attention's window is "q - kv < window", hence W + 1.
+    ops::AttentionShape shape;
+    shape.T = T;
+    shape.S = S;
+    shape.Hq = Hq;
+    shape.Hkv = Hkv;
+    shape.Dk = Dk;
+    shape.Dv = Dv;
+    shape.ldq = P;
+    float* attn = attn_buf.get(static_cast<size_t>(T * I));  // {T, Hq, Dv}, Hq * Dv == I
+    const int64_t window = lc().window;
+    ops::attention(attn, q, kp, vp, pos, kpos, shape, window > 0 ? window + 1 : 0,
+                   window > 0 ? c.meta : 0, 1.0f / std::sqrt(static_cast<float>(Dk)));
+    // Once the last layer of a reuse group has run, its shared K/V is no longer needed: drop it
+    // so that copies of later states stay small.
+    if (k_slot && cfg->layer[static_cast<size_t>(lc().kv_source)].kv_last_user == layer) {
+      *k_slot = {};
+      *v_slot = {};
+    }
+
+    // SSM branch (L1623–1718)   y {T, I}; a fresh sequence starts from zero states
+    float* y = y_buf.get(static_cast<size_t>(T * I));
+    float* conv_state = hs ? hs->conv.data() : conv_buf.zeroed(ssm.conv_state_size());
+    float* ssm_state = hs ? hs->ssm.data() : ssm_buf.zeroed(ssm.ssm_state_size());
+    ssm.forward(y, x, P, z, P, T, conv_state, ssm_state);
+
+    // Fusion (L1719–1720): out_proj((pre_avg_layernorm1(attn) + pre_avg_layernorm2(ssm)) / 2)
+    ops::rmsnorm(attn, attn, pre_avg1->data(), T, I, c.eps);
+    ops::rmsnorm(y, y, pre_avg2->data(), T, I, c.eps);
+    for (int64_t i = 0; i < T * I; ++i) y[i] = (attn[i] + y[i]) / 2.0f;
+    linear(out, y, *out_proj, out_proj_bias ? out_proj_bias->data() : nullptr, T, H, I);
+  }
+
+ private:
+  const HymbaLayerConfig& lc() const { return cfg->layer[static_cast<size_t>(layer)]; }
 };
 
-class HymbaForwardState : public ForwardState {
- public:
-  // Per layer: the post-RoPE K {rows, kv_heads * head_dim} and V {rows, kv_heads * v_head_dim}
-  // of layers whose K/V a later layer reuses (empty for the others), so that a pass restarted
-  // from a copy of this state before any layer sees the same K/V.
-  std::vector<std::vector<float>> k, v;
-
-  std::unique_ptr<ForwardState> clone() const override {
-    return std::make_unique<HymbaForwardState>(*this);
-  }
-  size_t bytes() const override {
-    size_t n = hidden.size();
-    for (size_t l = 0; l < k.size(); ++l) n += k[l].size() + v[l].size();
-    return n * sizeof(float);
-  }
-};
-
-class HymbaDecodeState : public DecodeState {
- public:
-  // Per layer; only layers computing their own K/V have one (a reuse group shares its producer's).
-  // SWA-only groups keep the meta tokens plus a ring of the last W+1 rows.
-  std::vector<KvCache> kv;
-  std::vector<std::vector<float>> conv, ssm;  // per layer {inner, K-1}, {inner, state}
-  size_t bytes() const override {
-    size_t n = 0;
-    for (const auto& c : kv) n += c.bytes();
-    for (size_t l = 0; l < conv.size(); ++l) n += (conv[l].size() + ssm[l].size()) * sizeof(float);
-    return n;
-  }
-};
-
-const float* data_or_null(const Param* p) { return p ? p->data() : nullptr; }
-
-class HymbaModel : public Model {
+class HymbaModel : public LayerStackModel {
  public:
   HymbaModel(const HfConfig& config, const TensorStore& store, const std::string& folder)
       : cfg_(parse_config(config)) {
     const int64_t H = cfg_.hidden, I = cfg_.inner, N = cfg_.state, K = cfg_.conv, R = cfg_.dt_rank;
     weights_ = Weights::load(store, tensor_table(cfg_), folder);
 
-    embed_ = &weights_.get("model.embed_tokens.weight");
+    ends_.embed = &weights_.get("model.embed_tokens.weight");
     weights_.get("model.embed_tokens.weight").tied_head = cfg_.tied;
-    head_ = cfg_.tied ? embed_ : &weights_.get("lm_head.weight");
-    norm_f_ = &weights_.get("model.final_layernorm.weight");
-    meta_ = weights_.find("model.memory_tokens");
-    for (int l = 0; l < cfg_.layers; ++l) {
-      const std::string p = "model.layers." + std::to_string(l) + ".";
-      const std::string b = p + "mamba.";
-      HymbaLayer L{};
-      L.norm = &weights_.get(p + "input_layernorm.weight");
-      L.in_proj = &weights_.get(b + "in_proj.weight");
-      L.in_proj_bias = weights_.find(b + "in_proj.bias");
-      L.out_proj = &weights_.get(b + "out_proj.weight");
-      L.out_proj_bias = weights_.find(b + "out_proj.bias");
-      L.pre_avg1 = &weights_.get(b + "pre_avg_layernorm1.weight");
-      L.pre_avg2 = &weights_.get(b + "pre_avg_layernorm2.weight");
-      L.ssm.inner = I;
-      L.ssm.state = N;
-      L.ssm.dt_rank = R;
-      L.ssm.conv_kernel = K;
-      L.ssm.conv = &weights_.get(b + "conv1d.weight");
-      L.ssm.conv_bias = weights_.find(b + "conv1d.bias");
-      L.ssm.x_proj = &weights_.get(b + "x_proj.0.weight");
-      L.ssm.dt_proj = &weights_.get(b + "dt_proj.0.weight");
-      L.ssm.dt_bias = &weights_.get(b + "dt_proj.0.bias");
-      L.ssm.D = &weights_.get(b + "D.0");
-      L.ssm.dt_norm = weights_.find(b + "dt_layernorm.weight");
-      L.ssm.b_norm = weights_.find(b + "B_layernorm.weight");
-      L.ssm.c_norm = weights_.find(b + "C_layernorm.weight");
-      L.ssm.norm_eps = cfg_.eps;
-      L.ssm.set_A(weights_.get(b + "A_log.0"));
-      if (cfg_.ffn > 0) {
-        L.mlp_norm = &weights_.get(p + "pre_moe_layernorm.weight");
-        L.mlp = SwiGluMlp::bind(weights_, p + "moe.experts.0.", H, cfg_.ffn);
-      }
-      layers_.push_back(std::move(L));
-    }
+    ends_.head = cfg_.tied ? ends_.embed : &weights_.get("lm_head.weight");
+    ends_.norm_f = &weights_.get("model.final_layernorm.weight");
+    ends_.norm_eps = cfg_.eps;
+    // HymbaModel.forward (L2122–2207): the meta tokens are prepended; positions run over both;
+    // final_layernorm, then the meta-token rows are dropped before the head (L2340–2355).
+    ends_.prefix = cfg_.meta > 0 ? weights_.find("model.memory_tokens") : nullptr;
+    carry_slots_ = static_cast<size_t>(2 * cfg_.layers);  // K, V of each reuse-group producer
     if (cfg_.rope) {
       inv_freq_ = rope_inv_freq(cfg_.rope_base, cfg_.head_dim);
       // Run like the model card's model.to(torch.bfloat16): the inv_freq buffer is rounded to
       // the checkpoint's half precision too (the demo references were made that way).
-      round_like_half_precision_buffer(inv_freq_, embed_->source_dtype);
+      round_like_half_precision_buffer(inv_freq_, ends_.embed->source_dtype);
+    }
+    for (int l = 0; l < cfg_.layers; ++l) {
+      const std::string p = "model.layers." + std::to_string(l) + ".";
+      const std::string b = p + "mamba.";
+      const auto& lc = cfg_.layer[static_cast<size_t>(l)];
+      auto m = std::make_unique<HymbaMixer>();
+      m->cfg = &cfg_;
+      m->layer = l;
+      m->inv_freq = &inv_freq_;
+      m->in_proj = &weights_.get(b + "in_proj.weight");
+      m->in_proj_bias = weights_.find(b + "in_proj.bias");
+      m->out_proj = &weights_.get(b + "out_proj.weight");
+      m->out_proj_bias = weights_.find(b + "out_proj.bias");
+      m->pre_avg1 = &weights_.get(b + "pre_avg_layernorm1.weight");
+      m->pre_avg2 = &weights_.get(b + "pre_avg_layernorm2.weight");
+      Mamba1Ssm& ssm = m->ssm;
+      ssm.inner = I;
+      ssm.state = N;
+      ssm.dt_rank = R;
+      ssm.conv_kernel = K;
+      ssm.conv = &weights_.get(b + "conv1d.weight");
+      ssm.conv_bias = weights_.find(b + "conv1d.bias");
+      ssm.x_proj = &weights_.get(b + "x_proj.0.weight");
+      ssm.dt_proj = &weights_.get(b + "dt_proj.0.weight");
+      ssm.dt_bias = &weights_.get(b + "dt_proj.0.bias");
+      ssm.D = &weights_.get(b + "D.0");
+      ssm.dt_norm = weights_.find(b + "dt_layernorm.weight");
+      ssm.b_norm = weights_.find(b + "B_layernorm.weight");
+      ssm.c_norm = weights_.find(b + "C_layernorm.weight");
+      ssm.norm_eps = cfg_.eps;
+      ssm.set_A(weights_.get(b + "A_log.0"));
+      if (lc.kv_source < 0) {
+        // A ring suffices when every layer reading this K/V is a SWA layer: a query at position
+        // p sees the meta tokens and positions p-W..p, i.e. W+1 rows after the kept prefix.
+        bool all_swa = lc.window > 0;
+        for (int c = l + 1; c < cfg_.layers; ++c)
+          if (cfg_.layer[static_cast<size_t>(c)].kv_source == l && cfg_.layer[static_cast<size_t>(c)].window == 0)
+            all_swa = false;
+        m->ring = all_swa ? cfg_.window + 1 : 0;
+      }
+      StackLayer& layer = layers_.emplace_back();
+      layer.kind = m->kind();
+      layer.blocks.push_back({&weights_.get(p + "input_layernorm.weight"), cfg_.eps, 1.0f, std::move(m)});
+      if (cfg_.ffn > 0) {  // HymbaSparseMoeBlock with one expert → HymbaMLP (L1750–1825)
+        auto mlp = std::make_unique<SwiGluMixer>();
+        mlp->mlp = SwiGluMlp::bind(weights_, p + "moe.experts.0.", H, cfg_.ffn);
+        layer.blocks.push_back({&weights_.get(p + "pre_moe_layernorm.weight"), cfg_.eps, 1.0f, std::move(mlp)});
+      }
     }
 
-    info_.arch = "hymba";
-    info_.folder = folder;
-    info_.n_layers = cfg_.layers;
-    info_.d_model = H;
-    info_.vocab = cfg_.vocab;
-    info_.n_prefix_tokens = cfg_.meta;
+    finish_stack("hymba", folder);
     std::string globals, groups;
     for (int l = 0; l < cfg_.layers; ++l) {
       const auto& lc = cfg_.layer[static_cast<size_t>(l)];
-      std::string kind = lc.window > 0 ? fmt::format("attn(swa={}", lc.window) : "attn(global";
-      if (lc.kv_source >= 0) kind += fmt::format(", kv from layer {}", lc.kv_source);
-      kind += ")+ssm";
-      info_.layer_kinds.push_back(kind);
       if (lc.window == 0) globals += (globals.empty() ? "" : ",") + std::to_string(l);
       if (lc.kv_shared) {
         std::string g = std::to_string(l);
@@ -409,7 +543,7 @@ class HymbaModel : public Model {
         {"qk_head_dim", std::to_string(cfg_.head_dim)},
         {"v_head_dim", std::to_string(cfg_.v_head_dim)},
         {"rope", cfg_.rope ? fmt::format("{} (base {:g}, inv_freq in {})", cfg_.rope_type,
-                                         cfg_.rope_base, dtype_name(embed_->source_dtype))
+                                         cfg_.rope_base, dtype_name(ends_.embed->source_dtype))
                            : "none"},
         {"d_inner", std::to_string(I)},
         {"d_state", std::to_string(N)},
@@ -420,225 +554,8 @@ class HymbaModel : public Model {
         {"norm_eps", fmt::format("{:g}", cfg_.eps)}};
   }
 
-  std::unique_ptr<ForwardState> start(std::span<const int32_t> ids) const override {
-    check_ids(ids);
-    auto s = std::make_unique<HymbaForwardState>();
-    // HymbaModel.forward (L2122–2207): the meta tokens are prepended; positions run over both.
-    const int64_t H = cfg_.hidden, M = cfg_.meta;
-    s->rows = M + static_cast<int64_t>(ids.size());
-    s->hidden.resize(static_cast<size_t>(s->rows * H));
-    if (M > 0) std::copy_n(meta_->data(), M * H, s->hidden.data());
-    for (size_t t = 0; t < ids.size(); ++t)
-      embedding_row(*embed_, ids[t], s->hidden.data() + (M + static_cast<int64_t>(t)) * H);
-    s->k.resize(static_cast<size_t>(cfg_.layers));
-    s->v.resize(static_cast<size_t>(cfg_.layers));
-    s->next_layer = 0;
-    return s;
-  }
-
-  void run_layer(int l, ForwardState& base) const override {
-    auto* s = dynamic_cast<HymbaForwardState*>(&base);
-    KLLENS_CHECK(s != nullptr, "run_layer was given a forward state of another model");
-    thread_local Scratch<int64_t> pos_buf;
-    int64_t* pos = pos_buf.get(static_cast<size_t>(s->rows));
-    for (int64_t t = 0; t < s->rows; ++t) pos[t] = t;
-    // A fresh sequence starts from zero states.
-    thread_local ScratchVec conv_buf, ssm_buf;
-    float* conv_state = conv_buf.zeroed(layers_[static_cast<size_t>(l)].ssm.conv_state_size());
-    float* ssm_state = ssm_buf.zeroed(layers_[static_cast<size_t>(l)].ssm.ssm_state_size());
-    layer(l, s->hidden.data(), s->rows, pos, conv_state, ssm_state, s, nullptr);
-    // Once the last layer of a reuse group has run, its shared K/V is no longer needed: drop it so
-    // that copies of later states stay small.
-    const int src = cfg_.layer[static_cast<size_t>(l)].kv_source;
-    if (src >= 0 && cfg_.layer[static_cast<size_t>(src)].kv_last_user == l) {
-      s->k[static_cast<size_t>(src)] = {};
-      s->v[static_cast<size_t>(src)] = {};
-    }
-    s->next_layer = l + 1;
-  }
-
-  void finish(const ForwardState& s, float* logits) const override {
-    // final_layernorm, then the meta-token rows are dropped before the head (L2340–2355).
-    const int64_t M = cfg_.meta;
-    KLLENS_CHECK(s.rows >= M, "forward state has {} rows, fewer than the {} meta tokens", s.rows, M);
-    head(s.hidden.data() + M * cfg_.hidden, s.rows - M, logits);
-  }
-
-  std::unique_ptr<DecodeState> new_decode_state() const override {
-    auto d = std::make_unique<HymbaDecodeState>();
-    const auto L = static_cast<size_t>(cfg_.layers);
-    d->kv.resize(L);
-    d->conv.resize(L);
-    d->ssm.resize(L);
-    for (int l = 0; l < cfg_.layers; ++l) {
-      const auto& lc = cfg_.layer[static_cast<size_t>(l)];
-      d->conv[static_cast<size_t>(l)].assign(layers_[static_cast<size_t>(l)].ssm.conv_state_size(), 0.0f);
-      d->ssm[static_cast<size_t>(l)].assign(layers_[static_cast<size_t>(l)].ssm.ssm_state_size(), 0.0f);
-      if (lc.kv_source >= 0) continue;
-      // A ring suffices when every layer reading this K/V is a SWA layer: a query at position p
-      // sees the meta tokens and positions p-W..p, i.e. W+1 rows after the kept prefix.
-      bool all_swa = lc.window > 0;
-      for (int c = l + 1; c < cfg_.layers; ++c)
-        if (cfg_.layer[static_cast<size_t>(c)].kv_source == l && cfg_.layer[static_cast<size_t>(c)].window == 0)
-          all_swa = false;
-      d->kv[static_cast<size_t>(l)].init(cfg_.k_width(), cfg_.v_width(), cfg_.meta,
-                                         all_swa ? cfg_.window + 1 : 0);
-    }
-    // Decoding starts by running the meta tokens through the model (a prefill of the prefix):
-    // their K/V fill the kept prefix of every cache, and the SSM states start after them.
-    if (cfg_.meta > 0) {
-      HymbaForwardState fs;
-      fs.rows = cfg_.meta;
-      fs.hidden.assign(meta_->data(), meta_->data() + cfg_.meta * cfg_.hidden);
-      fs.k.resize(L);
-      fs.v.resize(L);
-      std::vector<int64_t> pos(static_cast<size_t>(cfg_.meta));
-      for (int64_t t = 0; t < cfg_.meta; ++t) pos[static_cast<size_t>(t)] = t;
-      for (int l = 0; l < cfg_.layers; ++l)
-        layer(l, fs.hidden.data(), fs.rows, pos.data(), d->conv[static_cast<size_t>(l)].data(),
-              d->ssm[static_cast<size_t>(l)].data(), &fs, &d->kv[static_cast<size_t>(owner(l))]);
-    }
-    return d;
-  }
-
-  void decode_step(DecodeState& base, int32_t token, float* logits) const override {
-    auto* d = dynamic_cast<HymbaDecodeState*>(&base);
-    KLLENS_CHECK(d != nullptr, "decode_step was given a decode state of another model");
-    check_ids(std::span<const int32_t>(&token, 1));
-    const int64_t H = cfg_.hidden;
-    thread_local ScratchVec hidden_buf;
-    float* hidden = hidden_buf.get(static_cast<size_t>(H));
-    embedding_row(*embed_, token, hidden);
-    const int64_t pos = cfg_.meta + d->position;
-    for (int l = 0; l < cfg_.layers; ++l)
-      layer(l, hidden, 1, &pos, d->conv[static_cast<size_t>(l)].data(),
-            d->ssm[static_cast<size_t>(l)].data(), nullptr, &d->kv[static_cast<size_t>(owner(l))]);
-    head(hidden, 1, logits);
-    ++d->position;
-  }
-
  private:
-  int owner(int l) const {
-    const int src = cfg_.layer[static_cast<size_t>(l)].kv_source;
-    return src >= 0 ? src : l;
-  }
-
-  void head(const float* hidden, int64_t T, float* logits) const {
-    thread_local ScratchVec normed_buf;
-    float* normed = normed_buf.get(static_cast<size_t>(T * cfg_.hidden));
-    ops::rmsnorm(normed, hidden, norm_f_->data(), T, cfg_.hidden, cfg_.eps);
-    linear(logits, normed, *head_, nullptr, T, cfg_.vocab, cfg_.hidden);
-  }
-
-  // One decoder layer on hidden {T, H} at positions pos {T}; conv/ssm states carried in and out.
-  //  fs != null (prefill): the T rows attend to each other; a K/V consumer reads the producer's
-  //    K/V from fs, and a producer stores its K/V there.
-  //  cache != null: the cache of this layer's K/V owner. An owner appends its new rows. Without
-  //    fs (decode), attention reads the cache.
-  void layer(int l, float* hidden, int64_t T, const int64_t* pos, float* conv_state,
-             float* ssm_state, HymbaForwardState* fs, KvCache* cache) const {
-    const HymbaLayer& L = layers_[static_cast<size_t>(l)];
-    const HymbaLayerConfig& lc = cfg_.layer[static_cast<size_t>(l)];
-    const int64_t H = cfg_.hidden, I = cfg_.inner, Hq = cfg_.heads, Hkv = cfg_.kv_heads;
-    const int64_t Dk = cfg_.head_dim, Dv = cfg_.v_head_dim, Kw = cfg_.k_width(), Vw = cfg_.v_width();
-    const bool own_kv = lc.kv_source < 0;
-    const int64_t P = cfg_.in_proj_rows(l);
-    // Every buffer below is written whole before it is read. new_decode_state's prefix prefill
-    // and decode_step call layer() one after another, never from inside it.
-    thread_local ScratchVec u_buf, proj_buf, k_buf, v_buf, attn_buf, y_buf, out_buf;
-
-    // input_layernorm, then in_proj (L1601–1622)   proj {T, P} = [q | k | v | x | z]
-    float* u = u_buf.get(static_cast<size_t>(T * H));
-    ops::rmsnorm(u, hidden, L.norm->data(), T, H, cfg_.eps);
-    float* proj = proj_buf.get(static_cast<size_t>(T * P));
-    linear(proj, u, *L.in_proj, data_or_null(L.in_proj_bias), T, P, H);
-    float* q = proj;                                      // {T, Hq, Dk}, row stride P
-    const float* x = proj + H + (own_kv ? Kw + Vw : 0);  // {T, I} pre-conv SSM input
-    const float* z = proj + P - I;                        // {T, I} gate
-
-    // Attention branch (HymbaFlexAttention with attn_only_wo_proj): RoPE on q, and on k when the
-    // layer computes its own K/V; consumers take the producer's post-RoPE K and V.
-    if (cfg_.rope) ops::apply_rope(q, P, T, Hq, Dk, pos, inv_freq_.data(), Dk);
-    float *kbuf = nullptr, *vbuf = nullptr;
-    if (own_kv) {
-      kbuf = k_buf.get(static_cast<size_t>(T * Kw));
-      vbuf = v_buf.get(static_cast<size_t>(T * Vw));
-      for (int64_t t = 0; t < T; ++t) {
-        std::copy_n(proj + t * P + H, Kw, kbuf + t * Kw);
-        std::copy_n(proj + t * P + H + Kw, Vw, vbuf + t * Vw);
-      }
-      if (cfg_.rope) ops::apply_rope(kbuf, Kw, T, Hkv, Dk, pos, inv_freq_.data(), Dk);
-      if (cache) {
-        cache->append(kbuf, Kw, vbuf, Vw, pos, T);
-        KLLENS_CHECK(T == 1 || cache->evicted() == 0, "a multi-row append overflowed the KV ring");
-      }
-      // The consumers run later, after this buffer has been reused: they get a copy.
-      if (fs && lc.kv_shared) {
-        fs->k[static_cast<size_t>(l)].assign(kbuf, kbuf + T * Kw);
-        fs->v[static_cast<size_t>(l)].assign(vbuf, vbuf + T * Vw);
-      }
-    }
-    const float *kp = nullptr, *vp = nullptr;
-    const int64_t* kpos = nullptr;
-    int64_t S = 0;
-    if (fs) {
-      if (own_kv) {
-        kp = kbuf;
-        vp = vbuf;
-      } else {
-        const auto src = static_cast<size_t>(lc.kv_source);
-        if (fs->k.size() <= src || fs->k[src].size() != static_cast<size_t>(T * Kw))
-          fail("hymba: layer {} reuses the K/V of layer {}, which has not run on this forward state",
-               l, lc.kv_source);
-        kp = fs->k[src].data();
-        vp = fs->v[src].data();
-      }
-      kpos = pos;
-      S = T;
-    } else {
-      KLLENS_CHECK(cache != nullptr, "hymba layer needs a forward state or a KV cache");
-      kp = cache->k.data();
-      vp = cache->v.data();
-      kpos = cache->pos.data();
-      S = cache->rows();
-    }
-    // Mask (L1198–1236): causal; on SWA layers also q - kv <= W (W+1 keys including self) unless
-    // kv is a meta token. ops::attention's window is "q - kv < window", hence W + 1.
-    ops::AttentionShape shape;
-    shape.T = T;
-    shape.S = S;
-    shape.Hq = Hq;
-    shape.Hkv = Hkv;
-    shape.Dk = Dk;
-    shape.Dv = Dv;
-    shape.ldq = P;
-    float* attn = attn_buf.get(static_cast<size_t>(T * I));  // {T, Hq, Dv}, Hq * Dv == I
-    ops::attention(attn, q, kp, vp, pos, kpos, shape, lc.window > 0 ? lc.window + 1 : 0,
-                   lc.window > 0 ? cfg_.meta : 0, 1.0f / std::sqrt(static_cast<float>(Dk)));
-
-    // SSM branch (L1623–1718)   y {T, I}
-    float* y = y_buf.get(static_cast<size_t>(T * I));
-    L.ssm.forward(y, x, P, z, P, T, conv_state, ssm_state);
-
-    // Fusion (L1719–1720): out_proj((pre_avg_layernorm1(attn) + pre_avg_layernorm2(ssm)) / 2)
-    ops::rmsnorm(attn, attn, L.pre_avg1->data(), T, I, cfg_.eps);
-    ops::rmsnorm(y, y, L.pre_avg2->data(), T, I, cfg_.eps);
-    for (int64_t i = 0; i < T * I; ++i) y[i] = (attn[i] + y[i]) / 2.0f;
-    float* out = out_buf.get(static_cast<size_t>(T * H));
-    linear(out, y, *L.out_proj, data_or_null(L.out_proj_bias), T, H, I);
-    for (int64_t i = 0; i < T * H; ++i) hidden[i] += out[i];
-
-    // MLP (HymbaSparseMoeBlock with one expert → HymbaMLP, L1750–1825)
-    if (L.mlp_norm) {
-      ops::rmsnorm(u, hidden, L.mlp_norm->data(), T, H, cfg_.eps);
-      L.mlp.forward(out, u, T);
-      for (int64_t i = 0; i < T * H; ++i) hidden[i] += out[i];
-    }
-  }
-
   HymbaConfig cfg_;
-  const Param *embed_ = nullptr, *head_ = nullptr, *norm_f_ = nullptr, *meta_ = nullptr;
-  std::vector<HymbaLayer> layers_;
   std::vector<float> inv_freq_;
 };
 

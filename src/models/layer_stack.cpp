@@ -47,8 +47,14 @@ class ParallelState : public MixerState {
 
 class StackForwardState : public ForwardState {
  public:
+  std::vector<std::vector<float>> slots;  // StackCarry::slots
   std::unique_ptr<ForwardState> clone() const override {
     return std::make_unique<StackForwardState>(*this);
+  }
+  size_t bytes() const override {
+    size_t n = hidden.size();
+    for (const auto& slot : slots) n += slot.size();
+    return n * sizeof(float);
   }
 };
 
@@ -314,6 +320,7 @@ void LayerStackModel::finish_stack(std::string arch, const std::string& folder) 
   info_.n_layers = static_cast<int64_t>(layers_.size());
   info_.d_model = ends_.embed->cols();
   info_.vocab = ends_.head->rows();
+  info_.n_prefix_tokens = ends_.prefix ? ends_.prefix->rows() : 0;
   info_.layer_kinds.clear();
   for (const StackLayer& layer : layers_) {
     std::string kind = layer.kind;
@@ -335,7 +342,8 @@ void LayerStackModel::add_mamba2_details(const Mamba2Mixer& m) {
 
 void LayerStackModel::run_blocks(const StackLayer& layer, float* hidden, int64_t T,
                                  const int64_t* pos,
-                                 std::vector<std::unique_ptr<MixerState>>* states) const {
+                                 std::vector<std::unique_ptr<MixerState>>* states,
+                                 const StackCarry& carry) const {
   const int64_t H = info_.d_model;
   thread_local ScratchVec normed_buf, out_buf;  // each written whole before it is read
   float* normed = normed_buf.get(static_cast<size_t>(T * H));
@@ -343,7 +351,7 @@ void LayerStackModel::run_blocks(const StackLayer& layer, float* hidden, int64_t
   for (size_t b = 0; b < layer.blocks.size(); ++b) {
     const ResidualBlock& block = layer.blocks[b];
     ops::rmsnorm(normed, hidden, block.norm->data(), T, H, block.eps);
-    block.mixer->forward(out, normed, T, pos, states ? (*states)[b].get() : nullptr);
+    block.mixer->forward_carried(out, normed, T, pos, states ? (*states)[b].get() : nullptr, carry);
     if (block.residual_scale == 1.0f) {
       for (int64_t i = 0; i < T * H; ++i) hidden[i] += out[i];
     } else {
@@ -359,19 +367,32 @@ std::unique_ptr<ForwardState> LayerStackModel::start(std::span<const int32_t> id
   embed_tokens(*ends_.embed, ids, *s);
   if (ends_.embedding_scale != 1.0f)
     for (float& x : s->hidden) x *= ends_.embedding_scale;
+  if (ends_.prefix) {  // the prefix rows first; positions run over both
+    const int64_t M = ends_.prefix->rows(), H = info_.d_model;
+    s->hidden.insert(s->hidden.begin(), ends_.prefix->data(), ends_.prefix->data() + M * H);
+    s->rows += M;
+  }
+  s->slots.resize(carry_slots_);
   return s;
 }
 
-void LayerStackModel::run_layer(int l, ForwardState& s) const {
+void LayerStackModel::run_layer(int l, ForwardState& base) const {
+  auto* s = dynamic_cast<StackForwardState*>(&base);
+  KLLENS_CHECK(s != nullptr, "run_layer was given a forward state of another model");
   thread_local Scratch<int64_t> pos_buf;
-  int64_t* pos = pos_buf.get(static_cast<size_t>(s.rows));
-  for (int64_t t = 0; t < s.rows; ++t) pos[t] = t;
-  run_blocks(layers_[static_cast<size_t>(l)], s.hidden.data(), s.rows, pos, nullptr);
-  s.next_layer = l + 1;
+  int64_t* pos = pos_buf.get(static_cast<size_t>(s->rows));
+  for (int64_t t = 0; t < s->rows; ++t) pos[t] = t;
+  StackCarry carry;
+  carry.slots = &s->slots;
+  run_blocks(layers_[static_cast<size_t>(l)], s->hidden.data(), s->rows, pos, nullptr, carry);
+  s->next_layer = l + 1;
 }
 
 void LayerStackModel::finish(const ForwardState& s, float* logits) const {
-  head(s.hidden.data(), s.rows, logits);
+  // The prefix rows are never scored.
+  const int64_t M = ends_.prefix ? ends_.prefix->rows() : 0;
+  KLLENS_CHECK(s.rows >= M, "forward state has {} rows, fewer than the {} prefix rows", s.rows, M);
+  head(s.hidden.data() + M * info_.d_model, s.rows - M, logits);
 }
 
 std::unique_ptr<DecodeState> LayerStackModel::new_decode_state() const {
@@ -379,6 +400,16 @@ std::unique_ptr<DecodeState> LayerStackModel::new_decode_state() const {
   for (const StackLayer& layer : layers_) {
     auto& blocks = s->layers.emplace_back();
     for (const ResidualBlock& b : layer.blocks) blocks.push_back(b.mixer->new_state());
+  }
+  if (ends_.prefix) {  // the prefix rows run first, leaving their states and K/V behind
+    const int64_t M = ends_.prefix->rows(), H = info_.d_model;
+    std::vector<float> hidden(ends_.prefix->data(), ends_.prefix->data() + M * H);
+    std::vector<int64_t> pos(static_cast<size_t>(M));
+    for (int64_t t = 0; t < M; ++t) pos[static_cast<size_t>(t)] = t;
+    StackCarry carry;
+    carry.states = &s->layers;
+    for (size_t l = 0; l < layers_.size(); ++l)
+      run_blocks(layers_[l], hidden.data(), M, pos.data(), &s->layers[l], carry);
   }
   return s;
 }
@@ -393,9 +424,11 @@ void LayerStackModel::decode_step(DecodeState& base, int32_t token, float* logit
   embed_tokens(*ends_.embed, std::span<const int32_t>(&token, 1), fs);
   if (ends_.embedding_scale != 1.0f)
     for (float& x : fs.hidden) x *= ends_.embedding_scale;
-  const int64_t pos = s->position;
+  const int64_t pos = s->position + (ends_.prefix ? ends_.prefix->rows() : 0);
+  StackCarry carry;
+  carry.states = &s->layers;
   for (size_t l = 0; l < layers_.size(); ++l)
-    run_blocks(layers_[l], fs.hidden.data(), 1, &pos, &s->layers[l]);
+    run_blocks(layers_[l], fs.hidden.data(), 1, &pos, &s->layers[l], carry);
   head(fs.hidden.data(), 1, logits);
   ++s->position;
 }

@@ -7,8 +7,8 @@
 // table and which blocks each layer has (mamba.cpp, mamba2.cpp, llama.cpp, nemotron_h.cpp);
 // the loops, the head, the decode states and the scratch buffers live here once.
 //
-// Families whose layers do more than sequential residual blocks (Hymba's parallel heads and
-// meta tokens, Falcon-H1's parallel mixers, Jamba's experts) still have their own loops.
+// Every family runs on it; Hymba adds its own mixer (attention and SSM heads from one in_proj,
+// K/V shared across layers through StackCarry) and its meta tokens as StackEnds::prefix.
 #pragma once
 
 #include <cstdint>
@@ -31,6 +31,14 @@ class MixerState {
   virtual size_t bytes() const = 0;
 };
 
+// What one pass carries from a layer to later ones, for mixers that share across layers (Hymba's
+// K/V reuse groups): in prefill, slots kept in the forward state (so a sweep's copy of the state
+// before a layer has them); in decode, every layer's block states.
+struct StackCarry {
+  std::vector<std::vector<float>>* slots = nullptr;                         // prefill, else null
+  std::vector<std::vector<std::unique_ptr<MixerState>>>* states = nullptr;  // decode, else null
+};
+
 // out {T, hidden} = f(x {T, hidden}) for rows at positions pos {T}. out must not alias x.
 // state == nullptr: the rows are a whole fresh sequence (prefill); whatever state the mixer
 // would carry on is dropped. Otherwise they continue the sequence `state` holds, which is
@@ -42,6 +50,13 @@ class Mixer {
   virtual std::unique_ptr<MixerState> new_state() const { return nullptr; }
   virtual void forward(float* out, const float* x, int64_t T, const int64_t* pos,
                        MixerState* state) const = 0;
+  // The same, seeing what the pass carries across layers; the stack calls this one. Mixers that
+  // share nothing across layers keep the default.
+  virtual void forward_carried(float* out, const float* x, int64_t T, const int64_t* pos,
+                               MixerState* state, const StackCarry& carry) const {
+    (void)carry;
+    forward(out, x, T, pos, state);
+  }
   // For inspect: "mamba", "mamba2", "attn(global)", "mlp", ...
   virtual std::string kind() const = 0;
 };
@@ -169,6 +184,9 @@ struct StackEnds {
   float embedding_scale = 1.0f;   // hidden = embedding · scale (Granite's embedding_multiplier)
   float logits_divisor = 1.0f;    // logits = head(...) / divisor (Granite's logits_scaling)
   float logits_multiplier = 1.0f; // logits = head(...) · multiplier (Falcon-H1's lm_head_multiplier)
+  // Rows prepended to every sequence and never scored (Hymba's meta tokens {M, hidden}), or null.
+  // Decoding starts by running them through the layers.
+  const Param* prefix = nullptr;
 };
 
 // A Model made of a StackEnds and StackLayers. A family's constructor loads the weights, fills
@@ -190,10 +208,11 @@ class LayerStackModel : public Model {
 
   StackEnds ends_;
   std::vector<StackLayer> layers_;
+  size_t carry_slots_ = 0;  // StackCarry::slots a prefill pass starts with (empty vectors)
 
  private:
   void run_blocks(const StackLayer& layer, float* hidden, int64_t T, const int64_t* pos,
-                  std::vector<std::unique_ptr<MixerState>>* states) const;
+                  std::vector<std::unique_ptr<MixerState>>* states, const StackCarry& carry) const;
   void head(const float* hidden, int64_t T, float* logits) const;
 };
 
