@@ -70,6 +70,27 @@ void check_rope_type(const HfConfig& c, const std::string& type) {
 
 }  // namespace
 
+AttentionHeads read_attention_heads(const HfConfig& c, int64_t hidden) {
+  AttentionHeads a;
+  a.heads = c.get_positive("num_attention_heads");
+  a.kv_heads = c.has("num_key_value_heads") && !c.json()["num_key_value_heads"].is_null()
+                   ? c.get_positive("num_key_value_heads")
+                   : a.heads;
+  if (a.heads % a.kv_heads != 0)
+    c.invalid("num_key_value_heads", fmt::format("({}) must divide num_attention_heads ({})",
+                                                 a.kv_heads, a.heads));
+  if (c.has("head_dim") && !c.json()["head_dim"].is_null()) {
+    a.head_dim = c.get_positive("head_dim");
+  } else {
+    if (hidden % a.heads != 0)
+      c.invalid("num_attention_heads",
+                fmt::format("({}) must divide hidden_size ({}) when head_dim is not given", a.heads,
+                            hidden));
+    a.head_dim = hidden / a.heads;
+  }
+  return a;
+}
+
 RopeSettings read_default_rope(const HfConfig& config, double default_theta) {
   RopeSettings r;
   r.theta = config.get_float("rope_theta", default_theta);

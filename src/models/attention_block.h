@@ -33,6 +33,14 @@ struct SwiGluMlp {
   void forward(float* out, const float* x, int64_t T) const;
 };
 
+// num_attention_heads, num_key_value_heads (absent or null: the same; it must divide the heads)
+// and head_dim (absent or null: hidden / heads, which must divide), as HF's Jamba and
+// GraniteMoeHybrid configs read them. Errors name the field.
+struct AttentionHeads {
+  int64_t heads = 0, kv_heads = 0, head_dim = 0;
+};
+AttentionHeads read_attention_heads(const HfConfig& config, int64_t hidden);
+
 // RoPE settings as any transformers version writes them: `rope_theta` at the top level with an
 // optional `rope_scaling` (up to 4.x), or `rope_parameters` {rope_theta, rope_type, ...}
 // (transformers 5). Only rope_type "default" (no scaling) is supported; any other scaling type

@@ -275,14 +275,10 @@ class FalconH1Model : public LayerStackModel {
       m.in_multiplier = static_cast<float>(cfg_.ssm_in_mult);
       m.set_proj_multipliers(cfg_.ssm_mults);
       // HF FalconH1Attention: o_proj(attn(rope(q), rope(k * key_multiplier), v)), scale Dh^-0.5
-      auto attn = std::make_unique<AttentionMixer>();
-      attn->hidden = H;
-      attn->heads = cfg_.attn_heads;
-      attn->kv_heads = cfg_.kv_heads;
-      attn->head_dim = Dh;
+      auto attn = AttentionMixer::bound(weights_, p + "self_attn.", H, cfg_.attn_heads,
+                                        cfg_.kv_heads, Dh);
       attn->inv_freq = inv_freq;
       attn->key_scale = static_cast<float>(cfg_.key_mult);
-      attn->bind(weights_, p + "self_attn.");
       auto both = std::make_unique<ParallelMixer>();
       both->hidden = H;
       both->branches.push_back({std::move(mamba), 1.0f, static_cast<float>(cfg_.ssm_out_mult)});

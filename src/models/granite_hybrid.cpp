@@ -90,22 +90,10 @@ GraniteConfig parse_config(const HfConfig& c) {
   m.logits_scaling = multiplier(c, "logits_scaling", false);
   m.max_positions = c.has("max_position_embeddings") ? c.get_positive("max_position_embeddings") : 2048;
   if (m.attention_layers() > 0) {
-    m.heads = c.get_positive("num_attention_heads");
-    m.kv_heads = c.has("num_key_value_heads") && !c.json()["num_key_value_heads"].is_null()
-                     ? c.get_positive("num_key_value_heads")
-                     : m.heads;
-    if (m.heads % m.kv_heads != 0)
-      c.invalid("num_key_value_heads",
-                fmt::format("({}) must divide num_attention_heads ({})", m.kv_heads, m.heads));
-    if (c.has("head_dim") && !c.json()["head_dim"].is_null()) {
-      m.head_dim = c.get_positive("head_dim");
-    } else {
-      if (m.hidden % m.heads != 0)
-        c.invalid("num_attention_heads", fmt::format("({}) must divide hidden_size ({}) when "
-                                                     "head_dim is not given",
-                                                     m.heads, m.hidden));
-      m.head_dim = m.hidden / m.heads;
-    }
+    const AttentionHeads heads = read_attention_heads(c, m.hidden);
+    m.heads = heads.heads;
+    m.kv_heads = heads.kv_heads;
+    m.head_dim = heads.head_dim;
     m.attn_bias = c.get_bool("attention_bias", false);
     // Anything but "rope" (null, "nope") is no positional encoding.
     m.rope = c.get_string("position_embedding_type", "nope") == "rope";
@@ -242,14 +230,10 @@ class GraniteHybridModel : public LayerStackModel {
       const std::string p = layer_prefix(l);
       std::unique_ptr<Mixer> mixer;
       if (cfg_.attention[static_cast<size_t>(l)]) {
-        auto a = std::make_unique<AttentionMixer>();
-        a->hidden = H;
-        a->heads = cfg_.heads;
-        a->kv_heads = cfg_.kv_heads;
-        a->head_dim = cfg_.head_dim;
+        auto a = AttentionMixer::bound(weights_, p + "self_attn.", H, cfg_.heads, cfg_.kv_heads,
+                                       cfg_.head_dim);
         a->inv_freq = inv_freq;
         a->scale = cfg_.attention_multiplier;
-        a->bind(weights_, p + "self_attn.");
         mixer = std::move(a);
       } else {
         auto m = std::make_unique<Mamba2MixerBlock>();

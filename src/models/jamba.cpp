@@ -62,22 +62,10 @@ JambaConfig parse_config(const HfConfig& c) {
   if (act != "silu") c.invalid("hidden_act", "is '" + act + "'; only \"silu\" is supported");
 
   // Attention (LlamaAttention: head_dim from config when given, else hidden / heads).
-  m.heads = c.get_positive("num_attention_heads");
-  m.kv_heads = c.has("num_key_value_heads") && !c.json()["num_key_value_heads"].is_null()
-                   ? c.get_positive("num_key_value_heads")
-                   : m.heads;
-  if (m.heads % m.kv_heads != 0)
-    c.invalid("num_key_value_heads", fmt::format("({}) must divide num_attention_heads ({})",
-                                                 m.kv_heads, m.heads));
-  if (c.has("head_dim") && !c.json()["head_dim"].is_null()) {
-    m.head_dim = c.get_positive("head_dim");
-  } else {
-    if (m.hidden % m.heads != 0)
-      c.invalid("num_attention_heads",
-                fmt::format("({}) must divide hidden_size ({}) when head_dim is not given", m.heads,
-                            m.hidden));
-    m.head_dim = m.hidden / m.heads;
-  }
+  const AttentionHeads heads = read_attention_heads(c, m.hidden);
+  m.heads = heads.heads;
+  m.kv_heads = heads.kv_heads;
+  m.head_dim = heads.head_dim;
 
   // Mamba: intermediate = mamba_expand * hidden; mamba_dt_rank an integer or "auto".
   const int64_t expand = c.has("mamba_expand") ? c.get_positive("mamba_expand") : 2;
@@ -226,36 +214,21 @@ class JambaModel : public LayerStackModel {
         const std::string m = p + "mamba.";
         auto b = std::make_unique<Mamba1MixerBlock>();
         b->hidden = H;
-        b->in_proj = &weights_.get(m + "in_proj.weight");
-        b->in_proj_bias = weights_.find(m + "in_proj.bias");
-        b->out_proj = &weights_.get(m + "out_proj.weight");
-        b->out_proj_bias = weights_.find(m + "out_proj.bias");
+        b->bind(weights_, m);
         Mamba1Ssm& ssm = b->ssm;
         ssm.inner = cfg_.inner;
         ssm.state = cfg_.state;
         ssm.dt_rank = cfg_.dt_rank;
         ssm.conv_kernel = cfg_.conv;
-        ssm.conv = &weights_.get(m + "conv1d.weight");
-        ssm.conv_bias = weights_.find(m + "conv1d.bias");
-        ssm.x_proj = &weights_.get(m + "x_proj.weight");
-        ssm.dt_proj = &weights_.get(m + "dt_proj.weight");
-        ssm.dt_bias = &weights_.get(m + "dt_proj.bias");
-        ssm.D = &weights_.get(m + "D");
         ssm.dt_norm = &weights_.get(m + "dt_layernorm.weight");
         ssm.b_norm = &weights_.get(m + "b_layernorm.weight");
         ssm.c_norm = &weights_.get(m + "c_layernorm.weight");
         ssm.norm_eps = cfg_.eps;  // JambaRMSNorm(..., eps=config.rms_norm_eps)
-        ssm.set_A(weights_.get(m + "A_log"));
         mixer = std::move(b);
       } else {
         // JambaAttention: LlamaAttention without RoPE, scaling head_dim^-0.5, GQA
-        auto a = std::make_unique<AttentionMixer>();
-        a->hidden = H;
-        a->heads = cfg_.heads;
-        a->kv_heads = cfg_.kv_heads;
-        a->head_dim = cfg_.head_dim;
-        a->bind(weights_, p + "self_attn.");
-        mixer = std::move(a);
+        mixer = AttentionMixer::bound(weights_, p + "self_attn.", H, cfg_.heads, cfg_.kv_heads,
+                                      cfg_.head_dim);
       }
       std::unique_ptr<Mixer> ff;
       if (lc.moe) {

@@ -75,6 +75,20 @@ class StackDecodeState : public DecodeState {
 // ---------------------------------------------------------------------------------------------
 // Mixers
 
+void Mamba1MixerBlock::bind(const Weights& weights, const std::string& p) {
+  in_proj = &weights.get(p + "in_proj.weight");
+  in_proj_bias = weights.find(p + "in_proj.bias");
+  out_proj = &weights.get(p + "out_proj.weight");
+  out_proj_bias = weights.find(p + "out_proj.bias");
+  ssm.conv = &weights.get(p + "conv1d.weight");
+  ssm.conv_bias = weights.find(p + "conv1d.bias");
+  ssm.x_proj = &weights.get(p + "x_proj.weight");
+  ssm.dt_proj = &weights.get(p + "dt_proj.weight");
+  ssm.dt_bias = &weights.get(p + "dt_proj.bias");
+  ssm.D = &weights.get(p + "D");
+  ssm.set_A(weights.get(p + "A_log"));
+}
+
 std::unique_ptr<MixerState> Mamba1MixerBlock::new_state() const {
   return std::make_unique<SsmState>(ssm.conv_state_size(), ssm.ssm_state_size());
 }
@@ -141,6 +155,18 @@ void AttentionMixer::bind(const Weights& weights, const std::string& p) {
   k_bias = weights.find(p + "k_proj.bias");
   v_bias = weights.find(p + "v_proj.bias");
   o_bias = weights.find(p + "o_proj.bias");
+}
+
+std::unique_ptr<AttentionMixer> AttentionMixer::bound(const Weights& weights, const std::string& prefix,
+                                                      int64_t hidden, int64_t heads,
+                                                      int64_t kv_heads, int64_t head_dim) {
+  auto a = std::make_unique<AttentionMixer>();
+  a->hidden = hidden;
+  a->heads = heads;
+  a->kv_heads = kv_heads;
+  a->head_dim = head_dim;
+  a->bind(weights, prefix);
+  return a;
 }
 
 std::unique_ptr<MixerState> AttentionMixer::new_state() const {
@@ -361,12 +387,16 @@ void LayerStackModel::run_blocks(const StackLayer& layer, float* hidden, int64_t
   }
 }
 
+void LayerStackModel::embed(std::span<const int32_t> ids, ForwardState& s) const {
+  embed_tokens(*ends_.embed, ids, s);
+  if (ends_.embedding_scale != 1.0f)
+    for (float& x : s.hidden) x *= ends_.embedding_scale;
+}
+
 std::unique_ptr<ForwardState> LayerStackModel::start(std::span<const int32_t> ids) const {
   check_ids(ids);
   auto s = std::make_unique<StackForwardState>();
-  embed_tokens(*ends_.embed, ids, *s);
-  if (ends_.embedding_scale != 1.0f)
-    for (float& x : s->hidden) x *= ends_.embedding_scale;
+  embed(ids, *s);
   if (ends_.prefix) {  // the prefix rows first; positions run over both
     const int64_t M = ends_.prefix->rows(), H = info_.d_model;
     s->hidden.insert(s->hidden.begin(), ends_.prefix->data(), ends_.prefix->data() + M * H);
@@ -419,11 +449,9 @@ void LayerStackModel::decode_step(DecodeState& base, int32_t token, float* logit
   KLLENS_CHECK(s != nullptr && s->layers.size() == layers_.size(),
                "decode_step was given a decode state of another model");
   check_ids(std::span<const int32_t>(&token, 1));
-  // Kept across steps so that its row is allocated once; embed_tokens overwrites it.
+  // Kept across steps so that its row is allocated once; embed() overwrites it.
   thread_local StackForwardState fs;
-  embed_tokens(*ends_.embed, std::span<const int32_t>(&token, 1), fs);
-  if (ends_.embedding_scale != 1.0f)
-    for (float& x : fs.hidden) x *= ends_.embedding_scale;
+  embed(std::span<const int32_t>(&token, 1), fs);
   const int64_t pos = s->position + (ends_.prefix ? ends_.prefix->rows() : 0);
   StackCarry carry;
   carry.states = &s->layers;

@@ -3,9 +3,9 @@
 //
 // A layer is one or more residual blocks, hidden += residual_scale · mixer(rmsnorm(hidden)),
 // and a mixer is one of a few kinds: the Mamba-1 or Mamba-2 mixer, attention (GQA, optional
-// RoPE), a SwiGLU or a squared-ReLU MLP. A family file declares its config parsing, its tensor
-// table and which blocks each layer has (mamba.cpp, mamba2.cpp, llama.cpp, nemotron_h.cpp);
-// the loops, the head, the decode states and the scratch buffers live here once.
+// RoPE), a SwiGLU or a squared-ReLU MLP, top-k experts, or mixers side by side. A family file
+// declares its config parsing, its tensor table and which blocks each layer has; the loops, the
+// head, the decode states and the scratch buffers live here once.
 //
 // Every family runs on it; Hymba adds its own mixer (attention and SSM heads from one in_proj,
 // K/V shared across layers through StackCarry) and its meta tokens as StackEnds::prefix.
@@ -69,6 +69,11 @@ class Mamba1MixerBlock : public Mixer {
   const Param *out_proj = nullptr, *out_proj_bias = nullptr;  // {hidden, inner}, {hidden}
   Mamba1Ssm ssm;
 
+  // Binds HF MambaMixer's tensors under `prefix` (e.g. "backbone.layers.3.mixer."): in_proj and
+  // out_proj (+ ".bias" where present), conv1d (+ bias), x_proj, dt_proj (+ bias), D, A_log.
+  // The dimensions and the optional dt/B/C norms are the caller's.
+  void bind(const Weights& weights, const std::string& prefix);
+
   std::unique_ptr<MixerState> new_state() const override;
   void forward(float* out, const float* x, int64_t T, const int64_t* pos,
                MixerState* state) const override;
@@ -103,6 +108,11 @@ class AttentionMixer : public Mixer {
                         int64_t hidden, int64_t heads, int64_t kv_heads, int64_t head_dim,
                         bool bias);
   void bind(const Weights& weights, const std::string& prefix);
+  // An attention mixer of these sizes bound to the tensors under `prefix`; RoPE and the scales
+  // are left at their defaults (none, 1/sqrt(head_dim), 1) for the caller to set.
+  static std::unique_ptr<AttentionMixer> bound(const Weights& weights, const std::string& prefix,
+                                               int64_t hidden, int64_t heads, int64_t kv_heads,
+                                               int64_t head_dim);
 
   std::unique_ptr<MixerState> new_state() const override;
   void forward(float* out, const float* x, int64_t T, const int64_t* pos,
@@ -200,7 +210,7 @@ class LayerStackModel : public Model {
   void decode_step(DecodeState& state, int32_t token, float* logits) const final;
 
  protected:
-  // Sets info_.arch, folder, n_layers, d_model, vocab and layer_kinds.
+  // Sets info_.arch, folder, n_layers, d_model, vocab, n_prefix_tokens and layer_kinds.
   void finish_stack(std::string arch, const std::string& folder);
   // inspect's lines for a hybrid's Mamba-2 mixers: d_inner, ssm_heads, ssm_head_dim, n_groups,
   // d_state, d_conv, gated_norm.
@@ -213,6 +223,8 @@ class LayerStackModel : public Model {
  private:
   void run_blocks(const StackLayer& layer, float* hidden, int64_t T, const int64_t* pos,
                   std::vector<std::unique_ptr<MixerState>>* states, const StackCarry& carry) const;
+  // state.hidden = the rows of the ids' embeddings, times embedding_scale (no prefix).
+  void embed(std::span<const int32_t> ids, ForwardState& state) const;
   void head(const float* hidden, int64_t T, float* logits) const;
 };
 

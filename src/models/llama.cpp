@@ -93,13 +93,8 @@ class LlamaModel : public LayerStackModel {
     for (int l = 0; l < cfg_.layers; ++l) {
       const std::string p = "model.layers." + std::to_string(l) + ".";
       // LlamaDecoderLayer: h += o_proj(attn(norm(h))); h += mlp(norm(h))
-      auto attn = std::make_unique<AttentionMixer>();
-      attn->hidden = H;
-      attn->heads = cfg_.heads;
-      attn->kv_heads = cfg_.kv_heads;
-      attn->head_dim = D;
+      auto attn = AttentionMixer::bound(weights_, p + "self_attn.", H, cfg_.heads, cfg_.kv_heads, D);
       attn->inv_freq = inv_freq;
-      attn->bind(weights_, p + "self_attn.");
       auto mlp = std::make_unique<SwiGluMixer>();
       mlp->mlp = SwiGluMlp::bind(weights_, p + "mlp.", H, cfg_.ffn);
       StackLayer& layer = layers_.emplace_back();

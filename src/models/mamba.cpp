@@ -90,21 +90,11 @@ class MambaModel : public LayerStackModel {
       // HF MambaBlock: hidden += mixer(rmsnorm(hidden))
       auto m = std::make_unique<Mamba1MixerBlock>();
       m->hidden = H;
-      m->in_proj = &weights_.get(p + "mixer.in_proj.weight");
-      m->in_proj_bias = weights_.find(p + "mixer.in_proj.bias");
       m->ssm.inner = I;
       m->ssm.state = N;
       m->ssm.dt_rank = R;
       m->ssm.conv_kernel = K;
-      m->ssm.conv = &weights_.get(p + "mixer.conv1d.weight");
-      m->ssm.conv_bias = weights_.find(p + "mixer.conv1d.bias");
-      m->ssm.x_proj = &weights_.get(p + "mixer.x_proj.weight");
-      m->ssm.dt_proj = &weights_.get(p + "mixer.dt_proj.weight");
-      m->ssm.dt_bias = &weights_.get(p + "mixer.dt_proj.bias");
-      m->ssm.D = &weights_.get(p + "mixer.D");
-      m->ssm.set_A(weights_.get(p + "mixer.A_log"));
-      m->out_proj = &weights_.get(p + "mixer.out_proj.weight");
-      m->out_proj_bias = weights_.find(p + "mixer.out_proj.bias");
+      m->bind(weights_, p + "mixer.");
       StackLayer& layer = layers_.emplace_back();
       layer.blocks.push_back({&weights_.get(p + "norm.weight"), cfg_.eps, 1.0f, std::move(m)});
     }

@@ -152,7 +152,7 @@ Weights Weights::load(const TensorStore& store, const std::vector<TensorSpec>& s
     p->source_dtype = view->dtype;
     p->value = view->to_f32();
     // A row range shares pages with the rest of its source, read later: released with the store.
-    if (view->name == spec.name && store.find(spec.name)) view->release_pages();
+    if (store.find(spec.name)) view->release_pages();
     w.params_.push_back(std::move(p));
   }
   for (const auto& name : store.names())

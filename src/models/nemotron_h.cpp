@@ -211,13 +211,8 @@ class NemotronHModel : public LayerStackModel {
           break;
         }
         case NemotronLayer::kAttention: {
-          auto a = std::make_unique<AttentionMixer>();
-          a->hidden = H;
-          a->heads = cfg_.heads;
-          a->kv_heads = cfg_.kv_heads;
-          a->head_dim = cfg_.head_dim;
-          a->bind(weights_, mp);  // no RoPE: inv_freq stays empty
-          mixer = std::move(a);
+          // no RoPE: inv_freq stays empty
+          mixer = AttentionMixer::bound(weights_, mp, H, cfg_.heads, cfg_.kv_heads, cfg_.head_dim);
           break;
         }
         case NemotronLayer::kMlp: {
@@ -273,8 +268,6 @@ std::string nemotron_h_llama_layout(const HfConfig& config, const std::vector<Te
                                     LlamaLayout* out) {
   const NemotronHConfig c = parse_config(config);
   const bool any_mamba = c.count(NemotronLayer::kMamba) > 0;
-  if (any_mamba && c.ssm_inner / c.groups * c.groups != c.ssm_inner)
-    return "n_groups does not divide the Mamba inner width";
   if (c.proj_bias) return "llama.cpp's nemotron_h has no Mamba in_proj/out_proj biases";
   if (any_mamba && (c.dt_limit.lo != 0.0f || !std::isinf(c.dt_limit.hi)))
     return "time_step_limit is not (0, inf): llama.cpp does not clamp dt";
